@@ -1,0 +1,1 @@
+"""Kafka and Faust plumbing for AlphaPulse: settings, records, topics, codecs, broker, CLI."""

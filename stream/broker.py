@@ -1,0 +1,423 @@
+"""Local Apache Kafka launcher (KRaft mode, loopback only).
+
+The broker jars come from Maven Central through ``mvn dependency:copy-dependencies`` and are
+cached in the user's cache directory (never in the repository). Each node runs as a JVM in its own
+session, so it outlives the command that started it; its state lives under the data directory.
+
+>>> cluster = LocalKafka(state_dir=Path("/tmp/x"), cache_dir=Path("/tmp/y"), nodes=3)
+>>> cluster.bootstrap_servers
+'127.0.0.1:9092,127.0.0.1:9094,127.0.0.1:9096'
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from models.errors import BrokerError
+from stream._broker_files import LOG4J2_XML, pom_xml, server_properties
+
+__all__ = ["LocalKafka", "NodeStatus"]
+
+_READY_MARK = "Kafka Server started"
+
+
+@dataclass(frozen=True)
+class NodeStatus:
+    """Whether one node of the local cluster runs, and where."""
+
+    node_id: int
+    port: int
+    pid: int | None
+    running: bool
+
+
+def _port_open(host: str, port: int, timeout: float = 0.5) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+def _port_free(host: str, port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind((host, port))
+        except OSError:
+            return False
+    return True
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    # A zombie child still answers kill(0); reap it if it is ours.
+    try:
+        done, _ = os.waitpid(pid, os.WNOHANG)
+    except ChildProcessError:
+        return _not_zombie(pid)
+    return done == 0
+
+
+def _not_zombie(pid: int) -> bool:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return True
+    return stat.rsplit(")", 1)[-1].split()[0] != "Z"
+
+
+def _cluster_id() -> str:
+    return base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
+
+
+def _tail(path: Path, lines: int = 30) -> str:
+    try:
+        text = path.read_text(errors="replace")
+    except OSError:
+        return "(no log written)"
+    return "\n".join(text.splitlines()[-lines:])
+
+
+class LocalKafka:
+    """A local Kafka cluster of one or three KRaft nodes on loopback.
+
+    Parameters
+    ----------
+    state_dir
+        Folder for the nodes' configuration, data, logs and pid files.
+    cache_dir
+        Folder where the broker jars are cached, per Kafka version.
+    nodes
+        1 or 3. Three nodes use replication factor 3 and min ISR 2.
+    host, base_port
+        Node ``i`` (0-based) listens on ``base_port + 2 i`` and its controller on the next port.
+    kafka_version, log4j_version
+        Maven versions of ``org.apache.kafka:kafka_2.13`` and of the log4j2 binding.
+    extra_properties
+        Extra ``server.properties`` lines (for example SASL listeners), applied to every node.
+    """
+
+    def __init__(
+        self,
+        state_dir: Path,
+        cache_dir: Path,
+        nodes: int = 1,
+        host: str = "127.0.0.1",
+        base_port: int = 9092,
+        kafka_version: str = "4.1.1",
+        log4j_version: str = "2.24.3",
+        extra_properties: dict[str, str] | None = None,
+        heap: str = "512m",
+    ) -> None:
+        if nodes not in (1, 3):
+            raise BrokerError(f"--nodes must be 1 or 3, not {nodes}")
+        if not 1 <= base_port <= 65535 - 2 * nodes:
+            raise BrokerError(f"base port {base_port} leaves no room for {nodes} node(s)")
+        self.state_dir = Path(state_dir)
+        self.cache_dir = Path(cache_dir)
+        self.nodes = nodes
+        self.host = host
+        self.base_port = base_port
+        self.kafka_version = kafka_version
+        self.log4j_version = log4j_version
+        self.extra_properties = dict(extra_properties or {})
+        self.heap = heap
+        self._log_offsets: dict[int, int] = {}
+
+    # ----- addresses ---------------------------------------------------------------------
+    def port(self, node: int) -> int:
+        """Client port of node ``node`` (0-based)."""
+        return self.base_port + 2 * node
+
+    def controller_port(self, node: int) -> int:
+        """Controller port of node ``node`` (0-based)."""
+        return self.base_port + 2 * node + 1
+
+    @property
+    def bootstrap_servers(self) -> str:
+        """Comma-separated client addresses of every node."""
+        return ",".join(f"{self.host}:{self.port(i)}" for i in range(self.nodes))
+
+    def _node_dir(self, node: int) -> Path:
+        return self.state_dir / f"node-{node}"
+
+    def _pid_file(self, node: int) -> Path:
+        return self._node_dir(node) / "kafka.pid"
+
+    def log_file(self, node: int) -> Path:
+        """The node's console log (stdout and stderr of the JVM)."""
+        return self._node_dir(node) / "console.log"
+
+    @property
+    def _meta_file(self) -> Path:
+        return self.state_dir / "cluster.json"
+
+    # ----- jars -----------------------------------------------------------------------------
+    @property
+    def lib_dir(self) -> Path:
+        """Folder holding the resolved broker classpath."""
+        return self.cache_dir / "kafka" / f"{self.kafka_version}-log4j{self.log4j_version}" / "libs"
+
+    def ensure_jars(self, progress: Callable[[str], None] = print) -> Path:
+        """Resolve the broker jars through Maven once; later calls reuse the cache."""
+        marker = self.lib_dir / ".complete"
+        if marker.exists():
+            return self.lib_dir
+        mvn = shutil.which("mvn")
+        if mvn is None:
+            raise BrokerError(
+                "Maven (mvn) is not on PATH; it is needed once to fetch the Kafka jars. "
+                "Install it (apt-get install maven) or set KAFKA_BOOTSTRAP_SERVERS to use an "
+                "existing cluster."
+            )
+        work = self.lib_dir.parent
+        work.mkdir(parents=True, exist_ok=True)
+        (work / "pom.xml").write_text(pom_xml(self.kafka_version, self.log4j_version))
+        progress(f"resolving Kafka {self.kafka_version} jars from Maven Central into {work}")
+        proc = subprocess.run(
+            [
+                mvn,
+                "-B",
+                "-q",
+                "-f",
+                str(work / "pom.xml"),
+                "dependency:copy-dependencies",
+                "-DincludeScope=runtime",
+                f"-DoutputDirectory={self.lib_dir}",
+            ],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        if proc.returncode != 0 or not any(self.lib_dir.glob("kafka_2.13-*.jar")):
+            tail = "\n".join((proc.stdout + proc.stderr).splitlines()[-20:])
+            raise BrokerError(f"Maven could not resolve the Kafka jars:\n{tail}")
+        marker.write_text(self.kafka_version)
+        return self.lib_dir
+
+    def _java(self) -> str:
+        java = shutil.which("java")
+        if java is None:
+            raise BrokerError(
+                "Java is not on PATH; Kafka needs a Java 17+ runtime. Install one "
+                "(apt-get install openjdk-17-jre-headless) or set KAFKA_BOOTSTRAP_SERVERS."
+            )
+        return java
+
+    # ----- status ----------------------------------------------------------------------------
+    def _read_pid(self, node: int) -> int | None:
+        try:
+            return int(self._pid_file(node).read_text().strip())
+        except (OSError, ValueError):
+            return None
+
+    def status(self) -> list[NodeStatus]:
+        """Status of every node this launcher manages."""
+        out = []
+        for i in range(self.nodes):
+            pid = self._read_pid(i)
+            alive = pid is not None and _pid_alive(pid)
+            out.append(NodeStatus(i, self.port(i), pid if alive else None, alive))
+        return out
+
+    def running(self) -> bool:
+        """True when every node's JVM is alive."""
+        return all(s.running for s in self.status())
+
+    # ----- start -----------------------------------------------------------------------------
+    def _configure(self, cluster_id: str) -> None:
+        voters = ",".join(
+            f"{i + 1}@{self.host}:{self.controller_port(i)}" for i in range(self.nodes)
+        )
+        for i in range(self.nodes):
+            d = self._node_dir(i)
+            (d / "data").mkdir(parents=True, exist_ok=True)
+            props = server_properties(
+                node_id=i + 1,
+                host=self.host,
+                port=self.port(i),
+                controller_port=self.controller_port(i),
+                voters=voters,
+                log_dir=d / "data",
+                nodes=self.nodes,
+                extra=self.extra_properties,
+            )
+            (d / "server.properties").write_text(props)
+            (d / "log4j2.xml").write_text(LOG4J2_XML)
+            self._format(i, cluster_id)
+        self._meta_file.write_text(
+            json.dumps({"cluster_id": cluster_id, "nodes": self.nodes, "base_port": self.base_port})
+        )
+
+    def _format(self, node: int, cluster_id: str) -> None:
+        d = self._node_dir(node)
+        proc = subprocess.run(
+            [
+                self._java(),
+                "-cp",
+                f"{self.lib_dir}/*",
+                f"-Dlog4j2.configurationFile={d}/log4j2.xml",
+                "kafka.tools.StorageTool",
+                "format",
+                "-t",
+                cluster_id,
+                "-c",
+                str(d / "server.properties"),
+                "--ignore-formatted",
+            ],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        if proc.returncode != 0:
+            raise BrokerError(
+                f"formatting storage of node {node} failed:\n{(proc.stdout + proc.stderr)[-2000:]}"
+            )
+
+    def _needs_format(self) -> bool:
+        try:
+            meta = json.loads(self._meta_file.read_text())
+        except (OSError, ValueError):
+            return True
+        return bool(meta.get("nodes") != self.nodes or meta.get("base_port") != self.base_port)
+
+    def start_node(self, node: int) -> None:
+        """Start one node's JVM (storage must already be formatted)."""
+        d = self._node_dir(node)
+        for port in (self.port(node), self.controller_port(node)):
+            if not _port_free(self.host, port):
+                raise BrokerError(
+                    f"port {self.host}:{port} is taken by another process; stop it or choose "
+                    "another port with ALPHAPULSE_BROKER_PORT"
+                )
+        log = self.log_file(node)
+        with log.open("ab") as out:
+            proc = subprocess.Popen(
+                [
+                    self._java(),
+                    "-Xms128m",
+                    f"-Xmx{self.heap}",
+                    "-XX:+UseG1GC",
+                    "-Djava.awt.headless=true",
+                    f"-Dlog4j2.configurationFile={d}/log4j2.xml",
+                    f"-Dkafka.logs.dir={d}",
+                    "-cp",
+                    f"{self.lib_dir}/*",
+                    "kafka.Kafka",
+                    str(d / "server.properties"),
+                ],
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+            )
+        self._pid_file(node).write_text(str(proc.pid))
+        self._log_offsets[node] = log.stat().st_size if log.exists() else 0
+
+    def wait_ready(self, node: int, timeout: float = 120.0) -> None:
+        """Wait until the node logs that it started and its port answers."""
+        deadline = time.monotonic() + timeout
+        log = self.log_file(node)
+        start = self._log_offsets.get(node, 0)
+        while time.monotonic() < deadline:
+            pid = self._read_pid(node)
+            if pid is None or not _pid_alive(pid):
+                raise BrokerError(
+                    f"the Kafka JVM of node {node} exited during start; last log lines "
+                    f"({log}):\n{_tail(log)}"
+                )
+            try:
+                with log.open("rb") as f:
+                    f.seek(start)
+                    started = _READY_MARK.encode() in f.read()
+            except OSError:
+                started = False
+            if started and _port_open(self.host, self.port(node)):
+                return
+            time.sleep(0.25)
+        raise BrokerError(
+            f"node {node} did not become ready in {timeout:.0f}s; last log lines:\n{_tail(log)}"
+        )
+
+    def up(self, progress: Callable[[str], None] = print, timeout: float = 120.0) -> bool:
+        """Start the cluster. Returns False when it was already running."""
+        if self.running():
+            return False
+        self._java()
+        self.ensure_jars(progress)
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        if self._needs_format():
+            shutil.rmtree(self.state_dir, ignore_errors=True)
+            self.state_dir.mkdir(parents=True)
+            self._configure(_cluster_id())
+        progress(f"starting {self.nodes} Kafka node(s) on {self.bootstrap_servers}")
+        try:
+            for i, st in enumerate(self.status()):
+                if not st.running:
+                    self.start_node(i)
+            for i in range(self.nodes):
+                self.wait_ready(i, timeout)
+        except BrokerError:
+            self.down(progress=lambda _msg: None)
+            raise
+        return True
+
+    # ----- stop ------------------------------------------------------------------------------
+    def kill_node(self, node: int) -> None:
+        """SIGKILL one node (fault injection)."""
+        pid = self._read_pid(node)
+        if pid is not None and _pid_alive(pid):
+            os.killpg(pid, signal.SIGKILL)
+            self._wait_exit(pid, 10.0)
+
+    def stop_node(self, node: int, timeout: float = 60.0) -> bool:
+        """Stop one node cleanly (SIGTERM, then SIGKILL after ``timeout``)."""
+        pid = self._read_pid(node)
+        if pid is None or not _pid_alive(pid):
+            self._pid_file(node).unlink(missing_ok=True)
+            return False
+        os.killpg(pid, signal.SIGTERM)
+        if not self._wait_exit(pid, timeout):
+            os.killpg(pid, signal.SIGKILL)
+            self._wait_exit(pid, 10.0)
+        self._pid_file(node).unlink(missing_ok=True)
+        return True
+
+    def restart_node(self, node: int, timeout: float = 120.0) -> None:
+        """Start a stopped node again and wait until it is ready."""
+        self.start_node(node)
+        self.wait_ready(node, timeout)
+
+    @staticmethod
+    def _wait_exit(pid: int, timeout: float) -> bool:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if not _pid_alive(pid):
+                return True
+            time.sleep(0.1)
+        return not _pid_alive(pid)
+
+    def down(self, progress: Callable[[str], None] = print) -> bool:
+        """Stop every node. Returns False when nothing was running."""
+        stopped = False
+        for i in reversed(range(self.nodes)):
+            stopped = self.stop_node(i) or stopped
+        progress("Kafka stopped" if stopped else "Kafka is not running")
+        return stopped

@@ -1,0 +1,203 @@
+"""The ``alphapulse`` command line.
+
+Every command reads the one settings object from the environment. Errors the project raises on
+purpose are printed as one line (no traceback) and exit with status 1.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sys
+
+import typer
+from rich.console import Console
+
+from models.errors import AlphaPulseError
+from stream.broker import LocalKafka
+from stream.mlflow_server import MlflowServer
+from stream.settings import Settings
+
+__all__ = ["app", "local_kafka", "main"]
+
+app = typer.Typer(
+    help="AlphaPulse: continuous learning from trading results over Apache Kafka.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+broker_app = typer.Typer(help="Run a local Apache Kafka (KRaft) on loopback.", no_args_is_help=True)
+mlflow_app = typer.Typer(help="Run a local MLflow tracking server.", no_args_is_help=True)
+topics_app = typer.Typer(help="Create and describe the project's topics.", no_args_is_help=True)
+app.add_typer(broker_app, name="broker")
+app.add_typer(mlflow_app, name="mlflow")
+app.add_typer(topics_app, name="topics")
+
+err = Console(stderr=True)
+
+
+def _settings() -> Settings:
+    return Settings()
+
+
+def local_kafka(settings: Settings, nodes: int = 1) -> LocalKafka:
+    """The local broker launcher configured from ``settings``."""
+    return LocalKafka(
+        state_dir=settings.data_dir / ("broker" if nodes == 1 else f"broker-{nodes}"),
+        cache_dir=settings.cache_dir,
+        nodes=nodes,
+        host=settings.broker_host,
+        base_port=settings.broker_port,
+        kafka_version=settings.kafka_version,
+        log4j_version=settings.log4j_version,
+    )
+
+
+def _external_notice(settings: Settings) -> bool:
+    if settings.uses_local_broker:
+        return False
+    err.print(
+        f"KAFKA_BOOTSTRAP_SERVERS is set ({settings.bootstrap_servers}); "
+        "using that cluster, nothing to start or stop"
+    )
+    return True
+
+
+@broker_app.command("up")
+def broker_up(
+    nodes: int = typer.Option(
+        1, "--nodes", help="1, or 3 for a replicated cluster (RF 3, min ISR 2)."
+    ),
+) -> None:
+    """Start the local Kafka broker (fetches the jars through Maven on first use)."""
+    s = _settings()
+    if _external_notice(s):
+        return
+    k = local_kafka(s, nodes)
+    if not k.up(progress=lambda m: err.print(m)):
+        err.print(f"Kafka is already running on {k.bootstrap_servers}")
+        return
+    err.print(f"Kafka is running on {k.bootstrap_servers}")
+
+
+@broker_app.command("down")
+def broker_down(
+    nodes: int = typer.Option(1, "--nodes", help="Stop the cluster started with this --nodes."),
+) -> None:
+    """Stop the local Kafka broker."""
+    s = _settings()
+    if _external_notice(s):
+        return
+    local_kafka(s, nodes).down(progress=lambda m: err.print(m))
+
+
+@broker_app.command("status")
+def broker_status(
+    nodes: int = typer.Option(1, "--nodes", help="Show the cluster started with this --nodes."),
+) -> None:
+    """Show whether the local Kafka nodes run. Exit status 3 when one does not."""
+    s = _settings()
+    if _external_notice(s):
+        return
+    k = local_kafka(s, nodes)
+    ok = True
+    for st in k.status():
+        state = f"running (pid {st.pid})" if st.running else "stopped"
+        typer.echo(f"node {st.node_id}  {s.broker_host}:{st.port}  {state}")
+        ok = ok and st.running
+    if not ok:
+        raise typer.Exit(3)
+
+
+def _mlflow(settings: Settings) -> MlflowServer:
+    return MlflowServer(settings.data_dir / "mlflow-server", port=settings.mlflow_port)
+
+
+@mlflow_app.command("up")
+def mlflow_up() -> None:
+    """Start a real `mlflow server` on loopback (ALPHAPULSE_MLFLOW_PORT, default 5000)."""
+    srv = _mlflow(_settings())
+    if not srv.up():
+        err.print(f"MLflow is already running at {srv.uri}")
+        return
+    err.print(f"MLflow is running at {srv.uri}; export MLFLOW_TRACKING_URI={srv.uri} to use it")
+
+
+@mlflow_app.command("down")
+def mlflow_down() -> None:
+    """Stop the local MLflow server."""
+    srv = _mlflow(_settings())
+    err.print("MLflow stopped" if srv.down() else "MLflow is not running")
+
+
+@topics_app.command("create")
+def topics_create() -> None:
+    """Create the project's missing topics with the configured partitions and retention."""
+    from stream.topics import ensure_topics
+
+    s = _settings()
+    created = asyncio.run(ensure_topics(s))
+    typer.echo("created: " + (", ".join(created) if created else "nothing (all exist)"))
+
+
+@topics_app.command("describe")
+def topics_describe() -> None:
+    """Show each of the project's topics and its partition count."""
+    from stream.topics import describe_topics
+
+    for name, parts in asyncio.run(describe_topics(_settings())).items():
+        typer.echo(f"{name}  {'missing' if parts is None else f'{parts} partitions'}")
+
+
+@app.command("worker")
+def worker(
+    start_broker: bool = typer.Option(
+        False, "--start-broker", help="Start the local broker first when none is configured."
+    ),
+) -> None:
+    """Run a worker: the agents of this process, until interrupted."""
+    from stream.worker import run_worker
+
+    s = _settings()
+    if start_broker and s.uses_local_broker:
+        local_kafka(s).up(progress=lambda m: err.print(m))
+    run_worker(s)
+
+
+@app.command("demo")
+def demo(
+    signals: int = typer.Option(5, "--signals", min=1, help="How many signal requests to send."),
+) -> None:
+    """Start the local broker and a worker, send a few signals, print their predictions."""
+    from stream.demo import run_demo
+
+    run_demo(_settings(), n_signals=signals, console=err)
+
+
+def _register_optional() -> None:
+    try:
+        from stream import cli_train
+    except ImportError as exc:
+        if "cli_train" not in str(exc):
+            raise
+        return
+    cli_train.register(app)
+
+
+_register_optional()
+
+
+def main() -> None:
+    """Console-script entry point."""
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        app()
+    except AlphaPulseError as exc:
+        err.print(f"error: {exc}", markup=False, highlight=False)
+        sys.exit(1)
+    except KeyboardInterrupt:
+        sys.exit(130)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

@@ -1,0 +1,290 @@
+"""Decoding raw Kafka bytes into contract records, and encoding records as plain JSON.
+
+Decoding never raises anything but :class:`ContractViolation`, whose ``reason`` is one of the
+dead-letter reason codes and whose ``detail`` names the offending field.
+
+>>> req = decode_signal(b'{"signal_id":"s1","symbol":"BTCUSDT","features":{"a":1,"b":null}}')
+>>> req.features, req.model_key
+({'a': 1.0}, 'BTCUSDT')
+>>> try:
+...     decode_signal(b'{"symbol": "X", "features": {}}')
+... except ContractViolation as e:
+...     print(e.reason, "-", e.detail)
+schema - missing required field 'signal_id'
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import math
+import time
+from datetime import datetime
+from typing import Any
+
+import orjson
+
+from models.errors import ValidationError
+from stream.records import DeadLetter, SignalRequest, TradeOutcome
+
+__all__ = [
+    "ContractViolation",
+    "Limits",
+    "dead_letter",
+    "decode_outcome",
+    "decode_signal",
+    "encode",
+    "now_ms",
+    "parse_ts",
+]
+
+
+class ContractViolation(ValidationError):
+    """A message breaks the wire contract. ``reason`` is a dead-letter reason code."""
+
+    def __init__(self, reason: str, detail: str) -> None:
+        super().__init__(f"{reason}: {detail}")
+        self.reason = reason
+        self.detail = detail
+
+
+class Limits:
+    """Size limits that protect memory; anything over them is ``too_large``.
+
+    >>> Limits(max_bytes=10).check_size(b"x" * 11)
+    Traceback (most recent call last):
+    ...
+    stream.codec.ContractViolation: too_large: message is 11 bytes, limit 10
+    """
+
+    __slots__ = ("max_bytes", "max_features")
+
+    def __init__(self, max_bytes: int = 64 * 1024, max_features: int = 512) -> None:
+        if max_bytes < 1 or max_features < 1:
+            raise ValueError("limits must be positive")
+        self.max_bytes = max_bytes
+        self.max_features = max_features
+
+    def check_size(self, raw: bytes) -> None:
+        """Raise ``too_large`` when ``raw`` is over the byte limit."""
+        if len(raw) > self.max_bytes:
+            raise ContractViolation(
+                "too_large", f"message is {len(raw)} bytes, limit {self.max_bytes}"
+            )
+
+
+_DEFAULT_LIMITS = Limits()
+
+
+def now_ms() -> int:
+    """Current time as integer epoch milliseconds."""
+    return time.time_ns() // 1_000_000
+
+
+def encode(obj: Any) -> bytes:
+    """Plain UTF-8 JSON bytes of a record (``to_dict``) or of a JSON-ready value.
+
+    >>> encode({"a": 1})
+    b'{"a":1}'
+    """
+    to_dict = getattr(obj, "to_dict", None)
+    return orjson.dumps(to_dict() if to_dict is not None else obj)
+
+
+def _loads(raw: bytes) -> Any:
+    try:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        # Python's parser also accepts NaN, Infinity and numbers beyond double range; the
+        # contract counts those as missing feature values, not as invalid JSON.
+        try:
+            return json.loads(raw)
+        except (ValueError, UnicodeDecodeError):
+            raise ContractViolation("invalid_json", f"not valid UTF-8 JSON: {exc}") from None
+    except UnicodeDecodeError as exc:  # pragma: no cover - orjson reports this as JSONDecodeError
+        raise ContractViolation("invalid_json", f"not valid UTF-8: {exc}") from None
+
+
+def parse_ts(value: Any, field_name: str = "ts") -> int | None:
+    """Epoch milliseconds from an integer or an RFC 3339 string; None when absent.
+
+    >>> parse_ts("2024-01-01T00:00:00Z")
+    1704067200000
+    >>> parse_ts(1704067200000)
+    1704067200000
+    """
+    if value is None:
+        return None
+    if isinstance(value, bool):
+        raise ContractViolation("schema", f"field '{field_name}' must be epoch ms or RFC 3339")
+    if isinstance(value, int):
+        return value
+    if isinstance(value, float) and math.isfinite(value) and value.is_integer():
+        return int(value)
+    if isinstance(value, str):
+        try:
+            parsed = datetime.fromisoformat(value.replace("Z", "+00:00").replace("z", "+00:00"))
+        except ValueError:
+            raise ContractViolation(
+                "schema", f"field '{field_name}' is not an RFC 3339 time: {value[:64]!r}"
+            ) from None
+        if parsed.tzinfo is None:
+            raise ContractViolation(
+                "schema", f"field '{field_name}' has no time zone offset: {value[:64]!r}"
+            )
+        return int(parsed.timestamp() * 1000)
+    raise ContractViolation("schema", f"field '{field_name}' must be epoch ms or RFC 3339")
+
+
+def _object(raw: bytes, limits: Limits) -> dict[str, Any]:
+    limits.check_size(raw)
+    doc = _loads(raw)
+    if not isinstance(doc, dict):
+        raise ContractViolation("schema", f"message must be a JSON object, not {_jtype(doc)}")
+    return doc
+
+
+def _jtype(v: Any) -> str:
+    if v is None:
+        return "null"
+    if isinstance(v, bool):
+        return "boolean"
+    if isinstance(v, int | float):
+        return "number"
+    if isinstance(v, str):
+        return "string"
+    if isinstance(v, list):
+        return "array"
+    return "object"
+
+
+def _req_str(doc: dict[str, Any], name: str) -> str:
+    if name not in doc:
+        raise ContractViolation("schema", f"missing required field '{name}'")
+    v = doc[name]
+    if not isinstance(v, str) or not v:
+        raise ContractViolation("schema", f"field '{name}' must be a non-empty string")
+    return v
+
+
+def _opt_str(doc: dict[str, Any], name: str) -> str | None:
+    v = doc.get(name)
+    if v is None:
+        return None
+    if not isinstance(v, str) or not v:
+        raise ContractViolation("schema", f"field '{name}' must be a non-empty string")
+    return v
+
+
+def _features(v: Any, limits: Limits, name: str = "features") -> dict[str, float]:
+    if not isinstance(v, dict):
+        raise ContractViolation("schema", f"field '{name}' must be an object, not {_jtype(v)}")
+    if len(v) > limits.max_features:
+        raise ContractViolation(
+            "too_large", f"'{name}' has {len(v)} entries, limit {limits.max_features}"
+        )
+    out: dict[str, float] = {}
+    for k, x in v.items():
+        if x is None:
+            continue
+        if isinstance(x, bool) or not isinstance(x, int | float):
+            raise ContractViolation(
+                "bad_feature", f"feature '{k[:64]}' must be a number or null, not {_jtype(x)}"
+            )
+        fx = float(x)
+        if math.isfinite(fx):
+            out[k] = fx
+    return out
+
+
+def decode_signal(raw: bytes, limits: Limits = _DEFAULT_LIMITS) -> SignalRequest:
+    """Decode a SignalRequest, or raise :class:`ContractViolation`."""
+    doc = _object(raw, limits)
+    signal_id = _req_str(doc, "signal_id")
+    symbol = _req_str(doc, "symbol")
+    if "features" not in doc:
+        raise ContractViolation("schema", "missing required field 'features'")
+    features = _features(doc["features"], limits)
+    model_key = _opt_str(doc, "model_key") or symbol
+    return SignalRequest(
+        signal_id=signal_id,
+        symbol=symbol,
+        features=features,
+        model_key=model_key,
+        strategy=_opt_str(doc, "strategy"),
+        side=_opt_str(doc, "side"),
+        ts=parse_ts(doc.get("ts")),
+    )
+
+
+def _label(v: Any) -> bool:
+    if isinstance(v, bool):
+        return v
+    if isinstance(v, int | float) and v in (0, 1):
+        return bool(v)
+    raise ContractViolation("schema", "field 'label' must be true/false or 0/1")
+
+
+def decode_outcome(raw: bytes, limits: Limits = _DEFAULT_LIMITS) -> TradeOutcome:
+    """Decode a TradeOutcome, or raise :class:`ContractViolation`.
+
+    >>> decode_outcome(b'{"outcome_id":"o","signal_id":"s","symbol":"X","label":1}').label
+    True
+    """
+    doc = _object(raw, limits)
+    outcome_id = _req_str(doc, "outcome_id")
+    signal_id = _req_str(doc, "signal_id")
+    symbol = _req_str(doc, "symbol")
+    if "label" not in doc:
+        raise ContractViolation("schema", "missing required field 'label'")
+    label = _label(doc["label"])
+    rr = doc.get("realized_rr")
+    if rr is not None:
+        if isinstance(rr, bool) or not isinstance(rr, int | float):
+            raise ContractViolation("schema", "field 'realized_rr' must be a number")
+        rr = float(rr) if math.isfinite(rr) else None
+    feats = doc.get("features")
+    return TradeOutcome(
+        outcome_id=outcome_id,
+        signal_id=signal_id,
+        symbol=symbol,
+        label=label,
+        model_key=_opt_str(doc, "model_key") or symbol,
+        realized_rr=rr,
+        features=None if feats is None else _features(feats, limits),
+        ts=parse_ts(doc.get("ts")),
+    )
+
+
+def _b64(b: bytes | None) -> str | None:
+    return None if b is None else base64.b64encode(b).decode("ascii")
+
+
+def dead_letter(
+    reason: str,
+    detail: str,
+    *,
+    topic: str,
+    partition: int,
+    offset: int,
+    key: bytes | None,
+    value: bytes | None,
+    value_max_bytes: int,
+) -> DeadLetter:
+    """Build the DeadLetter record for an unusable message (value cut at ``value_max_bytes``).
+
+    >>> dl = dead_letter("schema", "x", topic="t", partition=0, offset=5, key=None, value=b"{}",
+    ...                  value_max_bytes=100)
+    >>> dl.value, dl.key
+    ('e30=', None)
+    """
+    return DeadLetter(
+        reason=reason,
+        detail=detail[:1000],
+        topic=topic,
+        partition=partition,
+        offset=offset,
+        key=_b64(key),
+        value=_b64((value or b"")[:value_max_bytes]) or "",
+        ts=now_ms(),
+    )

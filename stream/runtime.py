@@ -1,0 +1,36 @@
+"""What the agents share inside one worker process: settings, topics, limits, models, counters.
+
+An instance is built once by the composition root (:mod:`stream.app`) and handed to each agent;
+there is no module-level state.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+from stream.codec import Limits
+from stream.settings import Settings
+
+__all__ = ["Runtime"]
+
+
+@dataclass
+class Runtime:
+    """Shared per-process state of a worker.
+
+    >>> from stream.settings import Settings
+    >>> rt = Runtime(Settings(_env_file=None), topics={})
+    >>> rt.count("deadletter.schema"); rt.counters["deadletter.schema"]
+    1
+    """
+
+    settings: Settings
+    topics: dict[str, Any]
+    limits: Limits = field(default_factory=Limits)
+    counters: Counter[str] = field(default_factory=Counter)
+
+    def count(self, name: str, n: int = 1) -> None:
+        """Add ``n`` to the counter ``name``."""
+        self.counters[name] += n

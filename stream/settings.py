@@ -1,0 +1,135 @@
+"""The one settings object.
+
+Every environment variable AlphaPulse reads is a field here; the README lists them all. Fields use
+the ``ALPHAPULSE_`` prefix, except the two standard variables ``KAFKA_BOOTSTRAP_SERVERS`` and
+``MLFLOW_TRACKING_URI``.
+
+>>> s = Settings(_env_file=None)
+>>> s.topic("signals")
+'alphapulse.signals'
+>>> s.web_port
+6066
+"""
+
+from __future__ import annotations
+
+from functools import cached_property
+from pathlib import Path
+from typing import Literal
+
+import platformdirs
+from pydantic import AliasChoices, Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+__all__ = ["TOPIC_ROLES", "Settings"]
+
+TOPIC_ROLES = ("signals", "outcomes", "predictions", "deadletter", "retrain-queue", "model-events")
+
+
+def _default_data_dir() -> Path:
+    return Path(platformdirs.user_data_dir("alphapulse"))
+
+
+def _default_cache_dir() -> Path:
+    return Path(platformdirs.user_cache_dir("alphapulse"))
+
+
+class Settings(BaseSettings):
+    """AlphaPulse configuration, read once from the environment and frozen."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="ALPHAPULSE_", frozen=True, extra="ignore", env_file=None
+    )
+
+    # Kafka
+    kafka_bootstrap_servers: str | None = Field(
+        default=None,
+        validation_alias=AliasChoices(
+            "KAFKA_BOOTSTRAP_SERVERS", "ALPHAPULSE_KAFKA_BOOTSTRAP_SERVERS"
+        ),
+        description="Existing Kafka cluster; when unset the local broker is used (and started).",
+    )
+    kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    kafka_sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = None
+    kafka_sasl_username: str | None = None
+    kafka_sasl_password: SecretStr | None = None
+    kafka_ssl_cafile: Path | None = None
+    kafka_ssl_certfile: Path | None = None
+    kafka_ssl_keyfile: Path | None = None
+
+    # Local broker launcher
+    broker_host: str = "127.0.0.1"
+    broker_port: int = Field(default=9092, ge=1, le=65535)
+    kafka_version: str = "4.1.1"
+    log4j_version: str = "2.24.3"
+
+    # Topics
+    topic_prefix: str = "alphapulse."
+    topic_signals: str = "signals"
+    topic_outcomes: str = "outcomes"
+    topic_predictions: str = "predictions"
+    topic_deadletter: str = "deadletter"
+    topic_retrain_queue: str = "retrain-queue"
+    topic_model_events: str = "model-events"
+    topic_partitions: int = Field(default=4, ge=1)
+    topic_replication: int = Field(default=1, ge=1)
+    outcomes_retention_ms: int = Field(default=-1, description="-1 keeps outcome history forever")
+    topic_retention_ms: int = Field(default=7 * 24 * 3600 * 1000)
+
+    # Worker
+    app_id: str = "alphapulse"
+    web_port: int = Field(default=6066, ge=1, le=65535)
+    web_host: str = "127.0.0.1"
+    data_dir: Path = Field(default_factory=_default_data_dir)
+    cache_dir: Path = Field(default_factory=_default_cache_dir)
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    max_message_bytes: int = Field(default=64 * 1024, ge=256)
+    max_features: int = Field(default=512, ge=1)
+    deadletter_value_max_bytes: int = Field(default=16 * 1024, ge=0)
+    join_window_s: float = Field(default=7 * 24 * 3600.0, gt=0)
+    predict_batch_max: int = Field(default=256, ge=1)
+
+    # MLflow
+    mlflow_tracking_uri: str | None = Field(
+        default=None,
+        validation_alias=AliasChoices("MLFLOW_TRACKING_URI", "ALPHAPULSE_MLFLOW_TRACKING_URI"),
+        description="MLflow tracking server; default a SQLite store under the data directory.",
+    )
+    mlflow_port: int = Field(default=5000, ge=1, le=65535)
+    mlflow_experiment: str = "alphapulse"
+
+    @field_validator("topic_prefix")
+    @classmethod
+    def _prefix_is_clean(cls, v: str) -> str:
+        if any(c.isspace() for c in v):
+            raise ValueError("ALPHAPULSE_TOPIC_PREFIX must not contain whitespace")
+        return v
+
+    def topic(self, role: str) -> str:
+        """Full topic name for a role such as ``"signals"`` or ``"retrain-queue"``."""
+        if role not in TOPIC_ROLES:
+            raise ValueError(f"unknown topic role {role!r}; expected one of {TOPIC_ROLES}")
+        name: str = getattr(self, "topic_" + role.replace("-", "_"))
+        return self.topic_prefix + name
+
+    @cached_property
+    def tracking_uri(self) -> str:
+        """The MLflow tracking URI in force (explicit, or the local SQLite store)."""
+        if self.mlflow_tracking_uri:
+            return self.mlflow_tracking_uri
+        return f"sqlite:///{self.data_dir / 'mlflow' / 'mlflow.db'}"
+
+    @property
+    def artifact_root(self) -> Path:
+        """Artifact folder used with the local SQLite tracking store."""
+        return self.data_dir / "mlflow" / "artifacts"
+
+    @property
+    def bootstrap_servers(self) -> str:
+        """Kafka bootstrap servers in force (explicit, or the local broker)."""
+        return self.kafka_bootstrap_servers or f"{self.broker_host}:{self.broker_port}"
+
+    @property
+    def uses_local_broker(self) -> bool:
+        """True when no external cluster is configured."""
+        return not self.kafka_bootstrap_servers

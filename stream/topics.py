@@ -1,0 +1,140 @@
+"""The project's topics: names, partition counts and retention from the settings, created up front.
+
+Topics are created before any agent subscribes, with the configured partition count, because a
+topic a producer auto-creates gets the broker's default count and Faust tables then fail with
+``PartitionsMismatch``. ``signals`` and ``outcomes`` always get the same count (co-partitioned).
+
+>>> from stream.settings import Settings
+>>> [t.name for t in topic_specs(Settings(_env_file=None))][:2]
+['alphapulse.signals', 'alphapulse.outcomes']
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass, field
+
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import KafkaConnectionError, KafkaError, TopicAlreadyExistsError
+
+from models.errors import BrokerError
+from stream.kafka import client_kwargs
+from stream.settings import TOPIC_ROLES, Settings
+
+__all__ = ["TopicSpec", "describe_topics", "ensure_topics", "topic_specs"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class TopicSpec:
+    """What one of the project's topics should look like."""
+
+    role: str
+    name: str
+    partitions: int
+    replication: int
+    config: dict[str, str] = field(default_factory=dict)
+
+
+def topic_specs(settings: Settings) -> list[TopicSpec]:
+    """Specs for every topic of the contract, in contract order."""
+    specs = []
+    for role in TOPIC_ROLES:
+        retention = (
+            settings.outcomes_retention_ms if role == "outcomes" else settings.topic_retention_ms
+        )
+        config = {"retention.ms": str(retention), "cleanup.policy": "delete"}
+        if settings.topic_replication > 1:
+            config["min.insync.replicas"] = str(min(2, settings.topic_replication))
+        specs.append(
+            TopicSpec(
+                role=role,
+                name=settings.topic(role),
+                partitions=settings.topic_partitions,
+                replication=settings.topic_replication,
+                config=config,
+            )
+        )
+    return specs
+
+
+async def _admin(settings: Settings, timeout: float) -> AIOKafkaAdminClient:
+    admin = AIOKafkaAdminClient(**client_kwargs(settings), request_timeout_ms=int(timeout * 1000))
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        try:
+            await admin.start()
+            return admin
+        except KafkaConnectionError as exc:
+            if asyncio.get_running_loop().time() > deadline:
+                await admin.close()
+                raise BrokerError(
+                    f"cannot reach Kafka at {settings.bootstrap_servers}: {exc}. Start the local "
+                    "broker with 'alphapulse broker up' or set KAFKA_BOOTSTRAP_SERVERS."
+                ) from None
+            await asyncio.sleep(0.5)
+
+
+async def ensure_topics(
+    settings: Settings, extra: list[TopicSpec] | None = None, timeout: float = 30.0
+) -> list[str]:
+    """Create the project's missing topics. Returns the names it created."""
+    specs = topic_specs(settings) + list(extra or [])
+    admin = await _admin(settings, timeout)
+    try:
+        existing = set(await admin.list_topics())
+        missing = [s for s in specs if s.name not in existing]
+        created: list[str] = []
+        for spec in missing:
+            try:
+                await admin.create_topics(
+                    [
+                        NewTopic(
+                            spec.name, spec.partitions, spec.replication, topic_configs=spec.config
+                        )
+                    ]
+                )
+                created.append(spec.name)
+                log.info("created topic %s (%d partitions)", spec.name, spec.partitions)
+            except TopicAlreadyExistsError:
+                pass
+            except KafkaError as exc:
+                raise BrokerError(f"cannot create topic {spec.name}: {exc}") from None
+        await _check_copartitioned(admin, settings)
+        return created
+    finally:
+        await admin.close()
+
+
+async def _check_copartitioned(admin: AIOKafkaAdminClient, settings: Settings) -> None:
+    names = [settings.topic("signals"), settings.topic("outcomes")]
+    counts = await _partition_counts(admin, names)
+    if len(set(counts.values())) > 1:
+        raise BrokerError(
+            f"topics {names} must have the same partition count (co-partitioned), found {counts}; "
+            "add partitions to the smaller one with kafka-topics --alter"
+        )
+
+
+async def _partition_counts(admin: AIOKafkaAdminClient, names: list[str]) -> dict[str, int]:
+    for _ in range(50):
+        described = await admin.describe_topics(names)
+        counts = {d["topic"]: len(d["partitions"]) for d in described if d.get("partitions")}
+        if len(counts) == len(names):
+            return counts
+        await asyncio.sleep(0.1)
+    return counts
+
+
+async def describe_topics(settings: Settings, timeout: float = 30.0) -> dict[str, int | None]:
+    """Partition count of each of the project's topics (None when missing)."""
+    admin = await _admin(settings, timeout)
+    try:
+        names = [s.name for s in topic_specs(settings)]
+        existing = set(await admin.list_topics())
+        counts = await _partition_counts(admin, [n for n in names if n in existing])
+        return {n: counts.get(n) for n in names}
+    finally:
+        await admin.close()
