@@ -32,6 +32,7 @@ class Built:
 def create_app(settings: Settings) -> Built:
     """Build the worker's Faust app from ``settings``."""
     datadir = settings.data_dir / "worker"
+    datadir.mkdir(parents=True, exist_ok=True)
     app = faust.App(
         settings.app_id,
         **faust_broker_kwargs(settings),

@@ -50,6 +50,7 @@ def local_kafka(settings: Settings, nodes: int = 1) -> LocalKafka:
         base_port=settings.broker_port,
         kafka_version=settings.kafka_version,
         log4j_version=settings.log4j_version,
+        heap=settings.broker_heap,
     )
 
 

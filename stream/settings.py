@@ -62,6 +62,7 @@ class Settings(BaseSettings):
     broker_port: int = Field(default=9092, ge=1, le=65535)
     kafka_version: str = "4.1.1"
     log4j_version: str = "2.24.3"
+    broker_heap: str = Field(default="512m", pattern=r"^[0-9]+[kmgKMG]?$")
 
     # Topics
     topic_prefix: str = "alphapulse."
@@ -86,8 +87,6 @@ class Settings(BaseSettings):
     max_message_bytes: int = Field(default=64 * 1024, ge=256)
     max_features: int = Field(default=512, ge=1)
     deadletter_value_max_bytes: int = Field(default=16 * 1024, ge=0)
-    join_window_s: float = Field(default=7 * 24 * 3600.0, gt=0)
-    predict_batch_max: int = Field(default=256, ge=1)
 
     # MLflow
     mlflow_tracking_uri: str | None = Field(

@@ -103,6 +103,8 @@ async def ensure_topics(
             except KafkaError as exc:
                 raise BrokerError(f"cannot create topic {spec.name}: {exc}") from None
         await _check_copartitioned(admin, settings)
+        if created:
+            await _wait_for_leaders(admin, created, timeout)
         return created
     finally:
         await admin.close()
@@ -116,6 +118,21 @@ async def _check_copartitioned(admin: AIOKafkaAdminClient, settings: Settings) -
             f"topics {names} must have the same partition count (co-partitioned), found {counts}; "
             "add partitions to the smaller one with kafka-topics --alter"
         )
+
+
+async def _wait_for_leaders(admin: AIOKafkaAdminClient, names: list[str], timeout: float) -> None:
+    """Wait until every partition of ``names`` has a leader, so first clients see no errors."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while loop.time() < deadline:
+        described = await admin.describe_topics(names)
+        if all(
+            d.get("partitions") and all(p["leader"] >= 0 for p in d["partitions"])
+            for d in described
+        ):
+            return
+        await asyncio.sleep(0.1)
+    log.warning("topics %s still have partitions without a leader after %.0fs", names, timeout)
 
 
 async def _partition_counts(admin: AIOKafkaAdminClient, names: list[str]) -> dict[str, int]:
