@@ -426,7 +426,7 @@ class LocalKafka:
                 os.killpg(pid, signal.SIGTERM)
                 pids[i] = pid
         deadline = time.monotonic() + timeout
-        for i, pid in pids.items():
+        for pid in pids.values():
             if not self._wait_exit(pid, max(0.0, deadline - time.monotonic())):
                 os.killpg(pid, signal.SIGKILL)
                 self._wait_exit(pid, 10.0)
