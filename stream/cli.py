@@ -176,13 +176,15 @@ def demo(
 
 
 def _register_optional() -> None:
+    import importlib
+
     try:
-        from stream import cli_train
-    except ImportError as exc:
-        if "cli_train" not in str(exc):
+        module = importlib.import_module("stream.cli_train")
+    except ModuleNotFoundError as exc:
+        if exc.name != "stream.cli_train":
             raise
         return
-    cli_train.register(app)
+    module.register(app)
 
 
 _register_optional()
