@@ -16,6 +16,13 @@ $(STAMP): pyproject.toml
 	  else \
 	    echo "Java 17+ and Maven are needed for the local Kafka broker; install them, or set KAFKA_BOOTSTRAP_SERVERS" >&2; \
 	  fi; }
+	@ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1 || command -v pg_ctl >/dev/null || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    echo "installing PostgreSQL (the store tests run a real server on loopback)"; \
+	    apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q postgresql; \
+	  else \
+	    echo "PostgreSQL server binaries are needed for the store tests; install the 'postgresql' package" >&2; \
+	  fi; }
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q -e '.[dev]'

@@ -48,7 +48,7 @@ def create_app(settings: Settings) -> Built:
         web_host=settings.web_host,
         web_port=settings.web_port,
         web_bind=settings.web_host,
-        producer_max_request_size=max(1_048_576, settings.max_message_bytes * 4),
+        producer_max_request_size=32 * 1024 * 1024,
         consumer_max_fetch_size=max(1_048_576, settings.max_message_bytes * 4),
         logging_config=None,
     )
@@ -63,14 +63,52 @@ def create_app(settings: Settings) -> Built:
         )
         for role in TOPIC_ROLES
     }
+    for role in ("checkpoints", "signal-features"):
+        topics[role] = app.topic(
+            settings.internal_topic(role),
+            key_type=bytes,
+            value_type=bytes,
+            key_serializer="raw",
+            value_serializer="raw",
+            partitions=settings.topic_partitions,
+        )
     rt = Runtime(
         settings=settings,
         topics=topics,
         limits=Limits(settings.max_message_bytes, settings.max_features),
     )
-    from agents import predictor
+    from agents import learner, predictor
+    from agents._partitions import PartitionStore
 
-    predictor.register(app, rt)
+    store = PartitionStore(settings)
+    predictor.register(app, rt, store)
+    learner.register(app, rt, store)
+    outcomes_topic = settings.topic("outcomes")
+
+    if settings.reload_interval_s > 0:
+        from agents.reloader import Reloader
+
+        def registry() -> Any:
+            from models.registry import ModelRegistry
+
+            local = settings.tracking_uri.startswith("sqlite:")
+            return ModelRegistry(
+                settings.tracking_uri,
+                settings.mlflow_experiment,
+                artifact_location=str(settings.artifact_root) if local else None,
+            )
+
+        reloader = Reloader(rt, registry)
+
+        @app.task
+        async def _reload_models() -> None:
+            await reloader.run_forever(settings.reload_interval_s)
+
+    @app.on_partitions_revoked.connect
+    async def _on_revoked(sender: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:
+        revoked = kwargs.get("revoked", args[0] if args else set())
+        store.drop({tp.partition for tp in revoked if tp.topic == outcomes_topic})
+
     logging.getLogger(__name__).debug(
         "app %s built for %s", settings.app_id, settings.bootstrap_servers
     )

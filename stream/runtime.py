@@ -13,7 +13,15 @@ from typing import Any
 from stream.codec import Limits
 from stream.settings import Settings
 
-__all__ = ["Runtime"]
+__all__ = ["Runtime", "Serving"]
+
+
+@dataclass(frozen=True)
+class Serving:
+    """The batch models' scorer (:class:`models.scoring.BatchScorer`) and their versions."""
+
+    scorer: Any
+    versions: dict[str, int]
 
 
 @dataclass
@@ -30,6 +38,8 @@ class Runtime:
     topics: dict[str, Any]
     limits: Limits = field(default_factory=Limits)
     counters: Counter[str] = field(default_factory=Counter)
+    serving: Serving = field(default_factory=lambda: Serving(None, {}))
+    """The batch models in service; the reloader replaces it in one assignment."""
 
     def count(self, name: str, n: int = 1) -> None:
         """Add ``n`` to the counter ``name``."""

@@ -87,6 +87,11 @@ class Settings(BaseSettings):
     max_message_bytes: int = Field(default=64 * 1024, ge=256)
     max_features: int = Field(default=512, ge=1)
     deadletter_value_max_bytes: int = Field(default=16 * 1024, ge=0)
+    join_window_s: float = Field(default=24 * 3600.0, gt=0)
+    checkpoint_interval_s: float = Field(default=1.0, gt=0)
+    checkpoint_max_events: int = Field(default=1000, ge=1)
+    max_seen_ids: int = Field(default=200_000, ge=1)
+    hard_example_confidence: float = Field(default=0.8, gt=0.5, le=1.0)
 
     # MLflow
     mlflow_tracking_uri: str | None = Field(
@@ -96,6 +101,21 @@ class Settings(BaseSettings):
     )
     mlflow_port: int = Field(default=5000, ge=1, le=65535)
     mlflow_experiment: str = "alphapulse"
+    reload_interval_s: float = Field(default=10.0, ge=0, description="0 turns the reloader off")
+
+    # Feature and outcome store (PostgreSQL, TimescaleDB when available)
+    store_enabled: bool = False
+    store_dsn: SecretStr | None = Field(
+        default=None,
+        description="PostgreSQL DSN (URI or key=value); a secret, as it may hold a password.",
+    )
+    store_password: SecretStr | None = Field(
+        default=None, description="Password merged into the DSN; overrides one inside it."
+    )
+    store_pool_size: int = Field(default=4, ge=1, le=100)
+    store_batch_size: int = Field(default=1000, ge=1, le=100_000)
+    store_flush_interval_ms: int = Field(default=500, ge=1)
+    store_retry_max_ms: int = Field(default=10_000, ge=1)
 
     @field_validator("topic_prefix")
     @classmethod
@@ -110,6 +130,14 @@ class Settings(BaseSettings):
             raise ValueError(f"unknown topic role {role!r}; expected one of {TOPIC_ROLES}")
         name: str = getattr(self, "topic_" + role.replace("-", "_"))
         return self.topic_prefix + name
+
+    def internal_topic(self, name: str) -> str:
+        """Name of one of the worker group's own topics (checkpoints, join store).
+
+        >>> Settings(_env_file=None).internal_topic("checkpoints")
+        'alphapulse._alphapulse-checkpoints'
+        """
+        return f"{self.topic_prefix}_{self.app_id}-{name}"
 
     @cached_property
     def tracking_uri(self) -> str:

@@ -22,7 +22,7 @@ from models.errors import BrokerError
 from stream.kafka import client_kwargs
 from stream.settings import TOPIC_ROLES, Settings
 
-__all__ = ["TopicSpec", "describe_topics", "ensure_topics", "topic_specs"]
+__all__ = ["TopicSpec", "describe_topics", "ensure_topics", "internal_topic_specs", "topic_specs"]
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +60,33 @@ def topic_specs(settings: Settings) -> list[TopicSpec]:
     return specs
 
 
+def internal_topic_specs(settings: Settings) -> list[TopicSpec]:
+    """The worker group's own topics: learner checkpoints and the signal join store."""
+    common = {"max.message.bytes": str(32 * 1024 * 1024)}
+    if settings.topic_replication > 1:
+        common["min.insync.replicas"] = str(min(2, settings.topic_replication))
+    return [
+        TopicSpec(
+            role="checkpoints",
+            name=settings.internal_topic("checkpoints"),
+            partitions=settings.topic_partitions,
+            replication=settings.topic_replication,
+            config={**common, "cleanup.policy": "compact"},
+        ),
+        TopicSpec(
+            role="signal-features",
+            name=settings.internal_topic("signal-features"),
+            partitions=settings.topic_partitions,
+            replication=settings.topic_replication,
+            config={
+                **common,
+                "cleanup.policy": "compact,delete",
+                "retention.ms": str(int(settings.join_window_s * 1000)),
+            },
+        ),
+    ]
+
+
 async def _admin(settings: Settings, timeout: float) -> AIOKafkaAdminClient:
     admin = AIOKafkaAdminClient(**client_kwargs(settings), request_timeout_ms=int(timeout * 1000))
     deadline = asyncio.get_running_loop().time() + timeout
@@ -81,7 +108,7 @@ async def ensure_topics(
     settings: Settings, extra: list[TopicSpec] | None = None, timeout: float = 30.0
 ) -> list[str]:
     """Create the project's missing topics. Returns the names it created."""
-    specs = topic_specs(settings) + list(extra or [])
+    specs = topic_specs(settings) + internal_topic_specs(settings) + list(extra or [])
     admin = await _admin(settings, timeout)
     try:
         existing = set(await admin.list_topics())

@@ -1,0 +1,162 @@
+"""Learner agent: trade outcomes in, online models updated exactly once.
+
+Events are not acknowledged when processed: each partition's processed events wait in
+``PartitionState.pending`` until :func:`checkpoint` has written a checkpoint that covers them, and
+only then are they acked (and so committed by Faust). Outcomes below a loaded checkpoint's
+``next_offset`` are skipped, and outcome ids are deduplicated, so each outcome changes the online
+model exactly once across crashes, restarts and rebalances.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from typing import Any
+
+from agents._deadletter import send_dead_letter
+from agents._partitions import PartitionState, PartitionStore, encode_checkpoint
+from stream.codec import ContractViolation, decode_outcome, encode, now_ms
+from stream.records import HardExample, ModelEvent, TradeOutcome
+from stream.runtime import Runtime
+
+__all__ = ["checkpoint", "is_hard_example", "register"]
+
+log = logging.getLogger(__name__)
+
+
+def is_hard_example(prediction: float, label: bool, confidence: float) -> bool:
+    """True when ``prediction`` was confidently wrong about ``label``.
+
+    >>> is_hard_example(0.9, False, 0.8), is_hard_example(0.1, True, 0.8)
+    (True, True)
+    >>> is_hard_example(0.6, False, 0.8)
+    False
+    """
+    return prediction >= confidence if not label else prediction <= 1.0 - confidence
+
+
+async def checkpoint(rt: Runtime, store: PartitionStore, st: PartitionState, stream: Any) -> None:
+    """Write a checkpoint of ``st`` and then ack the events it covers."""
+    if not st.pending and not st.dirty:
+        return
+    if store.get(st.partition) is not st:
+        return  # partition revoked meanwhile: its new owner recovers from the last checkpoint
+    data = encode_checkpoint(st.next_offset, st.keyed)
+    events, st.pending, st.dirty = st.pending, [], False
+    st.last_checkpoint = time.monotonic()
+    fut = await rt.topics["checkpoints"].send(
+        key=str(st.partition).encode(), value=data, partition=st.partition
+    )
+    await fut
+    for event in events:
+        await stream.ack(event)
+    rt.count("checkpoints")
+
+
+async def _learn(rt: Runtime, st: PartitionState, msg: Any, out: TradeOutcome) -> None:
+    features = out.features
+    entry = st.join.get(out.signal_id)
+    if features is None:
+        horizon = now_ms() - int(rt.settings.join_window_s * 1000)
+        if entry is None or entry.ts < horizon:
+            await send_dead_letter(
+                rt,
+                msg,
+                "unjoinable",
+                f"outcome '{out.outcome_id}' has no features and signal '{out.signal_id}' is "
+                "unknown or older than the join window",
+            )
+            return
+        features = entry.features
+    res = st.keyed.learn(out.outcome_id, out.model_key, features, out.label, out.realized_rr)
+    if not res.learned:
+        await send_dead_letter(
+            rt, msg, "duplicate", f"outcome '{out.outcome_id}' was already learned"
+        )
+        return
+    rt.count("outcomes.learned")
+    made = entry.score if entry is not None and entry.score is not None else res.prediction
+    if is_hard_example(made, out.label, rt.settings.hard_example_confidence):
+        hard = HardExample(
+            outcome_id=out.outcome_id,
+            signal_id=out.signal_id,
+            symbol=out.symbol,
+            model_key=out.model_key,
+            features=dict(features),
+            label=out.label,
+            realized_rr=out.realized_rr,
+            prediction=made,
+            loss=res.loss if made == res.prediction else _loss(made, out.label),
+            ts=out.ts if out.ts is not None else int(msg.timestamp * 1000),
+        )
+        await rt.topics["retrain-queue"].send(key=out.model_key.encode(), value=encode(hard))
+        rt.count("hard_examples")
+    if res.drift:
+        event = ModelEvent(
+            "drift",
+            now_ms(),
+            model_key=out.model_key,
+            version=res.n_learned,
+            detail=f"drift detected on the error stream after {res.n_learned} outcomes",
+        )
+        await rt.topics["model-events"].send(key=out.model_key.encode(), value=encode(event))
+        rt.count("drifts")
+
+
+def _loss(p: float, label: bool) -> float:
+    q = min(max(p, 1e-15), 1 - 1e-15)
+    return -math.log(q if label else 1 - q)
+
+
+async def _handle(rt: Runtime, st: PartitionState, msg: Any) -> None:
+    try:
+        out = decode_outcome(msg.value, rt.limits)
+    except ContractViolation as exc:
+        await send_dead_letter(rt, msg, exc.reason, exc.detail)
+        return
+    if msg.key != out.model_key.encode():
+        # Wrong or missing key: send it on to the partition of its model key.
+        await rt.topics["outcomes"].send(key=out.model_key.encode(), value=msg.value)
+        rt.count("outcomes.rerouted")
+        return
+    await _learn(rt, st, msg, out)
+
+
+def register(app: Any, rt: Runtime, store: PartitionStore) -> Any:
+    """Declare the learner agent and its checkpoint timer on ``app``."""
+    settings = rt.settings
+    holder: dict[str, Any] = {}
+
+    @app.agent(rt.topics["outcomes"], name="learner")
+    async def learner(stream: Any) -> None:
+        s = stream.noack()
+        holder["stream"] = s
+        async for event in s.events():
+            msg = event.message
+            st = await store.ensure(msg.partition)
+            if msg.offset < st.next_offset:
+                rt.count("outcomes.covered_skipped")
+                await s.ack(event)
+                continue
+            try:
+                await _handle(rt, st, msg)
+            except Exception as exc:  # unknown failure: dead-letter as internal, keep learning
+                log.exception("learner failed on %s[%d]@%d", msg.topic, msg.partition, msg.offset)
+                await send_dead_letter(rt, msg, "internal", f"{type(exc).__name__}: {exc}")
+            st.next_offset = msg.offset + 1
+            st.pending.append(event)
+            st.dirty = True
+            if len(st.pending) >= settings.checkpoint_max_events:
+                await checkpoint(rt, store, st, s)
+
+    @app.timer(interval=settings.checkpoint_interval_s, name="learner-checkpoints")
+    async def checkpoints() -> None:
+        s = holder.get("stream")
+        if s is None:
+            return
+        for st in list(store.states.values()):
+            if st.pending:
+                await checkpoint(rt, store, st, s)
+
+    return learner

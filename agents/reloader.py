@@ -1,0 +1,175 @@
+"""Model reloader: the side worker that hot-swaps batch models from the MLflow registry.
+
+Every poll, for each batch role, it resolves the ``champion`` alias to a version and, when that
+version is new, loads exactly ``models:/<role>/<version>`` in a thread, validates it, builds a new
+scorer in a thread and swaps it into the runtime in one assignment. The event loop never waits on
+MLflow. A model that fails validation is rejected with a ModelEvent and the old one keeps serving;
+when MLflow is unreachable the loaded models keep serving and polls back off.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from models.errors import AlphaPulseError, ModelError
+from models.scoring import BatchScorer
+from stream.codec import encode, now_ms
+from stream.records import ModelEvent
+from stream.runtime import Runtime, Serving
+
+__all__ = ["BATCH_ROLES", "Reloader", "validate_model"]
+
+log = logging.getLogger(__name__)
+
+BATCH_ROLES = ("monthly_full", "weekly_quick")
+
+
+def validate_model(model: Any, expected_features: list[str] | None, probe_rows: int = 64) -> None:
+    """Raise :class:`ModelError` unless ``model`` is fit to serve.
+
+    Its feature names must be non-empty, unique and (when ``expected_features`` is given) equal to
+    them; on a seeded probe batch (with some missing values) it must return one probability in
+    [0, 1] per row and no NaN.
+
+    >>> class Good:
+    ...     feature_names = ["a", "b"]
+    ...     def predict_proba(self, X):
+    ...         return np.full(len(X), 0.3)
+    >>> validate_model(Good(), ["a", "b"])
+    >>> try:
+    ...     validate_model(Good(), ["a", "c"])
+    ... except ModelError as e:
+    ...     print(e)
+    feature names differ from the serving model's: missing ['c'], extra ['b']
+    """
+    names = list(getattr(model, "feature_names", []) or [])
+    if not names or len(set(names)) != len(names):
+        raise ModelError("model has no feature names, or repeated ones")
+    if expected_features is not None and names != list(expected_features):
+        missing = sorted(set(expected_features) - set(names))
+        extra = sorted(set(names) - set(expected_features))
+        raise ModelError(
+            f"feature names differ from the serving model's: missing {missing}, extra {extra}"
+        )
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((probe_rows, len(names)))
+    X[rng.random(X.shape) < 0.05] = np.nan
+    p = np.asarray(model.predict_proba(X), dtype=float).reshape(-1)
+    if p.shape[0] != probe_rows:
+        raise ModelError(f"probe batch of {probe_rows} rows gave {p.shape[0]} outputs")
+    if np.isnan(p).any():
+        raise ModelError("model returns NaN on the probe batch")
+    if (p < 0).any() or (p > 1).any():
+        raise ModelError(f"model outputs outside [0, 1] on the probe batch: {p.min()}..{p.max()}")
+
+
+@dataclass
+class Reloader:
+    """Polls the registry and swaps validated champions into ``rt.serving``."""
+
+    rt: Runtime
+    registry_factory: Any
+    roles: tuple[str, ...] = BATCH_ROLES
+    rejected: set[tuple[str, str]] = field(default_factory=set)
+    models: dict[str, tuple[str, Any]] = field(default_factory=dict)
+    failures: int = 0
+    _registry: Any = None
+
+    def _get_registry(self) -> Any:
+        if self._registry is None:
+            self._registry = self.registry_factory()
+        return self._registry
+
+    def _resolve(self) -> dict[str, str | None]:
+        reg = self._get_registry()
+        out: dict[str, str | None] = {}
+        for role in self.roles:
+            try:
+                out[role] = str(reg.resolve_alias(role, "champion"))
+            except AlphaPulseError as exc:
+                code = getattr(exc.__cause__, "error_code", "")
+                if code not in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"):
+                    raise  # MLflow unreachable or failing: back off, keep serving
+                out[role] = None  # no such model or alias yet
+        return out
+
+    async def poll_once(self) -> list[ModelEvent]:
+        """One poll: load and swap any new champion; returns the events it published."""
+        loop = asyncio.get_running_loop()
+        champions = await loop.run_in_executor(None, self._resolve)
+        events: list[ModelEvent] = []
+        changed = False
+        for role, version in champions.items():
+            if version is None or (role, version) in self.rejected:
+                continue
+            current = self.models.get(role)
+            if current is not None and current[0] == version:
+                continue
+            try:
+                model = await loop.run_in_executor(
+                    None, self._get_registry().load_version, role, version
+                )
+                expected = list(current[1].feature_names) if current is not None else None
+                await loop.run_in_executor(None, validate_model, model, expected)
+            except AlphaPulseError as exc:
+                self.rejected.add((role, version))
+                events.append(
+                    ModelEvent(
+                        "rejected", now_ms(), role=role, version=version, detail=str(exc)[:500]
+                    )
+                )
+                log.warning("rejected %s version %s: %s", role, version, exc)
+                continue
+            self.models[role] = (version, model)
+            changed = True
+            events.append(
+                ModelEvent(
+                    "loaded",
+                    now_ms(),
+                    role=role,
+                    version=version,
+                    detail=f"models:/{role}/{version}",
+                )
+            )
+            log.info("loaded %s version %s", role, version)
+        if changed:
+            batch = {role: m for role, (_, m) in self.models.items()}
+            scorer = await loop.run_in_executor(None, lambda: BatchScorer(batch))
+            versions = {role: _as_int(v) for role, (v, _) in self.models.items()}
+            self.rt.serving = Serving(scorer=scorer, versions=versions)  # one assignment
+        for ev in events:
+            await self.rt.topics["model-events"].send(
+                key=(ev.role or "").encode(), value=encode(ev)
+            )
+        return events
+
+    async def run_forever(self, interval: float, max_backoff: float = 60.0) -> None:
+        """Poll every ``interval`` seconds; on MLflow errors keep serving and back off."""
+        while True:
+            try:
+                await self.poll_once()
+                self.failures = 0
+                delay = interval
+            except (AlphaPulseError, OSError) as exc:
+                self.failures += 1
+                self._registry = None
+                delay = min(max_backoff, interval * math.pow(2, min(self.failures, 6)))
+                log.warning(
+                    "model registry unavailable (%s); keeping the loaded models, next try in %.1fs",
+                    exc,
+                    delay,
+                )
+            await asyncio.sleep(delay)
+
+
+def _as_int(v: str) -> int:
+    try:
+        return int(v)
+    except ValueError:
+        return 0

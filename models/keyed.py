@@ -1,0 +1,164 @@
+"""Online learners by model key, with outcome-id deduplication: the learner agent's pure core.
+
+One :class:`KeyedOnline` holds the state of one input partition: an online learner for each model
+key routed to it and the ids of the outcomes it has learned. ``learn`` is idempotent by outcome id,
+and the whole state snapshots to bytes and back exactly, so a checkpoint can carry it.
+"""
+
+from __future__ import annotations
+
+import math
+import pickle
+from collections import OrderedDict
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from models.errors import ConfigError, ModelError
+from models.online import OnlineConfig, OnlineLearner
+
+__all__ = ["KeyedOnline", "LearnResult", "rr_weight"]
+
+_MAGIC = b"APKO"
+_VERSION = 1
+
+
+def rr_weight(rr: float | None, scale: float = 1.0, w_max: float = 5.0) -> float:
+    """Sample weight of an outcome from its realised R/R: ``clip(1 + |rr|/scale, 1, w_max)``.
+
+    Bounded, so a single outlier trade cannot dominate; an outcome without R/R weighs 1.
+
+    >>> rr_weight(None), rr_weight(1.0), rr_weight(-1.0), rr_weight(100.0)
+    (1.0, 2.0, 2.0, 5.0)
+    """
+    if rr is None or not math.isfinite(rr):
+        return 1.0
+    return float(min(max(1.0 + abs(rr) / scale, 1.0), w_max))
+
+
+@dataclass(frozen=True)
+class LearnResult:
+    """What learning one outcome did.
+
+    ``learned`` is False for a duplicate outcome id (nothing changed). ``prediction`` is the online
+    model's probability for the outcome's features just before it learned them, and ``loss`` its
+    log loss against the label.
+    """
+
+    learned: bool
+    prediction: float
+    loss: float
+    drift: bool
+    n_learned: int
+
+
+class KeyedOnline:
+    """Online learners by model key plus the set of outcome ids already learned.
+
+    Parameters
+    ----------
+    config
+        Configuration of every learner created here.
+    max_seen_ids
+        How many outcome ids are remembered for deduplication (oldest forgotten first).
+    rr_scale, rr_weight_max
+        Parameters of :func:`rr_weight`.
+
+    Examples
+    --------
+    >>> k = KeyedOnline()
+    >>> k.learn("o1", "BTC", {"x": 1.0}, True, 2.0).learned
+    True
+    >>> k.learn("o1", "BTC", {"x": 1.0}, True, 2.0).learned
+    False
+    >>> k.n_learned("BTC"), k.n_learned("ETH")
+    (1, 0)
+    >>> KeyedOnline.restore(k.snapshot()).n_learned("BTC")
+    1
+    """
+
+    def __init__(
+        self,
+        config: OnlineConfig | None = None,
+        max_seen_ids: int = 1_000_000,
+        rr_scale: float = 1.0,
+        rr_weight_max: float = 5.0,
+    ) -> None:
+        if max_seen_ids < 1:
+            raise ConfigError("max_seen_ids must be at least 1")
+        if rr_scale <= 0 or rr_weight_max < 1:
+            raise ConfigError("rr_scale must be > 0 and rr_weight_max >= 1")
+        self.config = config if config is not None else OnlineConfig()
+        self.max_seen_ids = max_seen_ids
+        self.rr_scale = rr_scale
+        self.rr_weight_max = rr_weight_max
+        self.learners: dict[str, OnlineLearner] = {}
+        self.seen: OrderedDict[str, None] = OrderedDict()
+
+    def learner(self, key: str) -> OnlineLearner | None:
+        """The learner of ``key``, or None when it has learned nothing yet."""
+        return self.learners.get(key)
+
+    def n_learned(self, key: str) -> int:
+        """Outcomes learned for ``key``."""
+        lr = self.learners.get(key)
+        return 0 if lr is None else lr.n_learned
+
+    def predict(self, key: str, features: Mapping[str, Any]) -> tuple[float, int]:
+        """``(probability, n_learned)`` of ``key``'s learner; ``(0.5, 0)`` before any outcome."""
+        lr = self.learners.get(key)
+        if lr is None:
+            return 0.5, 0
+        return lr.predict_proba_one(features), lr.n_learned
+
+    def learn(
+        self,
+        outcome_id: str,
+        key: str,
+        features: Mapping[str, Any],
+        label: bool,
+        realized_rr: float | None,
+    ) -> LearnResult:
+        """Learn one outcome unless its id was learned before."""
+        if outcome_id in self.seen:
+            p, n = self.predict(key, features)
+            return LearnResult(False, p, _log_loss(p, label), False, n)
+        lr = self.learners.get(key)
+        if lr is None:
+            lr = self.learners[key] = OnlineLearner(self.config)
+        p = lr.predict_proba_one(features)
+        drift = lr.learn_one(
+            features, label, rr_weight(realized_rr, self.rr_scale, self.rr_weight_max)
+        )
+        self.seen[outcome_id] = None
+        if len(self.seen) > self.max_seen_ids:
+            self.seen.popitem(last=False)
+        return LearnResult(True, p, _log_loss(p, label), drift, lr.n_learned)
+
+    def snapshot(self) -> bytes:
+        """The whole state as bytes (learners' own snapshots plus the seen ids)."""
+        state = {
+            "learners": {k: lr.snapshot() for k, lr in self.learners.items()},
+            "seen": list(self.seen),
+            "max_seen_ids": self.max_seen_ids,
+            "rr": (self.rr_scale, self.rr_weight_max),
+            "config": self.config,
+        }
+        return _MAGIC + bytes([_VERSION]) + pickle.dumps(state, protocol=pickle.HIGHEST_PROTOCOL)
+
+    @classmethod
+    def restore(cls, data: bytes) -> KeyedOnline:
+        """Rebuild from :meth:`snapshot` bytes (only bytes this project wrote)."""
+        if not data.startswith(_MAGIC) or data[len(_MAGIC)] != _VERSION:
+            raise ModelError("not a keyed online-state snapshot of a supported version")
+        state = pickle.loads(data[len(_MAGIC) + 1 :])
+        scale, w_max = state["rr"]
+        out = cls(state["config"], state["max_seen_ids"], scale, w_max)
+        out.learners = {k: OnlineLearner.restore(b) for k, b in state["learners"].items()}
+        out.seen = OrderedDict.fromkeys(state["seen"])
+        return out
+
+
+def _log_loss(p: float, label: bool) -> float:
+    q = min(max(p, 1e-15), 1 - 1e-15)
+    return -math.log(q if label else 1 - q)

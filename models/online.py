@@ -1,0 +1,401 @@
+"""The online model: a River pipeline that learns from every trade outcome as it arrives.
+
+The default pipeline is River's ``StandardScaler | LogisticRegression`` with its defaults (SGD,
+learning rate 0.01), so that with decay off it learns exactly like River's own pipeline. Other
+River classifiers can be chosen by :class:`OnlineConfig`.
+
+Decay
+-----
+With ``decay=True`` old outcomes fade exponentially. After every learned outcome the linear
+model's feature weights are multiplied by ``lam = decay_factor ** (1 / decay_window)``.
+Unrolling the SGD recursion ``w_t = lam * (w_{t-1} - lr * g_t)`` gives
+``w_t = -lr * sum_s lam ** (t - s + 1) * g_s``: the update that outcome ``s`` made is worth
+``decay_factor`` of itself after ``decay_window`` further outcomes (with the defaults, half of it
+after 500). This is the forgetting-factor form of exponentially weighted least squares applied to
+SGD, and it acts like an L2 penalty of strength ``(1 - lam) / (lam * lr)`` that pulls a model of
+an old regime back towards zero, so a new regime takes over sooner. The price is less confident
+predictions in a stable regime (higher log loss). The intercept (the base win rate) and the
+scaler's statistics are not decayed: pulling the intercept to zero would pull every prediction
+towards 0.5 rather than towards the base rate. Decay is defined for the linear classifiers only;
+the Hoeffding trees keep their own statistics (``hoeffding_adaptive_tree`` replaces branches on
+drift by itself).
+
+Monitoring
+----------
+``learn_one`` first predicts the outcome (prequential evaluation), then learns it. The
+prediction and the label feed rolling metrics over the last ``metrics_window`` outcomes (ROC AUC,
+log loss, accuracy) and the 0/1 error feeds a drift detector (ADWIN or Page-Hinkley). When the
+detector fires, ``learn_one`` returns ``True`` and the 0-based index of that outcome is appended
+to ``drift_points``. Only rises of the error count: ADWIN also signals falls (for instance while
+the model is still learning), and those are not reported; Page-Hinkley runs in ``"up"`` mode.
+
+Snapshots
+---------
+``snapshot()`` pickles the complete state (pipeline, detector, metric window, counters) behind a
+magic header and a format version; ``OnlineLearner.restore`` gives a learner that predicts bit
+for bit the same and keeps learning identically. Like any pickle, restore only snapshots this
+project wrote itself.
+"""
+
+from __future__ import annotations
+
+import math
+import pickle
+from collections import deque
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+from river import compose, drift, linear_model, optim, preprocessing, tree
+from scipy.stats import rankdata
+
+from models.errors import ConfigError, DataError, ModelError
+
+__all__ = [
+    "CLASSIFIERS",
+    "DRIFT_DETECTORS",
+    "OnlineConfig",
+    "OnlineLearner",
+    "RollingMetrics",
+    "clean_features",
+]
+
+CLASSIFIERS: tuple[str, ...] = (
+    "logistic_regression",
+    "perceptron",
+    "hoeffding_tree",
+    "hoeffding_adaptive_tree",
+)
+LINEAR: tuple[str, ...] = ("logistic_regression", "perceptron")
+DRIFT_DETECTORS: tuple[str, ...] = ("adwin", "page_hinkley", "none")
+SNAPSHOT_MAGIC = b"ALPHAPULSE-ONLINE\n"
+SNAPSHOT_VERSION = 1
+MIN_WEIGHT, MAX_WEIGHT = 1e-6, 1e6
+"""Sample weights outside these bounds (other than 0) make River's trees divide by ~0."""
+_EPS = 1e-15
+
+
+@dataclass(frozen=True)
+class OnlineConfig:
+    """Hyperparameters of :class:`OnlineLearner`, validated on construction.
+
+    Parameters
+    ----------
+    classifier : str
+        One of :data:`CLASSIFIERS`; default ``"logistic_regression"``.
+    learning_rate : float
+        SGD step of the linear classifiers (weights and intercept); ignored by the trees.
+    l2 : float
+        L2 penalty of the linear classifiers.
+    decay : bool
+        Whether old outcomes fade (linear classifiers only; see the module docstring).
+    decay_window, decay_factor : int, float
+        An outcome's update keeps ``decay_factor`` of its weight after ``decay_window`` more.
+    drift_detector : str
+        ``"adwin"``, ``"page_hinkley"`` or ``"none"``, run on the prequential 0/1 error.
+    drift_delta : float
+        ADWIN's confidence parameter (smaller: fewer false alarms, later detection).
+    drift_threshold : float
+        Page-Hinkley's detection threshold (smaller: earlier detection, more false alarms).
+    metrics_window : int
+        Number of recent outcomes the rolling metrics cover.
+    seed : int
+        Seed of the classifiers that draw random numbers (``hoeffding_adaptive_tree``).
+
+    Examples
+    --------
+    >>> OnlineConfig(classifier="perceptron", decay=True).per_outcome_decay < 1.0
+    True
+    >>> OnlineConfig(classifier="svm")
+    Traceback (most recent call last):
+    ...
+    models.errors.ConfigError: classifier must be one of ('logistic_regression', 'perceptron', \
+'hoeffding_tree', 'hoeffding_adaptive_tree'), got 'svm'
+    """
+
+    classifier: str = "logistic_regression"
+    learning_rate: float = 0.01
+    l2: float = 0.0
+    decay: bool = False
+    decay_window: int = 500
+    decay_factor: float = 0.5
+    drift_detector: str = "adwin"
+    drift_delta: float = 0.002
+    drift_threshold: float = 50.0
+    metrics_window: int = 500
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.classifier not in CLASSIFIERS:
+            raise ConfigError(f"classifier must be one of {CLASSIFIERS}, got {self.classifier!r}")
+        if self.drift_detector not in DRIFT_DETECTORS:
+            raise ConfigError(
+                f"drift_detector must be one of {DRIFT_DETECTORS}, got {self.drift_detector!r}"
+            )
+        if not (math.isfinite(self.learning_rate) and self.learning_rate > 0):
+            raise ConfigError(f"learning_rate must be finite and > 0, got {self.learning_rate}")
+        if not (math.isfinite(self.l2) and self.l2 >= 0):
+            raise ConfigError(f"l2 must be finite and >= 0, got {self.l2}")
+        if self.decay_window < 1:
+            raise ConfigError(f"decay_window must be >= 1, got {self.decay_window}")
+        if not 0.0 < self.decay_factor < 1.0:
+            raise ConfigError(f"decay_factor must be in (0, 1), got {self.decay_factor}")
+        if self.decay and self.classifier not in LINEAR:
+            raise ConfigError(
+                f"decay is defined for {LINEAR} only; turn it off for {self.classifier!r}"
+            )
+        if not 0.0 < self.drift_delta < 1.0:
+            raise ConfigError(f"drift_delta must be in (0, 1), got {self.drift_delta}")
+        if not (math.isfinite(self.drift_threshold) and self.drift_threshold > 0):
+            raise ConfigError(f"drift_threshold must be finite and > 0, got {self.drift_threshold}")
+        if self.metrics_window < 2:
+            raise ConfigError(f"metrics_window must be >= 2, got {self.metrics_window}")
+
+    @property
+    def per_outcome_decay(self) -> float:
+        """Factor applied to the linear weights after each outcome (1.0 when decay is off)."""
+        return self.decay_factor ** (1.0 / self.decay_window) if self.decay else 1.0
+
+
+@dataclass(frozen=True)
+class RollingMetrics:
+    """Prequential metrics over the last ``n`` outcomes; ``roc_auc`` is None with one class."""
+
+    n: int
+    roc_auc: float | None
+    log_loss: float | None
+    accuracy: float | None
+
+
+def _build_pipeline(cfg: OnlineConfig) -> compose.Pipeline:
+    clf: Any
+    if cfg.classifier == "logistic_regression":
+        clf = linear_model.LogisticRegression(
+            optimizer=optim.SGD(cfg.learning_rate), intercept_lr=cfg.learning_rate, l2=cfg.l2
+        )
+    elif cfg.classifier == "perceptron":
+        clf = linear_model.LogisticRegression(
+            optimizer=optim.SGD(cfg.learning_rate),
+            intercept_lr=cfg.learning_rate,
+            loss=optim.losses.Hinge(threshold=0.0),
+            l2=cfg.l2,
+        )
+    elif cfg.classifier == "hoeffding_tree":
+        clf = tree.HoeffdingTreeClassifier()
+    else:
+        clf = tree.HoeffdingAdaptiveTreeClassifier(seed=cfg.seed)
+    return compose.Pipeline(preprocessing.StandardScaler(), clf)
+
+
+def _build_detector(cfg: OnlineConfig) -> Any:
+    if cfg.drift_detector == "adwin":
+        return drift.ADWIN(delta=cfg.drift_delta)
+    if cfg.drift_detector == "page_hinkley":
+        return drift.PageHinkley(threshold=cfg.drift_threshold, mode="up")
+    return None
+
+
+def clean_features(x: Mapping[str, Any]) -> dict[str, float]:
+    """A new dict of ``x``'s finite numeric values, sorted by name; None and NaN are dropped.
+
+    >>> clean_features({"b": 2, "a": None, "c": float("nan"), "d": 1.5})
+    {'b': 2.0, 'd': 1.5}
+    """
+    out: dict[str, float] = {}
+    try:
+        for k in sorted(x):
+            v = x[k]
+            if v is None:
+                continue
+            f = float(v)
+            if math.isfinite(f):
+                out[k] = f
+    except (TypeError, ValueError) as exc:
+        raise DataError(f"features must map names to numbers or None: {exc}") from exc
+    return out
+
+
+def _label(y: object) -> bool:
+    if y is True or y is False:
+        return y
+    if isinstance(y, int | np.integer) and y in (0, 1):
+        return bool(y)
+    raise DataError(f"label must be a bool or 0/1, got {y!r}")
+
+
+class OnlineLearner:
+    """A River pipeline with decay, rolling metrics, drift detection and exact snapshots.
+
+    Parameters
+    ----------
+    config : OnlineConfig, optional
+        Hyperparameters; default ``OnlineConfig()``.
+
+    Notes
+    -----
+    Inputs go through :func:`clean_features` first: None, NaN and infinite values are dropped
+    (River treats an absent key as missing) and keys are sorted, so the order of the features
+    never changes a result, not even in the last bit.
+
+    Examples
+    --------
+    >>> learner = OnlineLearner()
+    >>> learner.predict_proba_one({"rsi": 30.0})
+    0.5
+    >>> for i in range(200):
+    ...     _ = learner.learn_one({"rsi": float(i % 10), "vol": None}, y=i % 10 >= 5)
+    >>> learner.n_learned, learner.predict_proba_one({"rsi": 9.0}) > 0.5
+    (200, True)
+    >>> clone = OnlineLearner.restore(learner.snapshot())
+    >>> clone.predict_proba_one({"rsi": 2.0}) == learner.predict_proba_one({"rsi": 2.0})
+    True
+    """
+
+    def __init__(self, config: OnlineConfig | None = None) -> None:
+        self.config = config if config is not None else OnlineConfig()
+        self.pipeline = _build_pipeline(self.config)
+        self.detector = _build_detector(self.config)
+        self.drift_points: list[int] = []
+        self._lam = self.config.per_outcome_decay
+        self._recent: deque[tuple[bool, float]] = deque(maxlen=self.config.metrics_window)
+        self._n_learned = 0
+
+    @property
+    def n_learned(self) -> int:
+        """Number of outcomes learned so far."""
+        return self._n_learned
+
+    def _proba(self, x: dict[str, float]) -> float:
+        if self._n_learned == 0:
+            return 0.5
+        probs = self.pipeline.predict_proba_one(x)
+        p_true, p_false = float(probs.get(True, 0.0)), float(probs.get(False, 0.0))
+        total = p_true + p_false
+        if not total > 0:
+            return 0.5
+        return p_true if total == 1.0 else p_true / total
+
+    def predict_proba_one(self, x: Mapping[str, Any]) -> float:
+        """Probability that the trade wins; 0.5 before any outcome has been learned."""
+        return self._proba(clean_features(x))
+
+    def predict_proba_many(self, xs: Iterable[Mapping[str, Any]]) -> list[float]:
+        """:meth:`predict_proba_one` for each row."""
+        return [self._proba(clean_features(x)) for x in xs]
+
+    def learn_one(self, x: Mapping[str, Any], y: bool | int, weight: float = 1.0) -> bool:
+        """Predict ``x``, record the metrics and the error, then learn ``(x, y)``.
+
+        Returns True when the drift detector fired on this outcome. ``x`` is not modified.
+        ``weight`` must be 0 or within [:data:`MIN_WEIGHT`, :data:`MAX_WEIGHT`]. An
+        outcome of weight 0 counts in the metrics, the drift detector and ``n_learned`` but does
+        not change the pipeline (decay still ticks).
+        """
+        label = _label(y)
+        if not (weight == 0 or MIN_WEIGHT <= weight <= MAX_WEIGHT):
+            raise DataError(
+                f"weight must be 0 or within [{MIN_WEIGHT}, {MAX_WEIGHT}], got {weight!r}"
+            )
+        xc = clean_features(x)
+        p = self._proba(xc)
+        self._recent.append((label, p))
+        if weight > 0:
+            self.pipeline.learn_one(xc, label, w=float(weight))
+        if self._lam != 1.0:
+            self.pipeline[-1]._weights *= self._lam
+        fired = False
+        det = self.detector
+        if det is not None:
+            before = getattr(det, "estimation", -math.inf)
+            det.update(float((p > 0.5) != label))
+            if det.drift_detected and getattr(det, "estimation", math.inf) > before:
+                self.drift_points.append(self._n_learned)
+                fired = True
+        self._n_learned += 1
+        return fired
+
+    def learn_many(
+        self,
+        xs: Sequence[Mapping[str, Any]],
+        ys: Sequence[bool | int],
+        weights: Sequence[float] | None = None,
+    ) -> list[int]:
+        """Learn the rows in order; returns the indices (in the whole stream) of drifts found."""
+        if len(xs) != len(ys) or (weights is not None and len(weights) != len(xs)):
+            raise DataError("xs, ys and weights must have the same length")
+        found = []
+        for i, (x, y) in enumerate(zip(xs, ys, strict=True)):
+            if self.learn_one(x, y, 1.0 if weights is None else weights[i]):
+                found.append(self.drift_points[-1])
+        return found
+
+    def metrics(self) -> RollingMetrics:
+        """Prequential ROC AUC, log loss and accuracy over the last ``metrics_window`` outcomes."""
+        n = len(self._recent)
+        if n == 0:
+            return RollingMetrics(0, None, None, None)
+        y = np.fromiter((r[0] for r in self._recent), dtype=bool, count=n)
+        p = np.fromiter((r[1] for r in self._recent), dtype=float, count=n)
+        pc = np.clip(p, _EPS, 1 - _EPS)
+        log_loss = float(-np.mean(np.where(y, np.log(pc), np.log1p(-pc))))
+        accuracy = float(np.mean((p > 0.5) == y))
+        n_pos = int(y.sum())
+        roc_auc = None
+        if 0 < n_pos < n:
+            ranks = rankdata(p)
+            roc_auc = float((ranks[y].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * (n - n_pos)))
+        return RollingMetrics(n, roc_auc, log_loss, accuracy)
+
+    def snapshot(self) -> bytes:
+        """The complete state as bytes; see :meth:`restore`."""
+        state = {
+            "config": asdict(self.config),
+            "pipeline": self.pipeline,
+            "detector": self.detector,
+            "drift_points": self.drift_points,
+            "recent": list(self._recent),
+            "n_learned": self._n_learned,
+        }
+        payload = pickle.dumps(state, protocol=pickle.HIGHEST_PROTOCOL)
+        return SNAPSHOT_MAGIC + SNAPSHOT_VERSION.to_bytes(2, "big") + payload
+
+    @classmethod
+    def restore(cls, data: bytes) -> OnlineLearner:
+        """Rebuild a learner from :meth:`snapshot` bytes (only trust snapshots you wrote)."""
+        head = len(SNAPSHOT_MAGIC)
+        if not data.startswith(SNAPSHOT_MAGIC):
+            raise ModelError("not an online-learner snapshot (bad header); check the source")
+        version = int.from_bytes(data[head : head + 2], "big")
+        if version != SNAPSHOT_VERSION:
+            raise ModelError(
+                f"snapshot format {version} is not supported (this code reads "
+                f"{SNAPSHOT_VERSION}); retrain or upgrade"
+            )
+        state = pickle.loads(data[head + 2 :])
+        learner = cls(OnlineConfig(**state["config"]))
+        learner.pipeline = state["pipeline"]
+        learner.detector = state["detector"]
+        learner.drift_points = list(state["drift_points"])
+        learner._recent.extend(state["recent"])
+        learner._n_learned = int(state["n_learned"])
+        return learner
+
+    def export(self) -> dict[str, Any]:
+        """Compact, JSON-ready summary: config, weights or tree summary, metrics, drifts."""
+        scaler, clf = self.pipeline[0], self.pipeline[-1]
+        out: dict[str, Any] = {
+            "format_version": SNAPSHOT_VERSION,
+            "config": asdict(self.config),
+            "n_learned": self._n_learned,
+            "drift_points": list(self.drift_points),
+            "metrics": {k: v for k, v in asdict(self.metrics()).items() if v is not None},
+            "scaler_mean": {k: float(v) for k, v in scaler.means.items()},
+            "scaler_var": {k: float(v) for k, v in scaler.vars.items()},
+        }
+        if self.config.classifier in LINEAR:
+            out["weights"] = {k: float(v) for k, v in clf.weights.items()}
+            out["intercept"] = float(clf.intercept)
+        else:
+            out["tree"] = {k: v for k, v in clf.summary.items() if isinstance(v, int | float)}
+        return out

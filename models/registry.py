@@ -1,0 +1,441 @@
+"""The MLflow model registry: the only AlphaPulse module that imports MLflow.
+
+A training job is one MLflow run (parameters, holdout metrics, feature list, the data's time range
+and row count, and the model in its library's native format under the artifact path ``model``);
+each hyperparameter-search trial is a nested run. The model is registered under its role name
+(``monthly_full``, ``weekly_quick``) and read back only by exact version, ``models:/<name>/<v>``.
+
+Champion and challenger
+    The alias ``champion`` marks the version that serves. A new version takes it only when its
+    holdout **log loss** is strictly lower than the champion's log loss on the *same* holdout rows
+    (log loss, because the batch models feed a probability blend and log loss scores calibration
+    as well as ranking), or when forced. The first version of a model becomes champion. A champion
+    that cannot be scored on the new holdout (its features are missing) is kept unless forced.
+    Every promotion is appended to the registered-model tag ``alphapulse.champion_history``;
+    :meth:`ModelRegistry.rollback` moves the alias back along it. Stages are never used.
+
+If registration fails part way, the half-registered version (and a registered model created for
+it) is deleted and the previous champion alias is restored, and a :class:`RegistryError` says why.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager, redirect_stdout
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from mlflow import MlflowClient
+from mlflow.artifacts import download_artifacts
+from mlflow.entities import Metric, Param
+from mlflow.exceptions import MlflowException
+
+from models._hpo import TrialReport
+from models._registry_types import (
+    ModelVersionInfo,
+    RegisteredModelInfo,
+    Registration,
+    parse_history,
+)
+from models.errors import AlphaPulseError, DataError, RegistryError
+from models.trainer import TrainedModel, TrainingConfig, TrainingResult, evaluate
+
+__all__ = ["CHAMPION", "ModelRegistry", "ModelVersionInfo", "RegisteredModelInfo", "Registration"]
+
+CHAMPION = "champion"
+HISTORY_TAG = "alphapulse.champion_history"
+_HISTORY_KEEP = 200
+
+
+def _version_info(mv: Any, aliases: dict[str, str] | None = None) -> ModelVersionInfo:
+    """Version details; ``aliases`` (alias -> version) fills in what version searches omit."""
+    names = set(mv.aliases or ())
+    names.update(a for a, v in (aliases or {}).items() if str(v) == str(mv.version))
+    return ModelVersionInfo(
+        name=str(mv.name),
+        version=str(mv.version),
+        aliases=tuple(sorted(names)),
+        model_type=(mv.tags or {}).get("alphapulse.model_type", ""),
+        run_id=mv.run_id or "",
+        created_ms=int(mv.creation_timestamp or 0),
+        tags=dict(mv.tags or {}),
+    )
+
+
+@contextmanager
+def _mlflow_errors(action: str) -> Iterator[None]:
+    try:
+        yield
+    except MlflowException as exc:
+        first = str(exc.message).strip().splitlines()[0] if exc.message else type(exc).__name__
+        raise RegistryError(f"{action} failed: {first}") from exc
+
+
+def _terminate(client: MlflowClient, run_id: str, status: str) -> None:
+    # Against a tracking server MLflow writes "View run ..." links to stdout when a run ends;
+    # send them to stderr so that stdout stays machine-readable (``alphapulse train --json``).
+    with redirect_stdout(sys.stderr):
+        client.set_terminated(run_id, status)
+
+
+def _metric_list(metrics: dict[str, float], prefix: str = "") -> list[Metric]:
+    now = int(time.time() * 1000)
+    return [
+        Metric(prefix + k, float(v), now, 0) for k, v in metrics.items() if np.isfinite(float(v))
+    ]
+
+
+class TrainingRun:
+    """The MLflow run of one training job, made by :meth:`ModelRegistry.training_run`.
+
+    Pass :meth:`log_trial` as the trainer's ``on_trial`` callback, then :meth:`register` the
+    result (the :class:`ModelRegistry` example shows the whole flow).
+
+    >>> TrainingRun.log_trial.__doc__.split(" (")[0]
+    'Record one search trial as a nested run'
+    """
+
+    def __init__(self, registry: ModelRegistry, name: str, run_id: str, experiment_id: str) -> None:
+        self.registry = registry
+        self.name = name
+        self.run_id = run_id
+        self.experiment_id = experiment_id
+
+    def log_trial(self, report: TrialReport) -> None:
+        """Record one search trial as a nested run (usable as ``on_trial``)."""
+        client = self.registry.client
+        with _mlflow_errors(f"logging trial {report.number}"):
+            run = client.create_run(
+                self.experiment_id,
+                run_name=f"{self.name}-trial-{report.number}",
+                tags={"mlflow.parentRunId": self.run_id, "alphapulse.trial": str(report.number)},
+            )
+            metrics = dict(report.metrics)
+            if report.value is not None:
+                metrics["objective"] = report.value
+            metrics["duration_s"] = report.duration_s
+            params = [Param(k, str(v)) for k, v in report.params.items()]
+            client.log_batch(run.info.run_id, metrics=_metric_list(metrics), params=params)
+            status = "FINISHED" if report.state == "COMPLETE" else "FAILED"
+            _terminate(client, run.info.run_id, status)
+
+    def register(
+        self, result: TrainingResult, *, force: bool = False, warm_start_from: str | None = None
+    ) -> Registration:
+        """Log ``result`` on this run, register it under the run's name, decide on promotion."""
+        reg = self.registry
+        self._log_result(result, warm_start_from)
+        return reg._register(self.name, self.run_id, result, force)
+
+    def _log_result(self, result: TrainingResult, warm_start_from: str | None) -> None:
+        client = self.registry.client
+        params: dict[str, Any] = {f"cfg.{k}": v for k, v in result.config.as_params().items()}
+        params.update(
+            n_train=result.n_train,
+            n_valid=result.n_valid,
+            n_rows=result.n_train + result.n_valid,
+            n_features=len(result.feature_names),
+            n_trees=result.model.n_trees,
+            scale_pos_weight_applied=round(result.scale_pos_weight, 6),
+            warm_start_from=warm_start_from or "",
+        )
+        if result.time_range is not None:
+            lo, hi = result.time_range
+            params.update(
+                data_ts_min=lo,
+                data_ts_max=hi,
+                data_time_min=pd.Timestamp(lo, unit="ms", tz="UTC").isoformat(),
+                data_time_max=pd.Timestamp(hi, unit="ms", tz="UTC").isoformat(),
+            )
+        metrics = {**result.metrics, "n_train": result.n_train, "n_valid": result.n_valid}
+        with _mlflow_errors("logging the training run"):
+            client.log_batch(
+                self.run_id,
+                metrics=_metric_list(metrics, "holdout_"),
+                params=[Param(k, str(v)) for k, v in params.items()],
+            )
+            with tempfile.TemporaryDirectory(prefix="alphapulse-model-") as tmp:
+                path = result.model.save(Path(tmp) / "model")
+                (path / "features.json").write_text(json.dumps(list(result.feature_names)))
+                client.log_artifacts(self.run_id, str(path), "model")
+
+
+class ModelRegistry:
+    """Log, register, promote and load AlphaPulse batch models in MLflow.
+
+    Parameters
+    ----------
+    tracking_uri : str
+        MLflow tracking (and registry) URI: ``http://host:port`` or ``sqlite:///path.db``.
+    experiment : str
+        Experiment that holds the training runs; created when missing.
+    artifact_location : str or None
+        Artifact root for a newly created experiment (for a local SQLite store).
+
+    Examples
+    --------
+    >>> import tempfile, numpy as np
+    >>> from models.trainer import TrainingConfig, train
+    >>> tmpdir = tempfile.TemporaryDirectory(); tmp = tmpdir.name
+    >>> reg = ModelRegistry(f"sqlite:///{tmp}/mlflow.db", artifact_location=f"{tmp}/artifacts")
+    >>> X = np.random.default_rng(0).standard_normal((120, 3)); y = (X[:, 0] > 0).astype(int)
+    >>> result = train(TrainingConfig(model_type="lightgbm", n_estimators=5), X, y)
+    >>> with reg.training_run("weekly_quick", result.config) as run:
+    ...     outcome = run.register(result)
+    >>> outcome.version, outcome.promoted, reg.resolve_alias("weekly_quick")
+    ('1', True, '1')
+    >>> model = reg.load_version("weekly_quick", "1")
+    >>> bool(np.array_equal(model.predict_proba(X), result.model.predict_proba(X)))
+    True
+    >>> tmpdir.cleanup()
+    """
+
+    def __init__(
+        self,
+        tracking_uri: str,
+        experiment: str = "alphapulse",
+        artifact_location: str | None = None,
+    ) -> None:
+        if not tracking_uri:
+            raise RegistryError("an MLflow tracking URI is required")
+        if tracking_uri.startswith("sqlite:///"):
+            Path(tracking_uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+        self.tracking_uri = tracking_uri
+        self.experiment = experiment
+        self.artifact_location = artifact_location
+        self.client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
+
+    def _experiment_id(self) -> str:
+        with _mlflow_errors(f"opening experiment {self.experiment!r}"):
+            exp = self.client.get_experiment_by_name(self.experiment)
+            if exp is not None:
+                return str(exp.experiment_id)
+            return str(self.client.create_experiment(self.experiment, self.artifact_location))
+
+    @contextmanager
+    def training_run(self, name: str, config: TrainingConfig) -> Iterator[TrainingRun]:
+        """A run for one job registering into ``name``; ends FAILED if the block raises."""
+        exp_id = self._experiment_id()
+        tags = {
+            "alphapulse.role": name,
+            "alphapulse.model_type": config.model_type,
+            "alphapulse.cadence": config.cadence,
+        }
+        with _mlflow_errors("starting a training run"):
+            run = self.client.create_run(exp_id, tags=tags, run_name=f"{name}-{config.model_type}")
+        handle = TrainingRun(self, name, run.info.run_id, exp_id)
+        try:
+            yield handle
+        except BaseException:
+            with _mlflow_errors("closing the failed run"):
+                _terminate(self.client, handle.run_id, "FAILED")
+            raise
+        with _mlflow_errors("closing the run"):
+            _terminate(self.client, handle.run_id, "FINISHED")
+
+    def _register(
+        self, name: str, run_id: str, result: TrainingResult, force: bool
+    ) -> Registration:
+        client = self.client
+        with _mlflow_errors(f"looking up registered model {name!r}"):
+            created_model = not client.search_registered_models(f"name = '{name}'")
+            if created_model:
+                client.create_registered_model(name)
+            old_champion = self._alias_or_none(name, CHAMPION)
+            old_history = self._history(name)
+            source = f"{client.get_run(run_id).info.artifact_uri.rstrip('/')}/model"
+        version: str | None = None
+        promoted_alias = False
+        try:
+            with _mlflow_errors(f"registering a version of {name!r}"):
+                tags = {
+                    "alphapulse.model_type": result.model.model_type,
+                    "alphapulse.focal_loss": str(result.model.focal_loss).lower(),
+                    "alphapulse.features": json.dumps(list(result.feature_names))[:4900],
+                    "alphapulse.cadence": result.config.cadence,
+                }
+                version = str(client.create_model_version(name, source, run_id, tags=tags).version)
+            loaded = self.load_version(name, version)
+            probe = result.holdout.X
+            if not np.array_equal(loaded.predict_proba(probe), result.model.predict_proba(probe)):
+                raise RegistryError(
+                    f"{name} version {version} does not predict like the trained model"
+                )
+            promote, reason, champ_metrics = self._challenge(name, old_champion, result, force)
+            if promote:
+                promoted_alias = True
+                self._set_champion(name, version)
+            with _mlflow_errors("tagging the version"):
+                client.set_model_version_tag(name, version, "alphapulse.promotion", reason)
+        except BaseException as exc:
+            restore = (old_champion, old_history) if promoted_alias else None
+            self._undo(name, version, created_model, restore)
+            if isinstance(exc, AlphaPulseError) or not isinstance(exc, Exception):
+                raise
+            raise RegistryError(f"registering {name!r} failed: {exc}") from exc
+        return Registration(
+            name,
+            version,
+            run_id,
+            promote,
+            reason,
+            old_champion,
+            dict(result.metrics),
+            champ_metrics,
+        )
+
+    def _challenge(
+        self, name: str, champion: str | None, result: TrainingResult, force: bool
+    ) -> tuple[bool, str, dict[str, float] | None]:
+        new_loss = result.metrics["log_loss"]
+        if champion is None:
+            return True, "first version of this model", None
+        holdout = pd.DataFrame(result.holdout.X, columns=list(result.holdout.feature_names))
+        try:
+            p = self.load_version(name, champion).predict_proba(holdout)
+        except DataError as exc:
+            why = f"champion v{champion} cannot be scored on this holdout ({exc})"
+            return force, ("forced; " if force else "kept champion: ") + why, None
+        champ = evaluate(result.holdout.y, p, result.holdout.rr, result.config.threshold)
+        cmp = f"log loss {new_loss:.5f} vs champion v{champion} {champ['log_loss']:.5f}"
+        if force:
+            return True, f"forced; {cmp}", champ
+        if new_loss < champ["log_loss"]:
+            return True, f"beats champion: {cmp}", champ
+        return False, f"does not beat champion: {cmp}", champ
+
+    def _undo(
+        self,
+        name: str,
+        version: str | None,
+        created_model: bool,
+        restore: tuple[str | None, list[str]] | None,
+    ) -> None:
+        """Remove a half-registered version and put the previous champion and history back."""
+        client = self.client
+        try:
+            if version is not None:
+                client.delete_model_version(name, version)
+            if restore is not None and not created_model:
+                champion, history = restore
+                if champion is not None:
+                    client.set_registered_model_alias(name, CHAMPION, champion)
+                client.set_registered_model_tag(name, HISTORY_TAG, json.dumps(history))
+            if created_model and not client.search_model_versions(f"name = '{name}'"):
+                client.delete_registered_model(name)
+        except MlflowException as exc:
+            raise RegistryError(
+                f"registration of {name!r} failed and cleaning up version {version} failed too: "
+                f"{exc.message}; delete it by hand"
+            ) from exc
+
+    def _alias_or_none(self, name: str, alias: str) -> str | None:
+        try:
+            return str(self.client.get_model_version_by_alias(name, alias).version)
+        except MlflowException:
+            return None
+
+    def _history(self, name: str) -> list[str]:
+        with _mlflow_errors(f"reading {name!r}"):
+            return parse_history(self.client.get_registered_model(name).tags.get(HISTORY_TAG))
+
+    def _set_champion(self, name: str, version: str) -> None:
+        history = [*self._history(name), version][-_HISTORY_KEEP:]
+        with _mlflow_errors(f"setting the champion of {name!r}"):
+            self.client.set_registered_model_alias(name, CHAMPION, version)
+            self.client.set_registered_model_tag(name, HISTORY_TAG, json.dumps(history))
+
+    def get_version(self, name: str, version: str | int) -> ModelVersionInfo:
+        """Details of one registered version."""
+        with _mlflow_errors(f"finding {name} version {version}"):
+            return _version_info(self.client.get_model_version(name, str(version)))
+
+    def champion(self, name: str) -> ModelVersionInfo | None:
+        """The version the ``champion`` alias points at, or ``None`` (also for unknown models)."""
+        version = self._alias_or_none(name, CHAMPION)
+        return None if version is None else self.get_version(name, version)
+
+    def resolve_alias(self, name: str, alias: str = CHAMPION) -> str:
+        """The exact version that ``alias`` points at now."""
+        with _mlflow_errors(f"resolving {name}@{alias}"):
+            return str(self.client.get_model_version_by_alias(name, alias).version)
+
+    def load_version(self, name: str, version: str | int) -> TrainedModel:
+        """Load ``models:/<name>/<version>`` (an exact version, never an alias)."""
+        version = str(version)
+        if not version.isdigit():
+            raise RegistryError(
+                f"load by exact version only; got {version!r} (resolve aliases first)"
+            )
+        with (
+            tempfile.TemporaryDirectory(prefix="alphapulse-load-") as tmp,
+            _mlflow_errors(f"loading models:/{name}/{version}"),
+        ):
+            # MLflow's own "models:/" resolution ignores the registry URI argument and falls back to
+            # the process-wide default, so resolve the exact version through this client instead.
+            source = self.client.get_model_version_download_uri(name, version)
+            path = download_artifacts(
+                artifact_uri=source,
+                dst_path=tmp,
+                tracking_uri=self.tracking_uri,
+                registry_uri=self.tracking_uri,
+            )
+            return TrainedModel.load(path)
+
+    def load_alias(self, name: str, alias: str = CHAMPION) -> tuple[str, TrainedModel]:
+        """Resolve ``alias`` once, then load that exact version."""
+        version = self.resolve_alias(name, alias)
+        return version, self.load_version(name, version)
+
+    def list_models(self) -> list[RegisteredModelInfo]:
+        """Every registered model with its versions (newest first) and aliases."""
+        out = []
+        with _mlflow_errors("listing registered models"):
+            models: list[Any] = []
+            token = None
+            while True:
+                page = self.client.search_registered_models(page_token=token)
+                models.extend(page)
+                token = page.token
+                if not token:
+                    break
+            for rm in sorted(models, key=lambda m: m.name):
+                mvs = self.client.search_model_versions(f"name = '{rm.name}'")
+                aliases = {str(k): str(v) for k, v in (rm.aliases or {}).items()}
+                versions = tuple(
+                    _version_info(mv, aliases) for mv in sorted(mvs, key=lambda v: -int(v.version))
+                )
+                history = tuple(parse_history(rm.tags.get(HISTORY_TAG)))
+                out.append(RegisteredModelInfo(rm.name, aliases, versions, history))
+        return out
+
+    def promote(self, name: str, version: str | int) -> None:
+        """Make ``version`` the champion unconditionally (a no-op if it already is)."""
+        version = str(version)
+        with _mlflow_errors(f"finding {name} version {version}"):
+            self.client.get_model_version(name, version)
+        if self._alias_or_none(name, CHAMPION) != version:
+            self._set_champion(name, version)
+
+    def rollback(self, name: str) -> str:
+        """Move ``champion`` back to the previous champion; returns that version."""
+        history = self._history(name)
+        current = self._alias_or_none(name, CHAMPION)
+        if history and history[-1] == current:
+            history.pop()
+        with _mlflow_errors(f"listing versions of {name!r}"):
+            alive = {str(v.version) for v in self.client.search_model_versions(f"name = '{name}'")}
+        while history and (history[-1] not in alive or history[-1] == current):
+            history.pop()
+        if not history:
+            raise RegistryError(f"{name!r} has no earlier champion to roll back to")
+        with _mlflow_errors(f"rolling back {name!r}"):
+            self.client.set_registered_model_alias(name, CHAMPION, history[-1])
+            self.client.set_registered_model_tag(name, HISTORY_TAG, json.dumps(history))
+        return history[-1]
