@@ -165,7 +165,8 @@ class PartitionStore:
         try:
             consumer.assign([tp])
             end = (await consumer.end_offsets([tp]))[tp]
-            await consumer.seek_to_beginning(tp)
+            # An explicit seek: seek_to_beginning was seen to leave the position at the end.
+            consumer.seek(tp, (await consumer.beginning_offsets([tp]))[tp])
             while await consumer.position(tp) < end:
                 batch = await consumer.getmany(tp, timeout_ms=1000)
                 for rec in batch.get(tp, []):
