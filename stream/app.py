@@ -18,7 +18,9 @@ from stream.kafka import faust_broker_kwargs
 from stream.runtime import Runtime
 from stream.settings import TOPIC_ROLES, Settings
 
-__all__ = ["Built", "create_app"]
+__all__ = ["INTERNAL_ROLES", "Built", "create_app"]
+
+INTERNAL_ROLES = ("checkpoints", "signal-features")
 
 
 @dataclass(frozen=True)
@@ -52,26 +54,19 @@ def create_app(settings: Settings) -> Built:
         consumer_max_fetch_size=max(1_048_576, settings.max_message_bytes * 4),
         logging_config=None,
     )
+    names = {role: settings.topic(role) for role in TOPIC_ROLES}
+    names.update({role: settings.internal_topic(role) for role in INTERNAL_ROLES})
     topics: dict[str, Any] = {
         role: app.topic(
-            settings.topic(role),
+            name,
             key_type=bytes,
             value_type=bytes,
             key_serializer="raw",
             value_serializer="raw",
             partitions=settings.topic_partitions,
         )
-        for role in TOPIC_ROLES
+        for role, name in names.items()
     }
-    for role in ("checkpoints", "signal-features"):
-        topics[role] = app.topic(
-            settings.internal_topic(role),
-            key_type=bytes,
-            value_type=bytes,
-            key_serializer="raw",
-            value_serializer="raw",
-            partitions=settings.topic_partitions,
-        )
     rt = Runtime(
         settings=settings,
         topics=topics,
