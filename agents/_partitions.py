@@ -67,6 +67,7 @@ class JoinEntry:
     ts: int
     model_key: str
     score: float | None = None
+    components: dict[str, float] | None = None
 
 
 @dataclass
@@ -136,7 +137,11 @@ class PartitionStore:
             doc = orjson.loads(value)
             if doc["ts"] >= horizon:
                 join[sid] = JoinEntry(
-                    doc["features"], doc["ts"], doc["model_key"], doc.get("score")
+                    doc["features"],
+                    doc["ts"],
+                    doc["model_key"],
+                    doc.get("score"),
+                    doc.get("components"),
                 )
         log.info(
             "partition %d state loaded in %.2fs: next outcome offset %d, %d model keys, "

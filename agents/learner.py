@@ -76,6 +76,8 @@ async def _learn(rt: Runtime, st: PartitionState, msg: Any, out: TradeOutcome) -
         )
         return
     rt.count("outcomes.learned")
+    if entry is not None and entry.components is not None and entry.score is not None:
+        rt.monitor.update({**entry.components, "blend": entry.score}, out.label)
     made = entry.score if entry is not None and entry.score is not None else res.prediction
     if is_hard_example(made, out.label, rt.settings.hard_example_confidence):
         hard = HardExample(

@@ -82,6 +82,7 @@ def register(app: Any, rt: Runtime, store: PartitionStore) -> Any:
                 await rt.topics["signals"].send(key=key, value=msg.value)
                 rt.count("signals.rerouted")
                 continue
+            msg_ts = int(msg.timestamp * 1000)
             try:
                 st = await store.ensure(msg.partition)
                 batch: dict[str, float] = {}
@@ -94,14 +95,16 @@ def register(app: Any, rt: Runtime, store: PartitionStore) -> Any:
                     batch_components=batch,
                     batch_versions=serving.versions,
                     weights=weights,
-                    record_ts=int(msg.timestamp * 1000),
+                    record_ts=msg_ts,
                     now=now_ms(),
                 )
             except Exception as exc:  # unknown failure: dead-letter as internal, keep serving
                 log.exception("predictor failed on %s[%d]@%d", msg.topic, msg.partition, msg.offset)
                 await send_dead_letter(rt, msg, "internal", f"{type(exc).__name__}: {exc}")
                 continue
-            st.join[req.signal_id] = JoinEntry(req.features, pred.ts, req.model_key, pred.score)
+            st.join[req.signal_id] = JoinEntry(
+                req.features, pred.ts, req.model_key, pred.score, pred.components
+            )
             await rt.topics["signal-features"].send(
                 key=req.signal_id.encode(),
                 value=orjson.dumps(
@@ -110,10 +113,12 @@ def register(app: Any, rt: Runtime, store: PartitionStore) -> Any:
                         "ts": pred.ts,
                         "model_key": req.model_key,
                         "score": pred.score,
+                        "components": pred.components,
                     }
                 ),
                 partition=msg.partition,
             )
+            rt.observe("predict_latency_s", max(0.0, (pred.predicted_at - msg_ts) / 1000.0))
             rt.count("predictions")
             await rt.topics["predictions"].send(key=key, value=encode(pred))
 

@@ -59,6 +59,7 @@ __all__ = [
     "OnlineLearner",
     "RollingMetrics",
     "clean_features",
+    "rolling_metrics",
 ]
 
 CLASSIFIERS: tuple[str, ...] = (
@@ -166,6 +167,30 @@ class RollingMetrics:
     roc_auc: float | None
     log_loss: float | None
     accuracy: float | None
+
+
+def rolling_metrics(
+    recent: Sequence[tuple[bool, float]] | deque[tuple[bool, float]],
+) -> RollingMetrics:
+    """ROC AUC, log loss and accuracy of ``(label, probability)`` pairs.
+
+    >>> rolling_metrics([(True, 0.9), (False, 0.2), (True, 0.6)]).accuracy
+    1.0
+    """
+    n = len(recent)
+    if n == 0:
+        return RollingMetrics(0, None, None, None)
+    y = np.fromiter((r[0] for r in recent), dtype=bool, count=n)
+    p = np.fromiter((r[1] for r in recent), dtype=float, count=n)
+    pc = np.clip(p, _EPS, 1 - _EPS)
+    log_loss = float(-np.mean(np.where(y, np.log(pc), np.log1p(-pc))))
+    accuracy = float(np.mean((p > 0.5) == y))
+    n_pos = int(y.sum())
+    roc_auc = None
+    if 0 < n_pos < n:
+        ranks = rankdata(p)
+        roc_auc = float((ranks[y].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * (n - n_pos)))
+    return RollingMetrics(n, roc_auc, log_loss, accuracy)
 
 
 def _build_pipeline(cfg: OnlineConfig) -> compose.Pipeline:
@@ -332,20 +357,7 @@ class OnlineLearner:
 
     def metrics(self) -> RollingMetrics:
         """Prequential ROC AUC, log loss and accuracy over the last ``metrics_window`` outcomes."""
-        n = len(self._recent)
-        if n == 0:
-            return RollingMetrics(0, None, None, None)
-        y = np.fromiter((r[0] for r in self._recent), dtype=bool, count=n)
-        p = np.fromiter((r[1] for r in self._recent), dtype=float, count=n)
-        pc = np.clip(p, _EPS, 1 - _EPS)
-        log_loss = float(-np.mean(np.where(y, np.log(pc), np.log1p(-pc))))
-        accuracy = float(np.mean((p > 0.5) == y))
-        n_pos = int(y.sum())
-        roc_auc = None
-        if 0 < n_pos < n:
-            ranks = rankdata(p)
-            roc_auc = float((ranks[y].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * (n - n_pos)))
-        return RollingMetrics(n, roc_auc, log_loss, accuracy)
+        return rolling_metrics(self._recent)
 
     def snapshot(self) -> bytes:
         """The complete state as bytes; see :meth:`restore`."""

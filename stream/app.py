@@ -53,6 +53,9 @@ def create_app(settings: Settings) -> Built:
         producer_max_request_size=32 * 1024 * 1024,
         consumer_max_fetch_size=max(1_048_576, settings.max_message_bytes * 4),
         logging_config=None,
+        # A killed worker's partitions move on after this long, not Faust's default 60 s.
+        broker_session_timeout=10.0,
+        broker_heartbeat_interval=3.0,
     )
     names = {role: settings.topic(role) for role in TOPIC_ROLES}
     names.update({role: settings.internal_topic(role) for role in INTERNAL_ROLES})
@@ -72,12 +75,17 @@ def create_app(settings: Settings) -> Built:
         topics=topics,
         limits=Limits(settings.max_message_bytes, settings.max_features),
     )
-    from agents import learner, predictor
+    from agents import learner, predictor, store_sink
     from agents._partitions import PartitionStore
 
     store = PartitionStore(settings)
+    rt.partitions = store
     predictor.register(app, rt, store)
     learner.register(app, rt, store)
+    store_sink.register(app, rt)
+    from stream.web import register_web
+
+    register_web(app, rt)
     outcomes_topic = settings.topic("outcomes")
 
     if settings.reload_interval_s > 0:

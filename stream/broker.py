@@ -30,6 +30,10 @@ from stream._broker_files import LOG4J2_XML, pom_xml, server_properties
 __all__ = ["LocalKafka", "NodeStatus"]
 
 _READY_MARK = "Kafka Server started"
+_CLIENT_PROTOCOLS = ("PLAINTEXT", "SASL_PLAINTEXT")
+_SCRAM_MECHANISMS = ("SCRAM-SHA-256", "SCRAM-SHA-512")
+_SCRAM_FORBIDDEN = frozenset(',[]="\\ \t\n')
+_INTER_BROKER_USER = "alphapulse-inter-broker"
 
 
 @dataclass(frozen=True)
@@ -112,6 +116,16 @@ class LocalKafka:
         Maven versions of ``org.apache.kafka:kafka_2.13`` and of the log4j2 binding.
     extra_properties
         Extra ``server.properties`` lines (for example SASL listeners), applied to every node.
+        They override the lines the launcher writes itself.
+    client_listener_protocol
+        ``PLAINTEXT`` (default) or ``SASL_PLAINTEXT``. With ``SASL_PLAINTEXT`` the client port
+        accepts only SCRAM-authenticated clients (``scram_mechanism``); brokers talk to each other
+        on it as a SCRAM user of their own, and the controller port stays PLAINTEXT on loopback.
+    scram_users
+        SCRAM users (name to password) created when the storage is formatted
+        (``StorageTool format --add-scram``).
+    scram_mechanism
+        ``SCRAM-SHA-256`` or ``SCRAM-SHA-512``.
     """
 
     def __init__(
@@ -125,9 +139,27 @@ class LocalKafka:
         log4j_version: str = "2.24.3",
         extra_properties: dict[str, str] | None = None,
         heap: str = "512m",
+        client_listener_protocol: str = "PLAINTEXT",
+        scram_users: dict[str, str] | None = None,
+        scram_mechanism: str = "SCRAM-SHA-256",
     ) -> None:
         if nodes not in (1, 3):
             raise BrokerError(f"--nodes must be 1 or 3, not {nodes}")
+        if client_listener_protocol not in _CLIENT_PROTOCOLS:
+            raise BrokerError(
+                f"client listener protocol must be one of {_CLIENT_PROTOCOLS}, "
+                f"not {client_listener_protocol!r}"
+            )
+        if scram_mechanism not in _SCRAM_MECHANISMS:
+            raise BrokerError(
+                f"SCRAM mechanism must be one of {_SCRAM_MECHANISMS}, not {scram_mechanism!r}"
+            )
+        for name, password in (scram_users or {}).items():
+            if not name or not password or _SCRAM_FORBIDDEN & set(name + password):
+                raise BrokerError(
+                    f"SCRAM user {name!r}: name and password must be non-empty and free of "
+                    f"{''.join(sorted(_SCRAM_FORBIDDEN))!r} and whitespace"
+                )
         if not 1 <= base_port <= 65535 - 2 * nodes:
             raise BrokerError(f"base port {base_port} leaves no room for {nodes} node(s)")
         self.state_dir = Path(state_dir)
@@ -139,6 +171,9 @@ class LocalKafka:
         self.log4j_version = log4j_version
         self.extra_properties = dict(extra_properties or {})
         self.heap = heap
+        self.client_listener_protocol = client_listener_protocol
+        self.scram_users = dict(scram_users or {})
+        self.scram_mechanism = scram_mechanism
         self._log_offsets: dict[int, int] = {}
 
     # ----- addresses ---------------------------------------------------------------------
@@ -242,10 +277,34 @@ class LocalKafka:
         return all(s.running for s in self.status())
 
     # ----- start -----------------------------------------------------------------------------
+    def _listener_properties(self, node: int, inter_broker_password: str) -> dict[str, str]:
+        """``server.properties`` lines for a SASL client listener (empty for PLAINTEXT)."""
+        if self.client_listener_protocol == "PLAINTEXT":
+            return {}
+        name = self.client_listener_protocol
+        mech = self.scram_mechanism
+        jaas = (
+            "org.apache.kafka.common.security.scram.ScramLoginModule required "
+            f'username="{_INTER_BROKER_USER}" password="{inter_broker_password}";'
+        )
+        return {
+            "listeners": f"{name}://{self.host}:{self.port(node)},"
+            f"CONTROLLER://{self.host}:{self.controller_port(node)}",
+            "advertised.listeners": f"{name}://{self.host}:{self.port(node)}",
+            "listener.security.protocol.map": f"{name}:{name},CONTROLLER:PLAINTEXT",
+            "inter.broker.listener.name": name,
+            "sasl.enabled.mechanisms": mech,
+            "sasl.mechanism.inter.broker.protocol": mech,
+            f"listener.name.{name.lower()}.{mech.lower()}.sasl.jaas.config": jaas,
+        }
+
     def _configure(self, cluster_id: str) -> None:
         voters = ",".join(
             f"{i + 1}@{self.host}:{self.controller_port(i)}" for i in range(self.nodes)
         )
+        users = dict(self.scram_users)
+        if self.client_listener_protocol != "PLAINTEXT":
+            users[_INTER_BROKER_USER] = uuid.uuid4().hex
         for i in range(self.nodes):
             d = self._node_dir(i)
             (d / "data").mkdir(parents=True, exist_ok=True)
@@ -257,17 +316,30 @@ class LocalKafka:
                 voters=voters,
                 log_dir=d / "data",
                 nodes=self.nodes,
-                extra=self.extra_properties,
+                extra={
+                    **self._listener_properties(i, users.get(_INTER_BROKER_USER, "")),
+                    **self.extra_properties,
+                },
             )
             (d / "server.properties").write_text(props)
             (d / "log4j2.xml").write_text(LOG4J2_XML)
-            self._format(i, cluster_id)
-        self._meta_file.write_text(
-            json.dumps({"cluster_id": cluster_id, "nodes": self.nodes, "base_port": self.base_port})
-        )
+            self._format(i, cluster_id, users)
+        meta: dict[str, object] = {
+            "cluster_id": cluster_id,
+            "nodes": self.nodes,
+            "base_port": self.base_port,
+        }
+        if self.client_listener_protocol != "PLAINTEXT":
+            meta["client_listener_protocol"] = self.client_listener_protocol
+        self._meta_file.write_text(json.dumps(meta))
 
-    def _format(self, node: int, cluster_id: str) -> None:
+    def _format(
+        self, node: int, cluster_id: str, scram_users: dict[str, str] | None = None
+    ) -> None:
         d = self._node_dir(node)
+        scram: list[str] = []
+        for name, password in (scram_users or {}).items():
+            scram += ["--add-scram", f"{self.scram_mechanism}=[name={name},password={password}]"]
         proc = subprocess.run(
             [
                 self._java(),
@@ -281,6 +353,7 @@ class LocalKafka:
                 "-c",
                 str(d / "server.properties"),
                 "--ignore-formatted",
+                *scram,
             ],
             capture_output=True,
             text=True,
@@ -296,7 +369,11 @@ class LocalKafka:
             meta = json.loads(self._meta_file.read_text())
         except (OSError, ValueError):
             return True
-        return bool(meta.get("nodes") != self.nodes or meta.get("base_port") != self.base_port)
+        return bool(
+            meta.get("nodes") != self.nodes
+            or meta.get("base_port") != self.base_port
+            or meta.get("client_listener_protocol", "PLAINTEXT") != self.client_listener_protocol
+        )
 
     def start_node(self, node: int) -> None:
         """Start one node's JVM (storage must already be formatted)."""

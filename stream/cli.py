@@ -178,13 +178,14 @@ def demo(
 def _register_optional() -> None:
     import importlib
 
-    try:
-        module = importlib.import_module("stream.cli_train")
-    except ModuleNotFoundError as exc:
-        if exc.name != "stream.cli_train":
-            raise
-        return
-    module.register(app)
+    for name in ("stream.cli_train", "stream.cli_ops"):
+        try:
+            module = importlib.import_module(name)
+        except ModuleNotFoundError as exc:
+            if exc.name != name:
+                raise
+            continue
+        module.register(app)
 
 
 _register_optional()

@@ -76,14 +76,51 @@ def read_training_file(path: Path) -> pd.DataFrame:
     raise DataError(f"{path}: unknown file type; use .csv, .jsonl or .parquet")
 
 
-def _read_history(settings: Settings) -> pd.DataFrame:
+def _time_ms(value: str | None) -> int | None:
+    """Epoch milliseconds from digits or an ISO date/time (naive means UTC)."""
+    if value is None:
+        return None
+    if value.lstrip("-").isdigit():
+        return int(value)
+    from datetime import UTC, datetime
+
+    try:
+        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        raise DataError(f"not a time: {value!r}; use epoch ms or an ISO date/time") from None
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=UTC)
+    return int(parsed.timestamp() * 1000)
+
+
+def _read_source(
+    settings: Settings,
+    from_file: Path | None,
+    from_store: bool,
+    since: str | None,
+    until: str | None,
+) -> pd.DataFrame:
+    if from_file is not None and from_store:
+        raise ConfigError("use either --from-file or --from-store, not both")
+    if from_file is not None:
+        return read_training_file(from_file)
+    if from_store:
+        from stream.store import read_training_rows
+
+        return read_training_rows(settings, since=_time_ms(since), until=_time_ms(until))
+    return _read_history(settings, _time_ms(since), _time_ms(until))
+
+
+def _read_history(
+    settings: Settings, since: int | None = None, until: int | None = None
+) -> pd.DataFrame:
     try:
         from stream.history import read_outcome_history
     except ImportError as exc:
         raise ConfigError(
             f"reading the outcome history from Kafka is not available ({exc}); pass --from-file"
         ) from exc
-    return read_outcome_history(settings, since=None, until=None)
+    return read_outcome_history(settings, since=since, until=until)
 
 
 def _registry(settings: Settings) -> ModelRegistry:
@@ -126,6 +163,9 @@ def _train(
     rr_column: str,
     force: bool,
     err: Console,
+    from_store: bool = False,
+    since: str | None = None,
+    until: str | None = None,
 ) -> dict[str, Any]:
     from rich.progress import (
         BarColumn,
@@ -143,7 +183,7 @@ def _train(
     columns = (SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn())
     with Progress(*columns, TimeElapsedColumn(), console=err, transient=False) as progress:
         step = progress.add_task("reading training data", total=1)
-        frame = read_training_file(from_file) if from_file else _read_history(settings)
+        frame = _read_source(settings, from_file, from_store, since, until)
         data = TrainingData.from_frame(frame, label_column=label_column, rr_column=rr_column)
         progress.update(step, completed=1)
         registry = _registry(settings)
@@ -208,6 +248,17 @@ def _make_train(err: Console) -> Callable[..., None]:
             Path | None,
             typer.Option("--from-file", help="CSV, JSONL or Parquet file instead of the topic."),
         ] = None,
+        from_store: Annotated[
+            bool, typer.Option("--from-store", help="Read training rows from the PostgreSQL store.")
+        ] = False,
+        since: Annotated[
+            str | None,
+            typer.Option("--since", help="Earliest outcome time (epoch ms or ISO), inclusive."),
+        ] = None,
+        until: Annotated[
+            str | None,
+            typer.Option("--until", help="Latest outcome time (epoch ms or ISO), exclusive."),
+        ] = None,
         label_column: Annotated[
             str, typer.Option("--label-column", help="Label column (0/1 or true/false).")
         ] = "label",
@@ -223,7 +274,18 @@ def _make_train(err: Console) -> Callable[..., None]:
     ) -> None:
         """Train a batch model, log it to MLflow, register it and challenge the champion."""
         with _cli_errors():
-            summary = _train(model_type, cadence, from_file, label_column, rr_column, force, err)
+            summary = _train(
+                model_type,
+                cadence,
+                from_file,
+                label_column,
+                rr_column,
+                force,
+                err,
+                from_store=from_store,
+                since=since,
+                until=until,
+            )
         if json_out:
             public = {k: v for k, v in summary.items() if not k.startswith("_")}
             typer.echo(json.dumps(public))

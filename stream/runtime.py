@@ -7,9 +7,11 @@ there is no module-level state.
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from models.monitor import ComponentMonitor
 from stream.codec import Limits
 from stream.settings import Settings
 
@@ -40,7 +42,17 @@ class Runtime:
     counters: Counter[str] = field(default_factory=Counter)
     serving: Serving = field(default_factory=lambda: Serving(None, {}))
     """The batch models in service; the reloader replaces it in one assignment."""
+    monitor: ComponentMonitor = field(default_factory=ComponentMonitor)
+    """Rolling metrics of each component and of the blend, from joined outcomes."""
+    partitions: Any = None
+    """The learner state by partition (:class:`agents._partitions.PartitionStore`)."""
+    observers: list[Callable[[str, float], None]] = field(default_factory=list)
 
     def count(self, name: str, n: int = 1) -> None:
         """Add ``n`` to the counter ``name``."""
         self.counters[name] += n
+
+    def observe(self, name: str, value: float) -> None:
+        """Report a measurement (e.g. ``predict_latency_s``) to every registered observer."""
+        for observer in self.observers:
+            observer(name, value)

@@ -16,7 +16,15 @@ import logging
 from dataclasses import dataclass, field
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from aiokafka.errors import KafkaConnectionError, KafkaError, TopicAlreadyExistsError
+from aiokafka.conn import create_conn
+from aiokafka.errors import (
+    AuthenticationFailedError,
+    KafkaConnectionError,
+    KafkaError,
+    SaslAuthenticationFailed,
+    TopicAlreadyExistsError,
+    UnsupportedSaslMechanismError,
+)
 
 from models.errors import BrokerError
 from stream.kafka import client_kwargs
@@ -87,6 +95,35 @@ def internal_topic_specs(settings: Settings) -> list[TopicSpec]:
     ]
 
 
+async def _auth_failure(settings: Settings) -> str | None:
+    """Why the brokers refuse this client's SASL credentials, or None when they do not.
+
+    aiokafka logs an authentication failure during bootstrap and then reports only that it could
+    not bootstrap; this asks one broker directly so that the error can say what is wrong.
+    """
+    if not settings.kafka_security_protocol.startswith("SASL"):
+        return None
+    kw = client_kwargs(settings)
+    kw.pop("bootstrap_servers")
+    for hostport in settings.bootstrap_servers.split(","):
+        host, _, port = hostport.strip().rpartition(":")
+        if not host or not port.isdigit():
+            continue
+        try:
+            conn = await create_conn(host, int(port), request_timeout_ms=10_000, **kw)
+        except (
+            SaslAuthenticationFailed,
+            AuthenticationFailedError,
+            UnsupportedSaslMechanismError,
+        ) as exc:
+            return str(exc)
+        except (OSError, KafkaError):
+            continue  # this broker is unreachable; try the next one
+        conn.close()
+        return None
+    return None
+
+
 async def _admin(settings: Settings, timeout: float) -> AIOKafkaAdminClient:
     admin = AIOKafkaAdminClient(**client_kwargs(settings), request_timeout_ms=int(timeout * 1000))
     deadline = asyncio.get_running_loop().time() + timeout
@@ -95,6 +132,16 @@ async def _admin(settings: Settings, timeout: float) -> AIOKafkaAdminClient:
             await admin.start()
             return admin
         except KafkaConnectionError as exc:
+            refused = await _auth_failure(settings)
+            if refused is not None:
+                await admin.close()
+                raise BrokerError(
+                    f"Kafka at {settings.bootstrap_servers} refused the SASL credentials of user "
+                    f"{settings.kafka_sasl_username!r} ({settings.kafka_security_protocol}, "
+                    f"{settings.kafka_sasl_mechanism or 'PLAIN'}): {refused}. Check "
+                    "ALPHAPULSE_KAFKA_SASL_USERNAME, ALPHAPULSE_KAFKA_SASL_PASSWORD and "
+                    "ALPHAPULSE_KAFKA_SASL_MECHANISM."
+                ) from None
             if asyncio.get_running_loop().time() > deadline:
                 await admin.close()
                 raise BrokerError(

@@ -150,3 +150,388 @@ class Worker:
 def run(coro: Any) -> Any:
     """Run a coroutine to completion in a fresh event loop."""
     return asyncio.run(coro)
+
+
+# ----- helpers for the fault, fuzz, soak-style and security tests ---------------------------------
+
+
+def worker_env(bootstrap: str, tmp_path: Path, **extra: str) -> dict[str, str]:
+    """A worker environment isolated to one test (own topics, group, data dir and web port).
+
+    Like the ``settings_env`` fixture, but for a broker the test starts itself.
+    """
+    import uuid
+
+    run = uuid.uuid4().hex[:10]
+    env = {
+        "KAFKA_BOOTSTRAP_SERVERS": bootstrap,
+        "ALPHAPULSE_TOPIC_PREFIX": f"t{run}.",
+        "ALPHAPULSE_APP_ID": f"alphapulse-test-{run}",
+        "ALPHAPULSE_DATA_DIR": str(tmp_path / f"data-{run}"),
+        "ALPHAPULSE_WEB_PORT": str(free_port()),
+        "ALPHAPULSE_TOPIC_PARTITIONS": "4",
+    }
+    cache = os.environ.get("ALPHAPULSE_CACHE_DIR")
+    if cache:
+        env["ALPHAPULSE_CACHE_DIR"] = cache
+    env.update(extra)
+    return env
+
+
+def rss_mb(pid: int) -> float | None:
+    """Resident memory of process ``pid`` in MiB (``VmRSS`` of ``/proc/<pid>/status``)."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024.0
+    except (OSError, ValueError, IndexError):
+        return None
+    return None
+
+
+def wait_until(cond: Callable[[], bool], timeout: float, interval: float = 0.2) -> bool:
+    """Poll ``cond`` until it is true or ``timeout`` seconds have passed; returns its last value."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if cond():
+            return True
+        time.sleep(interval)
+    return cond()
+
+
+class Record:
+    """One record read back by :class:`Collector` (value kept as raw bytes)."""
+
+    __slots__ = ("key", "offset", "partition", "received", "topic", "value")
+
+    def __init__(
+        self, topic: str, partition: int, offset: int, key: bytes | None, value: bytes | None
+    ) -> None:
+        self.topic = topic
+        self.partition = partition
+        self.offset = offset
+        self.key = key
+        self.value = value
+        self.received = time.monotonic()
+
+    def json(self) -> Any:
+        """The value decoded as JSON."""
+        return orjson.loads(self.value or b"null")
+
+
+class Collector:
+    """Reads ``topics`` from the beginning in a background thread, with a plain aiokafka consumer.
+
+    The consumer reconnects by itself when brokers go away and come back, so a collector keeps
+    reading through broker faults. ``client`` holds extra aiokafka options (e.g. SASL).
+    """
+
+    def __init__(self, bootstrap: str, topics: Iterable[str], **client: Any) -> None:
+        import threading
+
+        self.bootstrap = bootstrap
+        self.topics = list(topics)
+        self.client = client
+        self._lock = threading.Lock()
+        self._records: list[Record] = []
+        self._stop = threading.Event()
+        self._ready = threading.Event()
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, name="collector", daemon=True)
+
+    def __enter__(self) -> Collector:
+        self._thread.start()
+        if not self._ready.wait(60):
+            raise RuntimeError(f"collector could not start on {self.bootstrap}: {self._error}")
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(30)
+
+    def _run(self) -> None:
+        try:
+            asyncio.run(self._consume())
+        except BaseException as exc:  # reported through records() and __enter__
+            self._error = exc
+            self._ready.set()
+
+    async def _consume(self) -> None:
+        consumer = AIOKafkaConsumer(
+            *self.topics,
+            bootstrap_servers=self.bootstrap,
+            auto_offset_reset="earliest",
+            group_id=None,
+            metadata_max_age_ms=2000,
+            **self.client,
+        )
+        await consumer.start()
+        self._ready.set()
+        try:
+            while not self._stop.is_set():
+                batch = await consumer.getmany(timeout_ms=200)
+                got = [
+                    Record(r.topic, r.partition, r.offset, r.key, r.value)
+                    for records in batch.values()
+                    for r in records
+                ]
+                if got:
+                    with self._lock:
+                        self._records.extend(got)
+        finally:
+            await consumer.stop()
+
+    def records(self, topic: str | None = None) -> list[Record]:
+        """A copy of the records read so far (of one topic, or all)."""
+        if self._error is not None:
+            raise RuntimeError(f"collector failed: {self._error!r}") from self._error
+        with self._lock:
+            return [r for r in self._records if topic is None or r.topic == topic]
+
+    def wait(self, cond: Callable[[Collector], bool], timeout: float) -> bool:
+        """Wait until ``cond(self)`` is true; returns whether it became true."""
+        return wait_until(lambda: cond(self), timeout)
+
+
+class Sender:
+    """A plain aiokafka producer in a background thread, usable from synchronous test code.
+
+    ``send`` retries a message until the cluster acknowledges it (``acks=all``, idempotent), so a
+    sender keeps going through broker faults; it returns ``(partition, offset)`` of each message.
+    """
+
+    def __init__(self, bootstrap: str, **client: Any) -> None:
+        import threading
+
+        self.bootstrap = bootstrap
+        self.client = client
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, name="sender", daemon=True)
+        self._producer: AIOKafkaProducer | None = None
+        self.retries = 0
+
+    def __enter__(self) -> Sender:
+        self._thread.start()
+        self._call(self._start())
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        try:
+            self._call(self._stop(), timeout=60)
+        finally:
+            self._loop.call_soon_threadsafe(self._loop.stop)
+            self._thread.join(10)
+
+    def _call(self, coro: Any, timeout: float | None = None) -> Any:
+        return asyncio.run_coroutine_threadsafe(coro, self._loop).result(timeout)
+
+    async def _start(self) -> None:
+        self._producer = AIOKafkaProducer(
+            bootstrap_servers=self.bootstrap,
+            acks="all",
+            enable_idempotence=True,
+            max_request_size=4 * 1024 * 1024,
+            request_timeout_ms=10_000,
+            metadata_max_age_ms=2000,
+            **self.client,
+        )
+        await self._producer.start()
+
+    async def _stop(self) -> None:
+        if self._producer is not None:
+            await self._producer.stop()
+
+    async def _send_all(
+        self, topic: str, messages: list[tuple[bytes | None, bytes]], give_up: float
+    ) -> list[tuple[int, int]]:
+        from aiokafka.errors import KafkaError
+
+        assert self._producer is not None
+        out: list[tuple[int, int]] = []
+        deadline = time.monotonic() + give_up
+        for key, value in messages:
+            while True:
+                try:
+                    md = await self._producer.send_and_wait(topic, value, key=key)
+                    out.append((md.partition, md.offset))
+                    break
+                except KafkaError:
+                    if time.monotonic() > deadline:
+                        raise
+                    self.retries += 1
+                    await asyncio.sleep(0.5)
+        return out
+
+    def send(
+        self, topic: str, messages: Iterable[tuple[bytes | None, bytes]], give_up: float = 120.0
+    ) -> list[tuple[int, int]]:
+        """Send each ``(key, value)`` in order, wait for its ack; ``(partition, offset)`` each."""
+        return list(self._call(self._send_all(topic, list(messages), give_up)))
+
+
+KEYS = ("BTCUSDT", "ETHUSDT", "SOLUSDT", "XRPUSDT")
+PROBE = {"f0": 0.3, "f1": -1.2, "f2": 0.7, "f3": 0.0, "f4": 2.0}
+
+
+class Traffic:
+    """Signals and outcomes (with features) at ``rate`` per second each, sent from a thread.
+
+    Model keys cycle through :data:`KEYS`. Every signal and outcome id is unique; a share
+    ``resend`` of the outcomes is sent a second time, byte-identical (a duplicate to dead-letter).
+    """
+
+    def __init__(
+        self,
+        sender: Sender,
+        signals_topic: str,
+        outcomes_topic: str,
+        rate: float = 40.0,
+        seed: int = 0,
+        resend: float = 0.03,
+        tick: float = 0.1,
+    ) -> None:
+        import threading
+
+        self.sender = sender
+        self.signals_topic = signals_topic
+        self.outcomes_topic = outcomes_topic
+        self.rate = rate
+        self.seed = seed
+        self.resend = resend
+        self.tick = tick
+        self.signals: list[str] = []
+        self.outcomes: dict[str, str] = {}
+        """outcome id -> model key, of every distinct outcome sent."""
+        self.resent = 0
+        self.stalls: list[float] = []
+        """Seconds spent by each tick that took over a second (waiting for the cluster)."""
+        self._stop = threading.Event()
+        self._lock = threading.Lock()
+        self._thread = threading.Thread(target=self._run, name="traffic", daemon=True)
+
+    def start(self) -> Traffic:
+        """Start sending in the background."""
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        """Stop sending; returns once the last message was acknowledged."""
+        self._stop.set()
+        self._thread.join(300)
+
+    def _run(self) -> None:
+        rng = random.Random(self.seed)
+        per_tick = max(1, round(self.rate * self.tick))
+        n = 0
+        while not self._stop.is_set():
+            t0 = time.monotonic()
+            sigs: list[tuple[bytes | None, bytes]] = []
+            outs: list[tuple[bytes | None, bytes]] = []
+            sids: list[str] = []
+            oids: dict[str, str] = {}
+            for _ in range(per_tick):
+                n += 1
+                key = KEYS[n % len(KEYS)]
+                feats = {f"f{i}": round(rng.gauss(0, 1), 6) for i in range(5)}
+                sid = f"s-{self.seed}-{n}"
+                sig = {"signal_id": sid, "symbol": key, "features": feats}
+                sigs.append((key.encode(), orjson.dumps(sig)))
+                sids.append(sid)
+                oid = f"o-{self.seed}-{n}"
+                doc = {
+                    "outcome_id": oid,
+                    "signal_id": sid,
+                    "symbol": key,
+                    "label": feats["f0"] + 0.5 * rng.gauss(0, 1) > 0,
+                    "realized_rr": round(rng.uniform(-1, 2), 3),
+                    "features": feats,
+                    "ts": time.time_ns() // 1_000_000,
+                }
+                outs.append((key.encode(), orjson.dumps(doc)))
+                oids[oid] = key
+                if rng.random() < self.resend:
+                    outs.append(outs[-1])
+                    self.resent += 1
+            self.sender.send(self.signals_topic, sigs, give_up=300)
+            self.sender.send(self.outcomes_topic, outs, give_up=300)
+            with self._lock:
+                self.signals.extend(sids)
+                self.outcomes.update(oids)
+            spent = time.monotonic() - t0
+            if spent > 1.0:
+                self.stalls.append(spent)
+            time.sleep(max(0.0, self.tick - spent))
+
+    def expected(self) -> tuple[list[str], dict[str, int]]:
+        """Signal ids sent so far, and the number of distinct outcomes sent per model key."""
+        from collections import Counter
+
+        with self._lock:
+            return list(self.signals), dict(Counter(self.outcomes.values()))
+
+
+def probe(
+    sender: Sender,
+    collector: Collector,
+    signals_topic: str,
+    predictions_topic: str,
+    key: str,
+    features: dict[str, float] | None = None,
+    timeout: float = 60.0,
+) -> dict[str, Any] | None:
+    """Send one signal for ``key`` (default :data:`PROBE` features); its prediction, or None."""
+    import uuid
+
+    sid = f"probe-{key}-{uuid.uuid4().hex[:12]}"
+    doc = {"signal_id": sid, "symbol": key, "features": features or PROBE}
+    sender.send(signals_topic, [(key.encode(), orjson.dumps(doc))])
+    found: list[dict[str, Any]] = []
+
+    def answered(c: Collector) -> bool:
+        found[:] = [
+            d for d in (r.json() for r in c.records(predictions_topic)) if d["signal_id"] == sid
+        ]
+        return bool(found)
+
+    collector.wait(answered, timeout)
+    return found[0] if found else None
+
+
+def learned_counts(
+    sender: Sender,
+    collector: Collector,
+    signals_topic: str,
+    predictions_topic: str,
+    expected: dict[str, int],
+    timeout: float = 120.0,
+) -> dict[str, int]:
+    """``model_versions.online`` per key, probed until it equals ``expected`` or time runs out.
+
+    A key whose probe goes unanswered reads -1.
+    """
+    deadline = time.monotonic() + timeout
+    got: dict[str, int] = {}
+    while True:
+        for key in expected:
+            if got.get(key) == expected[key]:
+                continue
+            pred = probe(sender, collector, signals_topic, predictions_topic, key, timeout=30)
+            got[key] = -1 if pred is None else int(pred["model_versions"]["online"])
+        if all(got.get(k) == v for k, v in expected.items()) or time.monotonic() > deadline:
+            return got
+        time.sleep(1.0)
+
+
+__all__ += [
+    "KEYS",
+    "PROBE",
+    "Collector",
+    "Record",
+    "Sender",
+    "Traffic",
+    "learned_counts",
+    "probe",
+    "rss_mb",
+    "wait_until",
+    "worker_env",
+]

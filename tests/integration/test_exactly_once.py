@@ -59,7 +59,7 @@ async def _probe_online(settings: Settings, n: int) -> dict:
         settings.bootstrap_servers,
         settings.topic("predictions"),
         lambda rs: any(v["signal_id"] == sid for _, v in rs),
-        timeout=60,
+        timeout=120,
     )
     found = [v for _, v in recs if v["signal_id"] == sid]
     assert found, "probe signal was not answered"
@@ -101,16 +101,18 @@ def test_kill9_repeatedly_learns_each_outcome_exactly_once(
     kills = 0
     try:
         while producer.is_alive() or kills < 5:
-            time.sleep(rng.uniform(3.0, 7.0))
+            # Kill only a worker that is consuming: wait until it answers, then let it learn.
+            asyncio.run(_probe_online(settings, kills))
+            time.sleep(rng.uniform(0.5, 4.0))
             worker.kill()
             kills += 1
             worker = Worker(env, tmp_path / "worker.log").start()
         producer.join()
-        deadline = time.monotonic() + 180
-        pred = asyncio.run(_probe_online(settings, 0))
+        deadline = time.monotonic() + 300
+        pred = asyncio.run(_probe_online(settings, 100))
         while pred["model_versions"]["online"] < distinct and time.monotonic() < deadline:
             time.sleep(2)
-            pred = asyncio.run(_probe_online(settings, 1))
+            pred = asyncio.run(_probe_online(settings, 101))
     finally:
         worker.stop()
     assert kills >= 5
