@@ -104,6 +104,7 @@ async def _learn(rt: Runtime, st: PartitionState, msg: Any, out: TradeOutcome) -
         )
         await rt.topics["model-events"].send(key=out.model_key.encode(), value=encode(event))
         rt.count("drifts")
+        rt.observe("drift", 1.0)
 
 
 def _loss(p: float, label: bool) -> float:

@@ -149,11 +149,56 @@ class Reloader:
             )
         return events
 
+    def online_exports(self) -> dict[str, dict[str, Any]]:
+        """Compact weights and metrics of every online model this worker holds, by model key."""
+        store = self.rt.partitions
+        if store is None:
+            return {}
+        return {
+            key: learner.export()
+            for st in list(store.states.values())
+            for key, learner in st.keyed.learners.items()
+        }
+
+    async def log_online(self) -> str | None:
+        """Log the online models to MLflow (in a thread); returns the run id, None if no model."""
+        exports = self.online_exports()
+        if not exports:
+            return None
+        metrics: dict[str, float] = {}
+        for key, exp in exports.items():
+            metrics[f"{key}.n_learned"] = float(exp["n_learned"])
+            for name, value in exp.get("metrics", {}).items():
+                metrics[f"{key}.{name}"] = float(value)
+        params = {"model_keys": ",".join(sorted(exports)), "app_id": self.rt.settings.app_id}
+        loop = asyncio.get_running_loop()
+        run_id: str = await loop.run_in_executor(
+            None,
+            lambda: self._get_registry().log_summary(
+                "online-models",
+                params,
+                metrics,
+                {"models": exports},
+                {"alphapulse.role": "online"},
+            ),
+        )
+        log.info("logged %d online models to MLflow run %s", len(exports), run_id)
+        return run_id
+
     async def run_forever(self, interval: float, max_backoff: float = 60.0) -> None:
-        """Poll every ``interval`` seconds; on MLflow errors keep serving and back off."""
+        """Poll every ``interval`` seconds; on MLflow errors keep serving and back off.
+
+        Every ``online_log_interval_s`` it also logs the online models to MLflow.
+        """
+        log_every = self.rt.settings.online_log_interval_s
+        last_log = asyncio.get_running_loop().time()
         while True:
             try:
                 await self.poll_once()
+                now = asyncio.get_running_loop().time()
+                if log_every > 0 and now - last_log >= log_every:
+                    last_log = now
+                    await self.log_online()
                 self.failures = 0
                 delay = interval
             except (AlphaPulseError, OSError) as exc:

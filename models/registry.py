@@ -77,6 +77,15 @@ def _mlflow_errors(action: str) -> Iterator[None]:
         raise RegistryError(f"{action} failed: {first}") from exc
 
 
+def _safe_name(name: str) -> str:
+    """An MLflow-safe metric or param name.
+
+    >>> _safe_name("BTC/USDT:roc auc")
+    'BTC/USDT_roc auc'
+    """
+    return "".join(c if c.isalnum() or c in "_-. /" else "_" for c in name)[:250]
+
+
 def _terminate(client: MlflowClient, run_id: str, status: str) -> None:
     # Against a tracking server MLflow writes "View run ..." links to stdout when a run ends;
     # send them to stderr so that stdout stays machine-readable (``alphapulse train --json``).
@@ -392,6 +401,34 @@ class ModelRegistry:
         """Resolve ``alias`` once, then load that exact version."""
         version = self.resolve_alias(name, alias)
         return version, self.load_version(name, version)
+
+    def log_summary(
+        self,
+        run_name: str,
+        params: dict[str, Any],
+        metrics: dict[str, float],
+        document: dict[str, Any] | None = None,
+        tags: dict[str, str] | None = None,
+    ) -> str:
+        """Log one finished run of params, metrics and a JSON document; returns its run id.
+
+        Used for the ensemble's configuration and metrics and for the online models' weights.
+        Metric names are made MLflow-safe (other characters become ``_``).
+        """
+        exp_id = self._experiment_id()
+        safe = {_safe_name(k): float(v) for k, v in metrics.items() if v == v}
+        with _mlflow_errors(f"logging run {run_name!r}"):
+            run = self.client.create_run(exp_id, run_name=run_name, tags=tags or {})
+            run_id = str(run.info.run_id)
+            self.client.log_batch(
+                run_id,
+                metrics=_metric_list(safe),
+                params=[Param(_safe_name(k), str(v)[:6000]) for k, v in params.items()],
+            )
+            if document is not None:
+                self.client.log_dict(run_id, document, f"{run_name}.json")
+            _terminate(self.client, run_id, "FINISHED")
+        return run_id
 
     def list_models(self) -> list[RegisteredModelInfo]:
         """Every registered model with its versions (newest first) and aliases."""

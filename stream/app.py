@@ -56,6 +56,7 @@ def create_app(settings: Settings) -> Built:
         # A killed worker's partitions move on after this long, not Faust's default 60 s.
         broker_session_timeout=10.0,
         broker_heartbeat_interval=3.0,
+        broker_commit_interval=settings.commit_interval_s,
     )
     names = {role: settings.topic(role) for role in TOPIC_ROLES}
     names.update({role: settings.internal_topic(role) for role in INTERNAL_ROLES})
@@ -83,13 +84,15 @@ def create_app(settings: Settings) -> Built:
     predictor.register(app, rt, store)
     learner.register(app, rt, store)
     store_sink.register(app, rt)
-    from stream.web import register_web
-
-    register_web(app, rt)
     outcomes_topic = settings.topic("outcomes")
 
     if settings.reload_interval_s > 0:
+        import os
+
         from agents.reloader import Reloader
+
+        # MLflow draws a progress bar for every artifact download; the worker logs instead.
+        os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 
         def registry() -> Any:
             from models.registry import ModelRegistry
@@ -107,6 +110,8 @@ def create_app(settings: Settings) -> Built:
         async def _reload_models() -> None:
             await reloader.run_forever(settings.reload_interval_s)
 
+    _schedule_retraining(app, rt)
+
     @app.on_partitions_revoked.connect
     async def _on_revoked(sender: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:
         revoked = kwargs.get("revoked", args[0] if args else set())
@@ -116,3 +121,39 @@ def create_app(settings: Settings) -> Built:
         "app %s built for %s", settings.app_id, settings.bootstrap_servers
     )
     return Built(app=app, runtime=rt)
+
+
+def _schedule_retraining(app: faust.App, rt: Runtime) -> None:
+    """Timers (on the leader worker) for each cadence with an interval, and retrain on drift."""
+    import asyncio
+
+    from agents.retrainer import Retrainer
+
+    settings = rt.settings
+    retrainer = Retrainer(rt)
+    intervals = {
+        "nightly_incremental": settings.retrain_nightly_incremental_s,
+        "weekly_quick": settings.retrain_weekly_quick_s,
+        "monthly_full": settings.retrain_monthly_full_s,
+    }
+    for cadence, interval in intervals.items():
+        if interval <= 0:
+            continue
+
+        def job(cadence: str = cadence) -> Any:
+            async def run() -> None:
+                await retrainer.run(cadence, "schedule")
+
+            return run
+
+        app.timer(interval, on_leader=True, name=f"retrain-{cadence}")(job())
+    if settings.retrain_on_drift:
+        tasks: set[asyncio.Task[None]] = set()
+
+        def on_drift(name: str, _value: float) -> None:
+            if name == "drift":
+                task = asyncio.ensure_future(retrainer.on_drift())
+                tasks.add(task)
+                task.add_done_callback(tasks.discard)
+
+        rt.observers.append(on_drift)

@@ -89,6 +89,7 @@ class Settings(BaseSettings):
     deadletter_value_max_bytes: int = Field(default=16 * 1024, ge=0)
     join_window_s: float = Field(default=24 * 3600.0, gt=0)
     checkpoint_interval_s: float = Field(default=1.0, gt=0)
+    commit_interval_s: float = Field(default=2.8, gt=0)
     checkpoint_max_events: int = Field(default=1000, ge=1)
     max_seen_ids: int = Field(default=200_000, ge=1)
     hard_example_confidence: float = Field(default=0.8, gt=0.5, le=1.0)
@@ -102,6 +103,13 @@ class Settings(BaseSettings):
     mlflow_port: int = Field(default=5000, ge=1, le=65535)
     mlflow_experiment: str = "alphapulse"
     reload_interval_s: float = Field(default=10.0, ge=0, description="0 turns the reloader off")
+    online_log_interval_s: float = Field(default=300.0, ge=0)
+    retrain_model_type: Literal["xgboost", "lightgbm", "catboost"] = "lightgbm"
+    retrain_nightly_incremental_s: float = Field(default=0.0, ge=0)
+    retrain_weekly_quick_s: float = Field(default=7 * 24 * 3600.0, ge=0)
+    retrain_monthly_full_s: float = Field(default=30 * 24 * 3600.0, ge=0)
+    retrain_on_drift: bool = False
+    retrain_drift_min_gap_s: float = Field(default=3600.0, ge=0)
 
     # Feature and outcome store (PostgreSQL, TimescaleDB when available)
     store_enabled: bool = False

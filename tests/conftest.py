@@ -82,6 +82,8 @@ def settings_env(kafka_bootstrap: str, tmp_path: Path) -> dict[str, str]:
         "ALPHAPULSE_CACHE_DIR": str(CACHE_DIR),
         "ALPHAPULSE_WEB_PORT": str(free_port()),
         "ALPHAPULSE_TOPIC_PARTITIONS": "4",
+        "ALPHAPULSE_RETRAIN_WEEKLY_QUICK_S": "0",
+        "ALPHAPULSE_RETRAIN_MONTHLY_FULL_S": "0",
     }
 
 

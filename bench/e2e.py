@@ -1,0 +1,296 @@
+"""End-to-end benchmark of the worker against a no-op Faust agent on the same broker.
+
+``python -m bench.e2e --json`` prints JSON lines (``name``, ``value``, ``unit``, and for ratios
+``baseline``) with these names:
+
+- ``noop_events_per_s``, ``predictor_events_per_s``, ``learner_events_per_s``: consumption rates of
+  a backlog of ``--messages`` events, measured from the consumer group's committed offsets;
+- ``predictor_vs_noop_throughput`` and ``learner_vs_noop_throughput``: ratios (goal >= 0.7);
+- ``signal_to_prediction_p50_ms`` and ``signal_to_prediction_p99_ms``: from producing a signal to
+  consuming its prediction, at ``--rate`` signals/s with outcomes flowing at the same rate.
+
+It uses ``KAFKA_BOOTSTRAP_SERVERS`` when set, else starts a local broker on free ports.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import orjson
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import KafkaError
+
+from models.synthetic import TradeGenerator
+from stream.broker import LocalKafka
+from stream.settings import Settings
+from tests.support import free_port, free_port_block
+
+PARTITIONS = 4
+
+
+def _emit(name: str, value: float, unit: str, json_out: bool, **extra: float) -> None:
+    rec = {"name": name, "value": round(value, 4), "unit": unit, **extra}
+    print(json.dumps(rec) if json_out else f"{name}: {value:.4g} {unit} {extra or ''}", flush=True)
+
+
+def _messages(n: int, kind: str) -> list[tuple[bytes, bytes]]:
+    rows = TradeGenerator(n_features=10, n_informative=5, seed=1, symbols=("A", "B", "C", "D"))
+    out = []
+    for r in rows.rows(n):
+        key = r.symbol.encode()
+        if kind == "signals":
+            doc: dict[str, Any] = {
+                "signal_id": r.signal_id,
+                "symbol": r.symbol,
+                "features": r.features,
+            }
+        else:
+            doc = {
+                "outcome_id": r.outcome_id,
+                "signal_id": r.signal_id,
+                "symbol": r.symbol,
+                "label": r.label,
+                "realized_rr": r.realized_rr,
+                "features": r.features,
+            }
+        out.append((key, orjson.dumps(doc)))
+    return out
+
+
+async def _create(bootstrap: str, names: list[str]) -> None:
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        existing = set(await admin.list_topics())
+        new = [NewTopic(n, PARTITIONS, 1) for n in names if n not in existing]
+        if new:
+            await admin.create_topics(new)
+        await asyncio.sleep(1.0)
+    finally:
+        await admin.close()
+
+
+async def _fill(bootstrap: str, topic: str, msgs: list[tuple[bytes, bytes]]) -> None:
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=5, acks=1)
+    await producer.start()
+    try:
+        futs = [await producer.send(topic, v, key=k) for k, v in msgs]
+        await asyncio.gather(*futs)
+    finally:
+        await producer.stop()
+
+
+async def _committed(bootstrap: str, group: str, topic: str) -> int:
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        offsets = await admin.list_consumer_group_offsets(group)
+    except KafkaError:
+        return 0  # the group does not exist yet
+    finally:
+        await admin.close()
+    return sum(max(0, m.offset) for tp, m in offsets.items() if tp.topic == topic)
+
+
+def _rate_from_commits(bootstrap: str, group: str, topic: str, n: int, timeout: float) -> float:
+    """Events/s between the first commit and the commit of the last of ``n`` events."""
+    deadline = time.monotonic() + timeout
+    first: tuple[float, int] | None = None
+    while time.monotonic() < deadline:
+        c = asyncio.run(_committed(bootstrap, group, topic))
+        now = time.monotonic()
+        if first is None and c > 0:
+            first = (now, c)
+        if c >= n and first is not None:
+            if c == first[1]:
+                raise RuntimeError(
+                    "backlog consumed before two commits were seen; raise --messages"
+                )
+            return (c - first[1]) / (now - first[0])
+        time.sleep(0.1)
+    raise RuntimeError(f"group {group} did not consume {n} events from {topic} in {timeout}s")
+
+
+def _spawn(args: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
+    with log.open("ab") as out:
+        return subprocess.Popen(
+            [sys.executable, *args],
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+
+
+def _stop(proc: subprocess.Popen[bytes]) -> None:
+    if proc.poll() is None:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+
+
+def _worker_env(bootstrap: str, prefix: str, work: Path) -> dict[str, str]:
+    return {
+        **os.environ,
+        "KAFKA_BOOTSTRAP_SERVERS": bootstrap,
+        "ALPHAPULSE_TOPIC_PREFIX": prefix,
+        "ALPHAPULSE_APP_ID": f"bench-{uuid.uuid4().hex[:6]}",
+        "ALPHAPULSE_DATA_DIR": str(work / uuid.uuid4().hex[:6]),
+        "ALPHAPULSE_WEB_PORT": str(free_port()),
+        "ALPHAPULSE_COMMIT_INTERVAL_S": "0.5",
+        "ALPHAPULSE_RELOAD_INTERVAL_S": "0",
+        "ALPHAPULSE_LOG_LEVEL": "WARNING",
+    }
+
+
+async def _latency(bootstrap: str, s: Settings, rate: int, duration: float) -> list[float]:
+    sig = _messages(int(rate * duration), "signals")
+    outs = _messages(int(rate * duration), "outcomes")
+    consumer = AIOKafkaConsumer(
+        s.topic("predictions"),
+        bootstrap_servers=bootstrap,
+        auto_offset_reset="latest",
+        group_id=None,
+    )
+    await consumer.start()
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=0, acks=1)
+    await producer.start()
+    sent: dict[str, float] = {}
+    lat: list[float] = []
+
+    async def receive() -> None:
+        while True:
+            batch = await consumer.getmany(timeout_ms=100)
+            now = time.perf_counter()
+            for records in batch.values():
+                for r in records:
+                    t = sent.pop(orjson.loads(r.value)["signal_id"], None)
+                    if t is not None:
+                        lat.append((now - t) * 1000)
+
+    task = asyncio.create_task(receive())
+    await asyncio.sleep(2.0)
+    start = time.perf_counter()
+    for i, ((k, v), (ko, vo)) in enumerate(zip(sig, outs, strict=True)):
+        due = start + i / rate
+        delay = due - time.perf_counter()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        sent[orjson.loads(v)["signal_id"]] = time.perf_counter()
+        await producer.send(s.topic("signals"), v, key=k)
+        await producer.send(s.topic("outcomes"), vo, key=ko)
+    await asyncio.sleep(5.0)
+    task.cancel()
+    await producer.stop()
+    await consumer.stop()
+    return lat
+
+
+def run(args: argparse.Namespace) -> None:
+    """Run the three measurements and print their lines."""
+    work = Path(tempfile.mkdtemp(prefix="alphapulse-bench-"))
+    kafka = None
+    bootstrap = os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
+    if not bootstrap:
+        kafka = LocalKafka(work / "kafka", Settings().cache_dir, base_port=free_port_block(2))
+        kafka.up(progress=lambda m: print(m, file=sys.stderr))
+        bootstrap = kafka.bootstrap_servers
+    try:
+        run_id = uuid.uuid4().hex[:6]
+        prefix = f"bench{run_id}."
+        env = _worker_env(bootstrap, prefix, work)
+        s = Settings(_env_file=None, KAFKA_BOOTSTRAP_SERVERS=bootstrap, topic_prefix=prefix)  # type: ignore[call-arg]
+        from stream.topics import ensure_topics
+
+        asyncio.run(ensure_topics(s))
+        n = args.messages
+        noop_topic = f"{prefix}noop"
+        asyncio.run(_create(bootstrap, [noop_topic]))
+        signals = _messages(n, "signals")
+        group = f"bench-noop-{run_id}"
+        proc = _spawn(["-m", "bench._noop", bootstrap, noop_topic, group], env, work / "noop.log")
+        try:
+            time.sleep(12)  # join the group first, as the worker does below
+            asyncio.run(_fill(bootstrap, noop_topic, signals))
+            noop = _rate_from_commits(bootstrap, group, noop_topic, n, args.timeout)
+        finally:
+            _stop(proc)
+        _emit("noop_events_per_s", noop, "events/s", args.json)
+
+        proc = _spawn(["-m", "stream.cli", "worker"], env, work / "worker.log")
+        group = env["ALPHAPULSE_APP_ID"]
+        try:
+            time.sleep(12)  # join the group first; each phase then starts on a running worker
+            asyncio.run(_fill(bootstrap, s.topic("signals"), signals))
+            pred = _rate_from_commits(bootstrap, group, s.topic("signals"), n, args.timeout)
+            asyncio.run(_fill(bootstrap, s.topic("outcomes"), _messages(n, "outcomes")))
+            learn = _rate_from_commits(bootstrap, group, s.topic("outcomes"), n, args.timeout)
+        finally:
+            _stop(proc)
+        _emit("predictor_events_per_s", pred, "events/s", args.json)
+        _emit("learner_events_per_s", learn, "events/s", args.json)
+        _emit("predictor_vs_noop_throughput", pred / noop, "ratio", args.json, baseline=noop)
+        _emit("learner_vs_noop_throughput", learn / noop, "ratio", args.json, baseline=noop)
+
+        env = _worker_env(bootstrap, f"bench{run_id}lat.", work)
+        s = Settings(
+            _env_file=None,
+            KAFKA_BOOTSTRAP_SERVERS=bootstrap,  # type: ignore[call-arg]
+            topic_prefix=env["ALPHAPULSE_TOPIC_PREFIX"],
+        )
+        asyncio.run(ensure_topics(s))
+        proc = _spawn(["-m", "stream.cli", "worker"], env, work / "worker-lat.log")
+        try:
+            time.sleep(12)  # join the group before the clock starts
+            lat = asyncio.run(_latency(bootstrap, s, args.rate, args.duration))
+        finally:
+            _stop(proc)
+        if not lat:
+            raise RuntimeError(f"no predictions received; see {work / 'worker-lat.log'}")
+        _emit("signal_to_prediction_p50_ms", float(np.percentile(lat, 50)), "ms", args.json)
+        _emit(
+            "signal_to_prediction_p99_ms",
+            float(np.percentile(lat, 99)),
+            "ms",
+            args.json,
+            baseline=50.0,
+        )
+        _emit(
+            "signal_to_prediction_answered",
+            len(lat) / int(args.rate * args.duration),
+            "ratio",
+            args.json,
+        )
+    finally:
+        if kafka is not None:
+            kafka.down(progress=lambda m: None)
+
+
+def main() -> None:
+    """Command-line entry point."""
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--json", action="store_true", help="print JSON lines")
+    p.add_argument("--messages", type=int, default=40_000, help="backlog per throughput run")
+    p.add_argument("--rate", type=int, default=1000, help="signals/s (and outcomes/s) for latency")
+    p.add_argument("--duration", type=float, default=20.0, help="seconds of the latency run")
+    p.add_argument("--timeout", type=float, default=300.0, help="limit per throughput run")
+    run(p.parse_args())
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,106 @@
+"""Scheduled retraining closes the loop: outcomes in Kafka -> trained, promoted -> served."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+
+import orjson
+import pytest
+
+from models.synthetic import TradeGenerator
+from stream.settings import Settings
+from stream.topics import ensure_topics
+from tests.support import Worker, consume_until, produce
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+
+def test_scheduled_weekly_quick_is_trained_promoted_and_served(
+    mlflow_server: str,
+    settings_env: dict[str, str],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    env = {
+        **settings_env,
+        "MLFLOW_TRACKING_URI": mlflow_server,
+        "ALPHAPULSE_MLFLOW_EXPERIMENT": "retraining",
+        "ALPHAPULSE_RELOAD_INTERVAL_S": "1",
+        "ALPHAPULSE_RETRAIN_WEEKLY_QUICK_S": "15",
+        "ALPHAPULSE_RETRAIN_MODEL_TYPE": "lightgbm",
+    }
+    for k, v in env.items():
+        monkeypatch.setenv(k, v)
+    settings = Settings()
+    asyncio.run(ensure_topics(settings))
+    rows = TradeGenerator(n_features=5, n_informative=3, seed=6).rows(400)
+    asyncio.run(
+        produce(
+            settings.bootstrap_servers,
+            settings.topic("outcomes"),
+            [
+                (
+                    b"BTC",
+                    orjson.dumps(
+                        {
+                            "outcome_id": r.outcome_id,
+                            "signal_id": r.signal_id,
+                            "symbol": "BTC",
+                            "label": r.label,
+                            "realized_rr": r.realized_rr,
+                            "features": r.features,
+                            "ts": r.ts,
+                        }
+                    ),
+                )
+                for r in rows
+            ],
+        )
+    )
+    worker = Worker(env, tmp_path / "worker.log").start()
+    try:
+        events = asyncio.run(
+            consume_until(
+                settings.bootstrap_servers,
+                settings.topic("model-events"),
+                lambda rs: {"loaded", "promoted"} <= {v["event"] for _, v in rs},
+                timeout=150,
+            )
+        )
+        kinds = [(v["event"], v.get("role")) for _, v in events]
+        assert ("promoted", "weekly_quick") in kinds, (kinds, worker.log_tail())
+        assert ("loaded", "weekly_quick") in kinds, (kinds, worker.log_tail())
+        deadline = time.monotonic() + 30
+        pred: dict = {}
+        while time.monotonic() < deadline and "weekly_quick" not in pred.get("components", {}):
+            sid = f"after-{time.monotonic_ns()}"
+            asyncio.run(
+                produce(
+                    settings.bootstrap_servers,
+                    settings.topic("signals"),
+                    [
+                        (
+                            b"BTC",
+                            orjson.dumps(
+                                {"signal_id": sid, "symbol": "BTC", "features": rows[0].features}
+                            ),
+                        )
+                    ],
+                )
+            )
+            recs = asyncio.run(
+                consume_until(
+                    settings.bootstrap_servers,
+                    settings.topic("predictions"),
+                    lambda rs, sid=sid: any(v["signal_id"] == sid for _, v in rs),
+                    timeout=60,
+                )
+            )
+            pred = next(v for _, v in recs if v["signal_id"] == sid)
+        assert set(pred["components"]) == {"weekly_quick", "online"}
+        assert pred["model_versions"]["weekly_quick"] == 1
+        assert pred["model_versions"]["online"] == 400
+    finally:
+        worker.stop()
