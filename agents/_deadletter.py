@@ -34,4 +34,4 @@ async def send_dead_letter(rt: Runtime, message: Any, reason: str, detail: str) 
         detail,
     )
     rt.count(f"deadletter.{reason}")
-    await rt.topics["deadletter"].send(key=message.key, value=encode(dl))
+    await rt.send("deadletter", message.key, encode(dl))

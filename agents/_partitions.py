@@ -8,7 +8,8 @@ cover), and the join store of recent signals' features.
 Checkpoints go to partition ``p`` of a compacted topic. The learner acknowledges outcome events
 only after a checkpoint covering them has been written, so the committed offsets never run ahead
 of the saved state. On (re)assignment the state of ``p`` is rebuilt from the last checkpoint and
-the join topic, and outcomes below ``next_offset`` are skipped.
+the signals topic (its records of the last join window), and outcomes below ``next_offset`` are
+skipped.
 """
 
 from __future__ import annotations
@@ -20,11 +21,11 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-import orjson
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from models.keyed import KeyedOnline
 from models.online import OnlineConfig
+from stream.codec import ContractViolation, Limits, decode_signal
 from stream.kafka import client_kwargs
 from stream.settings import Settings
 
@@ -90,7 +91,8 @@ class PartitionStore:
         self.settings = settings
         self.online_config = online_config or OnlineConfig()
         self.checkpoint_topic = settings.internal_topic("checkpoints")
-        self.join_topic = settings.internal_topic("signal-features")
+        self.signals_topic = settings.topic("signals")
+        self.limits = Limits(settings.max_message_bytes, settings.max_features)
         self.states: dict[int, PartitionState] = {}
         self._locks: dict[int, asyncio.Lock] = {}
 
@@ -129,20 +131,17 @@ class PartitionStore:
             next_offset, keyed = 0, KeyedOnline(self.online_config)
         horizon = int(time.time() * 1000 - self.settings.join_window_s * 1000)
         join: dict[str, JoinEntry] = {}
-        for key, value in await self._read_partition(self.join_topic, partition):
-            sid = key.decode()
+        records = await self._read_partition(self.signals_topic, partition, since=horizon)
+        for ts, value in records:
             if value is None:
-                join.pop(sid, None)
                 continue
-            doc = orjson.loads(value)
-            if doc["ts"] >= horizon:
-                join[sid] = JoinEntry(
-                    doc["features"],
-                    doc["ts"],
-                    doc["model_key"],
-                    doc.get("score"),
-                    doc.get("components"),
-                )
+            try:
+                req = decode_signal(value, self.limits)
+            except ContractViolation:
+                continue
+            entry_ts = req.ts if req.ts is not None else ts
+            if entry_ts >= horizon:
+                join[req.signal_id] = JoinEntry(req.features, entry_ts, req.model_key)
         log.info(
             "partition %d state loaded in %.2fs: next outcome offset %d, %d model keys, "
             "%d joinable signals",
@@ -155,8 +154,9 @@ class PartitionStore:
         return PartitionState(partition, next_offset, keyed, join)
 
     async def _read_partition(
-        self, topic: str, partition: int, keep_last: bool = False
-    ) -> list[tuple[bytes, bytes | None]]:
+        self, topic: str, partition: int, keep_last: bool = False, since: int | None = None
+    ) -> list[tuple[int, bytes | None]]:
+        """``(timestamp, value)`` of every record of a partition (from ``since``, epoch ms)."""
         tp = TopicPartition(topic, partition)
         consumer = AIOKafkaConsumer(
             **client_kwargs(self.settings),
@@ -166,19 +166,25 @@ class PartitionStore:
             fetch_max_bytes=64 * 1024 * 1024,
         )
         await consumer.start()
-        out: list[tuple[bytes, bytes | None]] = []
+        out: list[tuple[int, bytes | None]] = []
         try:
             consumer.assign([tp])
             end = (await consumer.end_offsets([tp]))[tp]
-            # An explicit seek: seek_to_beginning was seen to leave the position at the end.
-            consumer.seek(tp, (await consumer.beginning_offsets([tp]))[tp])
+            # Explicit seeks: seek_to_beginning was seen to leave the position at the end.
+            start = (await consumer.beginning_offsets([tp]))[tp]
+            if since is not None:
+                found = (await consumer.offsets_for_times({tp: max(0, since)})).get(tp)
+                start = found.offset if found is not None else end
+            consumer.seek(tp, start)
             while await consumer.position(tp) < end:
                 batch = await consumer.getmany(tp, timeout_ms=1000)
                 for rec in batch.get(tp, []):
+                    if rec.offset >= end:
+                        continue
                     if keep_last:
-                        out[:] = [(rec.key or b"", rec.value)]
+                        out[:] = [(rec.timestamp, rec.value)]
                     else:
-                        out.append((rec.key or b"", rec.value))
+                        out.append((rec.timestamp, rec.value))
         finally:
             await consumer.stop()
         return out

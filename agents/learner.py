@@ -45,9 +45,7 @@ async def checkpoint(rt: Runtime, store: PartitionStore, st: PartitionState, str
     data = encode_checkpoint(st.next_offset, st.keyed)
     events, st.pending, st.dirty = st.pending, [], False
     st.last_checkpoint = time.monotonic()
-    fut = await rt.topics["checkpoints"].send(
-        key=str(st.partition).encode(), value=data, partition=st.partition
-    )
+    fut = await rt.send("checkpoints", str(st.partition).encode(), data, st.partition)
     await fut
     for event in events:
         await stream.ack(event)
@@ -92,7 +90,7 @@ async def _learn(rt: Runtime, st: PartitionState, msg: Any, out: TradeOutcome) -
             loss=res.loss if made == res.prediction else _loss(made, out.label),
             ts=out.ts if out.ts is not None else int(msg.timestamp * 1000),
         )
-        await rt.topics["retrain-queue"].send(key=out.model_key.encode(), value=encode(hard))
+        await rt.send("retrain-queue", out.model_key.encode(), encode(hard))
         rt.count("hard_examples")
     if res.drift:
         event = ModelEvent(
@@ -102,7 +100,7 @@ async def _learn(rt: Runtime, st: PartitionState, msg: Any, out: TradeOutcome) -
             version=res.n_learned,
             detail=f"drift detected on the error stream after {res.n_learned} outcomes",
         )
-        await rt.topics["model-events"].send(key=out.model_key.encode(), value=encode(event))
+        await rt.send("model-events", out.model_key.encode(), encode(event))
         rt.count("drifts")
         rt.observe("drift", 1.0)
 
@@ -120,7 +118,7 @@ async def _handle(rt: Runtime, st: PartitionState, msg: Any) -> None:
         return
     if msg.key != out.model_key.encode():
         # Wrong or missing key: send it on to the partition of its model key.
-        await rt.topics["outcomes"].send(key=out.model_key.encode(), value=msg.value)
+        await rt.send("outcomes", out.model_key.encode(), msg.value)
         rt.count("outcomes.rerouted")
         return
     await _learn(rt, st, msg, out)

@@ -2,15 +2,14 @@
 
 The agent is a thin loop: decode, score with :func:`predict`, encode, send. Unusable messages go to
 the dead-letter topic with a reason, and the loop carries on. Each answered signal's features are
-kept (in memory and in the join topic) so that its outcome can be learned without features.
+kept in memory so that its outcome can be learned without features; after a restart or a
+rebalance the join store is rebuilt from the signals topic itself.
 """
 
 from __future__ import annotations
 
 import logging
 from typing import Any
-
-import orjson
 
 from agents._deadletter import send_dead_letter
 from agents._partitions import JoinEntry, PartitionStore
@@ -79,7 +78,7 @@ def register(app: Any, rt: Runtime, store: PartitionStore) -> Any:
             key = req.model_key.encode()
             if msg.key != key:
                 # Wrong or missing key: send it on to the partition of its model key.
-                await rt.topics["signals"].send(key=key, value=msg.value)
+                await rt.send("signals", key, msg.value)
                 rt.count("signals.rerouted")
                 continue
             msg_ts = int(msg.timestamp * 1000)
@@ -105,21 +104,8 @@ def register(app: Any, rt: Runtime, store: PartitionStore) -> Any:
             st.join[req.signal_id] = JoinEntry(
                 req.features, pred.ts, req.model_key, pred.score, pred.components
             )
-            await rt.topics["signal-features"].send(
-                key=req.signal_id.encode(),
-                value=orjson.dumps(
-                    {
-                        "features": req.features,
-                        "ts": pred.ts,
-                        "model_key": req.model_key,
-                        "score": pred.score,
-                        "components": pred.components,
-                    }
-                ),
-                partition=msg.partition,
-            )
             rt.observe("predict_latency_s", max(0.0, (pred.predicted_at - msg_ts) / 1000.0))
             rt.count("predictions")
-            await rt.topics["predictions"].send(key=key, value=encode(pred))
+            await rt.send("predictions", key, encode(pred))
 
     return predictor

@@ -20,7 +20,7 @@ from stream.settings import TOPIC_ROLES, Settings
 
 __all__ = ["INTERNAL_ROLES", "Built", "create_app"]
 
-INTERNAL_ROLES = ("checkpoints", "signal-features")
+INTERNAL_ROLES = ("checkpoints",)
 
 
 @dataclass(frozen=True)
@@ -57,6 +57,7 @@ def create_app(settings: Settings) -> Built:
         broker_session_timeout=10.0,
         broker_heartbeat_interval=3.0,
         broker_commit_interval=settings.commit_interval_s,
+        producer_linger=0.002,
     )
     names = {role: settings.topic(role) for role in TOPIC_ROLES}
     names.update({role: settings.internal_topic(role) for role in INTERNAL_ROLES})
@@ -75,6 +76,8 @@ def create_app(settings: Settings) -> Built:
         settings=settings,
         topics=topics,
         limits=Limits(settings.max_message_bytes, settings.max_features),
+        app=app,
+        topic_names=names,
     )
     from agents import learner, predictor, store_sink
     from agents._partitions import PartitionStore
@@ -111,6 +114,14 @@ def create_app(settings: Settings) -> Built:
             await reloader.run_forever(settings.reload_interval_s)
 
     _schedule_retraining(app, rt)
+
+    @app.task
+    async def _library_log_levels() -> None:
+        # Faust's worker leaves its own and aiokafka's loggers at DEBUG, which costs a log record
+        # per message sent; keep them at the configured level (at least INFO).
+        level = max(logging.INFO, logging.getLevelName(settings.log_level))
+        for name in ("faust", "mode", "aiokafka"):
+            logging.getLogger(name).setLevel(level)
 
     @app.on_partitions_revoked.connect
     async def _on_revoked(sender: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:

@@ -26,7 +26,7 @@ from typing import Any
 import orjson
 
 from models.errors import ValidationError
-from stream.records import DeadLetter, SignalRequest, TradeOutcome
+from stream.records import DeadLetter, HardExample, Prediction, SignalRequest, TradeOutcome
 
 __all__ = [
     "ContractViolation",
@@ -75,6 +75,7 @@ class Limits:
 
 
 _DEFAULT_LIMITS = Limits()
+_PLAIN_RECORDS = (Prediction, DeadLetter, HardExample)
 _RFC3339 = re.compile(r"^\d{4}-\d{2}-\d{2}[Tt]\d{2}:\d{2}:\d{2}(\.\d+)?([Zz]|[+-]\d{2}:\d{2})$")
 
 
@@ -89,6 +90,8 @@ def encode(obj: Any) -> bytes:
     >>> encode({"a": 1})
     b'{"a":1}'
     """
+    if type(obj) in _PLAIN_RECORDS:
+        return orjson.dumps(obj)  # orjson writes these dataclasses' fields natively, in order
     to_dict = getattr(obj, "to_dict", None)
     return orjson.dumps(to_dict() if to_dict is not None else obj)
 

@@ -47,10 +47,25 @@ class Runtime:
     partitions: Any = None
     """The learner state by partition (:class:`agents._partitions.PartitionStore`)."""
     observers: list[Callable[[str, float], None]] = field(default_factory=list)
+    app: Any = None
+    """The Faust app, whose producer :meth:`send` uses."""
+    topic_names: dict[str, str] = field(default_factory=dict)
 
     def count(self, name: str, n: int = 1) -> None:
         """Add ``n`` to the counter ``name``."""
         self.counters[name] += n
+
+    async def send(
+        self, role: str, key: bytes | None, value: bytes, partition: int | None = None
+    ) -> Any:
+        """Send to the topic of ``role`` through the app's producer; returns the delivery future.
+
+        This skips Faust's per-message channel machinery, but uses the same producer, which the
+        consumer flushes before every offset commit.
+        """
+        return await self.app.producer.send(
+            self.topic_names[role], key, value, partition, None, None
+        )
 
     def observe(self, name: str, value: float) -> None:
         """Report a measurement (e.g. ``predict_latency_s``) to every registered observer."""

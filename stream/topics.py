@@ -69,7 +69,7 @@ def topic_specs(settings: Settings) -> list[TopicSpec]:
 
 
 def internal_topic_specs(settings: Settings) -> list[TopicSpec]:
-    """The worker group's own topics: learner checkpoints and the signal join store."""
+    """The worker group's own topic: the learner checkpoints (compacted)."""
     common = {"max.message.bytes": str(32 * 1024 * 1024)}
     if settings.topic_replication > 1:
         common["min.insync.replicas"] = str(min(2, settings.topic_replication))
@@ -80,17 +80,6 @@ def internal_topic_specs(settings: Settings) -> list[TopicSpec]:
             partitions=settings.topic_partitions,
             replication=settings.topic_replication,
             config={**common, "cleanup.policy": "compact"},
-        ),
-        TopicSpec(
-            role="signal-features",
-            name=settings.internal_topic("signal-features"),
-            partitions=settings.topic_partitions,
-            replication=settings.topic_replication,
-            config={
-                **common,
-                "cleanup.policy": "compact,delete",
-                "retention.ms": str(int(settings.join_window_s * 1000)),
-            },
         ),
     ]
 

@@ -83,3 +83,41 @@ def test_join_dedupe_and_unjoinable(
         assert pred["components"]["online"] != 0.5
     finally:
         worker.stop()
+
+
+def test_join_store_is_rebuilt_from_the_signals_topic_after_a_restart(
+    settings: Settings, settings_env: dict[str, str], tmp_path: Path
+) -> None:
+    asyncio.run(ensure_topics(settings))
+    worker = Worker(settings_env, tmp_path / "a.log").start()
+    try:
+        asyncio.run(_answer(settings, "early", {"x": 0.5, "y": -1.0}))
+    finally:
+        worker.kill()  # no clean shutdown: only Kafka holds what the worker knew
+    outcome = {"outcome_id": "late", "signal_id": "early", "symbol": "ETH", "label": 1}
+    asyncio.run(
+        produce(
+            settings.bootstrap_servers,
+            settings.topic("outcomes"),
+            [(b"ETH", orjson.dumps(outcome))],
+        )
+    )
+    worker = Worker(settings_env, tmp_path / "b.log").start()
+    try:
+        deadline = time.monotonic() + 90
+        pred = asyncio.run(_answer(settings, "check-0", {"x": 0.5}))
+        while pred["model_versions"]["online"] < 1 and time.monotonic() < deadline:
+            time.sleep(1)
+            pred = asyncio.run(_answer(settings, f"check-{time.monotonic_ns()}", {"x": 0.5}))
+        assert pred["model_versions"]["online"] == 1, worker.log_tail()
+        dead = asyncio.run(
+            consume_until(
+                settings.bootstrap_servers,
+                settings.topic("deadletter"),
+                lambda rs: False,
+                timeout=3,
+            )
+        )
+        assert dead == []
+    finally:
+        worker.stop()
