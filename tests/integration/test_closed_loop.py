@@ -75,24 +75,32 @@ def test_hot_swap_mid_stream_and_bad_model_rejected(
         rows = TradeGenerator(n_features=6, n_informative=3, seed=9).rows(600)
         sent: list[str] = []
 
+        def send(part: list) -> None:
+            batch = []
+            for r in part:
+                sent.append(r.signal_id)
+                doc = {"signal_id": r.signal_id, "symbol": "BTCUSDT", "features": r.features}
+                batch.append((b"BTCUSDT", orjson.dumps(doc)))
+            asyncio.run(produce(settings.bootstrap_servers, settings.topic("signals"), batch))
+
+        def answered(ids: list[str]) -> dict[str, dict]:
+            preds = asyncio.run(
+                consume_until(
+                    settings.bootstrap_servers,
+                    settings.topic("predictions"),
+                    lambda rs: set(ids) <= {v["signal_id"] for _, v in rs},
+                    timeout=120,
+                )
+            )
+            return {v["signal_id"]: v for _, v in preds}
+
+        send(rows[:100])  # served by v1
+        by_id = answered(sent)
+        assert {by_id[s]["model_versions"]["monthly_full"] for s in sent} == {int(v1)}
+
         def stream_signals() -> None:
-            for i in range(0, len(rows), 50):
-                batch = []
-                for r in rows[i : i + 50]:
-                    sent.append(r.signal_id)
-                    batch.append(
-                        (
-                            b"BTCUSDT",
-                            orjson.dumps(
-                                {
-                                    "signal_id": r.signal_id,
-                                    "symbol": "BTCUSDT",
-                                    "features": r.features,
-                                }
-                            ),
-                        )
-                    )
-                asyncio.run(produce(settings.bootstrap_servers, settings.topic("signals"), batch))
+            for i in range(100, 500, 50):
+                send(rows[i : i + 50])
                 time.sleep(0.3)
 
         t = threading.Thread(target=stream_signals)
@@ -102,16 +110,9 @@ def test_hot_swap_mid_stream_and_bad_model_rejected(
         t.join()
         events = _model_events(settings, 2)
         assert [e["version"] for e in events if e["event"] == "loaded"] == [v1, v2], events
+        send(rows[500:])  # after the swap: served by v2
 
-        preds = asyncio.run(
-            consume_until(
-                settings.bootstrap_servers,
-                settings.topic("predictions"),
-                lambda rs: set(sent) <= {v["signal_id"] for _, v in rs},
-                timeout=120,
-            )
-        )
-        by_id = {v["signal_id"]: v for _, v in preds}
+        by_id = answered(sent)
         assert set(sent) <= set(by_id), "a request went unanswered during the swap"
         versions = [by_id[s]["model_versions"].get("monthly_full") for s in sent]
         assert versions[0] == int(v1) and versions[-1] == int(v2)
