@@ -62,50 +62,90 @@ def predict(
     )
 
 
+def _pending(stream: Any) -> int:
+    """Events already waiting in the agent's queue (0 when the queue cannot be seen)."""
+    queue = getattr(getattr(stream, "channel", None), "queue", None)
+    try:
+        return int(queue.qsize()) if queue is not None else 0
+    except (AttributeError, TypeError, NotImplementedError):
+        return 0
+
+
+async def _answer_batch(
+    rt: Runtime, store: PartitionStore, weights: BlendWeights, events: list[Any]
+) -> None:
+    """Decode, score (batch models once for the whole batch) and answer ``events`` in order."""
+    valid: list[tuple[Any, SignalRequest]] = []
+    for event in events:
+        msg = event.message
+        try:
+            req = decode_signal(msg.value, rt.limits)
+        except ContractViolation as exc:
+            await send_dead_letter(rt, msg, exc.reason, exc.detail)
+            continue
+        if msg.key != req.model_key.encode():
+            # Wrong or missing key: send it on to the partition of its model key.
+            await rt.send("signals", req.model_key.encode(), msg.value)
+            rt.count("signals.rerouted")
+            continue
+        valid.append((msg, req))
+    if not valid:
+        return
+    serving = rt.serving  # read once: the reloader swaps it whole
+    batch_components: list[dict[str, float]] = [{} for _ in valid]
+    if serving.scorer is not None:
+        try:
+            rows = serving.scorer.score_many([req.features for _, req in valid])
+            batch_components = [row.components for row in rows]
+        except Exception:  # a failing batch model must not stop the online answers
+            log.exception("batch scoring failed for %d signals; answering without it", len(valid))
+    for (msg, req), components in zip(valid, batch_components, strict=True):
+        msg_ts = int(msg.timestamp * 1000)
+        try:
+            st = await store.ensure(msg.partition)
+            pred = predict(
+                req,
+                st.keyed,
+                batch_components=components,
+                batch_versions=serving.versions,
+                weights=weights,
+                record_ts=msg_ts,
+                now=now_ms(),
+            )
+        except Exception as exc:  # unknown failure: dead-letter as internal, keep serving
+            log.exception("predictor failed on %s[%d]@%d", msg.topic, msg.partition, msg.offset)
+            await send_dead_letter(rt, msg, "internal", f"{type(exc).__name__}: {exc}")
+            continue
+        st.join[req.signal_id] = JoinEntry(
+            req.features, pred.ts, req.model_key, pred.score, pred.components
+        )
+        rt.observe("predict_latency_s", max(0.0, (pred.predicted_at - msg_ts) / 1000.0))
+        rt.count("predictions")
+        await rt.send("predictions", req.model_key.encode(), encode(pred))
+
+
 def register(app: Any, rt: Runtime, store: PartitionStore) -> Any:
-    """Declare the predictor agent on ``app``."""
+    """Declare the predictor agent on ``app``.
+
+    Micro-batches form only from events already queued for the agent: when one event arrives
+    alone it is answered at once, so batching adds no waiting.
+    """
     weights = BlendWeights()
+    max_batch = rt.settings.predict_batch_max
 
     @app.agent(rt.topics["signals"], name="predictor")
     async def predictor(stream: Any) -> None:
-        async for event in stream.events():
-            msg = event.message
+        s = stream.noack()
+        events = s.events().__aiter__()
+        while True:
             try:
-                req = decode_signal(msg.value, rt.limits)
-            except ContractViolation as exc:
-                await send_dead_letter(rt, msg, exc.reason, exc.detail)
-                continue
-            key = req.model_key.encode()
-            if msg.key != key:
-                # Wrong or missing key: send it on to the partition of its model key.
-                await rt.send("signals", key, msg.value)
-                rt.count("signals.rerouted")
-                continue
-            msg_ts = int(msg.timestamp * 1000)
-            try:
-                st = await store.ensure(msg.partition)
-                batch: dict[str, float] = {}
-                serving = rt.serving  # read once: the reloader swaps it whole
-                if serving.scorer is not None:
-                    batch = serving.scorer.score_one(req.features).components
-                pred = predict(
-                    req,
-                    st.keyed,
-                    batch_components=batch,
-                    batch_versions=serving.versions,
-                    weights=weights,
-                    record_ts=msg_ts,
-                    now=now_ms(),
-                )
-            except Exception as exc:  # unknown failure: dead-letter as internal, keep serving
-                log.exception("predictor failed on %s[%d]@%d", msg.topic, msg.partition, msg.offset)
-                await send_dead_letter(rt, msg, "internal", f"{type(exc).__name__}: {exc}")
-                continue
-            st.join[req.signal_id] = JoinEntry(
-                req.features, pred.ts, req.model_key, pred.score, pred.components
-            )
-            rt.observe("predict_latency_s", max(0.0, (pred.predicted_at - msg_ts) / 1000.0))
-            rt.count("predictions")
-            await rt.send("predictions", key, encode(pred))
+                batch = [await events.__anext__()]
+            except StopAsyncIteration:
+                return
+            while len(batch) < max_batch and _pending(s) > 0:
+                batch.append(await events.__anext__())
+            await _answer_batch(rt, store, weights, batch)
+            for event in batch:
+                await s.ack(event)
 
     return predictor
