@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from models.errors import AlphaPulseError, ModelError
+from models.errors import AlphaPulseError, ModelError, RegistryError
 from models.scoring import BatchScorer
 from stream.codec import encode, now_ms
 from stream.records import ModelEvent
@@ -117,7 +117,9 @@ class Reloader:
                 )
                 expected = list(current[1].feature_names) if current is not None else None
                 await loop.run_in_executor(None, validate_model, model, expected)
-            except AlphaPulseError as exc:
+            except RegistryError:
+                raise  # MLflow unreachable or failing: back off and try this version again later
+            except Exception as exc:  # trust boundary: whatever a bad artifact raises rejects it
                 self.rejected.add((role, version))
                 events.append(
                     ModelEvent(

@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import orjson
 import pytest
+from mlflow.tracking import MlflowClient
 
 from models.registry import ModelRegistry
 from models.synthetic import TradeGenerator
@@ -36,6 +37,23 @@ def _register(uri: str, result, role: str = "monthly_full") -> str:
     reg = ModelRegistry(uri, experiment="closed-loop")
     with reg.training_run(role, result.config) as run:
         return str(run.register(result, force=True).version)
+
+
+def _register_corrupt(uri: str, tmp: Path) -> str:
+    """Register a copy of the champion whose booster file is garbage, and make it champion."""
+    client = MlflowClient(uri, registry_uri=uri)
+    good = client.get_model_version_by_alias("monthly_full", "champion")
+    local = Path(client.download_artifacts(good.run_id, "model", str(tmp / "good")))
+    meta = orjson.loads((local / "alphapulse_model.json").read_text())
+    (local / meta["file"]).write_bytes(b"\x00 this is not a booster \xff" * 10)
+    exp = client.get_experiment_by_name("closed-loop")
+    run = client.create_run(exp.experiment_id, run_name="corrupt")
+    client.log_artifacts(run.info.run_id, str(local), "model")
+    client.set_terminated(run.info.run_id)
+    source = f"{run.info.artifact_uri}/model"
+    mv = client.create_model_version("monthly_full", source, run.info.run_id)
+    client.set_registered_model_alias("monthly_full", "champion", mv.version)
+    return str(mv.version)
 
 
 def _model_events(settings: Settings, want: int) -> list[dict]:
@@ -156,5 +174,11 @@ def test_hot_swap_mid_stream_and_bad_model_rejected(
         )
         after = next(v for _, v in preds if v["signal_id"] == "after-bad")
         assert after["model_versions"]["monthly_full"] == int(v2)
+
+        # A version whose booster file is corrupt is rejected too, and v2 keeps serving.
+        corrupt = _register_corrupt(mlflow_server, tmp_path)
+        events = _model_events(settings, 4)
+        assert events[3]["event"] == "rejected" and events[3]["version"] == corrupt, events
+        assert worker.alive()
     finally:
         worker.stop()
