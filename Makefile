@@ -23,6 +23,13 @@ $(STAMP): pyproject.toml
 	  else \
 	    echo "PostgreSQL server binaries are needed for the store tests; install the 'postgresql' package" >&2; \
 	  fi; }
+	@command -v chromium >/dev/null || command -v chromium-browser >/dev/null || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    echo "installing Chromium (the dashboard test loads the page in headless Chromium)"; \
+	    apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium; \
+	  else \
+	    echo "Chromium is needed for the dashboard test; install the 'chromium' package" >&2; \
+	  fi; }
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q -e '.[dev]'

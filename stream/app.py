@@ -58,6 +58,9 @@ def create_app(settings: Settings) -> Built:
         broker_heartbeat_interval=3.0,
         broker_commit_interval=settings.commit_interval_s,
         producer_linger=0.002,
+        # Un-acked learner events wait for a checkpoint; on shutdown they are simply redelivered
+        # to the next owner, so do not wait for them.
+        stream_wait_empty=False,
     )
     names = {role: settings.topic(role) for role in TOPIC_ROLES}
     names.update({role: settings.internal_topic(role) for role in INTERNAL_ROLES})
@@ -87,6 +90,9 @@ def create_app(settings: Settings) -> Built:
     predictor.register(app, rt, store)
     learner.register(app, rt, store)
     store_sink.register(app, rt)
+    from stream.web import register_web
+
+    register_web(app, rt)
     outcomes_topic = settings.topic("outcomes")
 
     if settings.reload_interval_s > 0:

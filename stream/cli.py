@@ -167,12 +167,27 @@ def worker(
 
 @app.command("demo")
 def demo(
-    signals: int = typer.Option(5, "--signals", min=1, help="How many signal requests to send."),
+    duration: float | None = typer.Option(
+        None, "--duration", min=1, help="Run unattended for this many seconds, then summarise."
+    ),
+    rate: float = typer.Option(40.0, "--rate", min=1, help="Live signals per second."),
+    keep_broker: bool = typer.Option(
+        False, "--keep-broker", help="Leave the local broker running when the demo ends."
+    ),
 ) -> None:
-    """Start the local broker and a worker, send a few signals, print their predictions."""
+    """Train, stream, drift, retrain and watch it live: the whole loop on the embedded defaults.
+
+    Starts the local broker (unless KAFKA_BOOTSTRAP_SERVERS is set), trains monthly_full and
+    weekly_quick on synthetic history into the local MLflow store, starts a worker, streams
+    signals and their outcomes with a regime change midway, retrains weekly_quick once, and shows
+    requests/s, latency, rolling AUC, drift alarms and model versions. Ctrl-C stops everything.
+    """
     from stream.demo import run_demo
 
-    run_demo(_settings(), n_signals=signals, console=err)
+    _, summary = run_demo(
+        _settings(), console=err, duration=duration, rate=rate, keep_broker=keep_broker
+    )
+    typer.echo(summary)
 
 
 def _register_optional() -> None:

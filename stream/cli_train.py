@@ -166,6 +166,7 @@ def _train(
     from_store: bool = False,
     since: str | None = None,
     until: str | None = None,
+    report: Path | None = None,
 ) -> dict[str, Any]:
     from rich.progress import (
         BarColumn,
@@ -198,6 +199,12 @@ def _train(
             import optuna
 
             optuna.logging.set_verbosity(optuna.logging.WARNING)
+        champ = registry.champion(role)
+        compare = (
+            {f"champion v{champ.version}": registry.load_version(role, champ.version)}
+            if champ
+            else {}
+        )
         with registry.training_run(role, cfg) as run:
 
             def on_trial(report: Any) -> None:
@@ -210,6 +217,15 @@ def _train(
             ref = f"{role}/{init_version}" if init_version else None
             outcome = run.register(result, force=force, warm_start_from=ref)
             progress.update(step, completed=1)
+        step = progress.add_task("writing the report", total=1)
+        from stream.report import write_training_report
+
+        target = report or (
+            settings.data_dir / "reports" / f"train-{outcome.name}-v{outcome.version}.html"
+        )
+        html, _ = write_training_report(result, target, compare=compare)
+        progress.update(step, completed=1)
+    err.print(f"report: {html}", markup=False, highlight=False)
     return {
         "model_name": outcome.name,
         "version": int(outcome.version),
@@ -219,6 +235,7 @@ def _train(
         "n_valid": result.n_valid,
         "_reason": outcome.reason,
         "_model_type": model_type,
+        "_report": str(html),
     }
 
 
@@ -259,6 +276,14 @@ def _make_train(err: Console) -> Callable[..., None]:
             str | None,
             typer.Option("--until", help="Latest outcome time (epoch ms or ISO), exclusive."),
         ] = None,
+        report: Annotated[
+            Path | None,
+            typer.Option(
+                "--report",
+                help="Where to write the HTML report with plots (its JSON goes beside it); "
+                "default: reports/ under the data directory.",
+            ),
+        ] = None,
         label_column: Annotated[
             str, typer.Option("--label-column", help="Label column (0/1 or true/false).")
         ] = "label",
@@ -283,6 +308,7 @@ def _make_train(err: Console) -> Callable[..., None]:
                 force,
                 err,
                 from_store=from_store,
+                report=report,
                 since=since,
                 until=until,
             )

@@ -1,7 +1,7 @@
 """Fixtures for a real PostgreSQL server: one per session, a fresh database per test.
 
 Registered from ``tests/conftest.py`` with ``pytest_plugins = ["tests.integration.conftest_pg"]``.
-Tests are skipped, with the reason, when no PostgreSQL server binaries are installed (``make
+Tests fail, with the reason, when no PostgreSQL server binaries are installed (``make
 install`` installs Debian's ``postgresql`` package when run as root).
 """
 

@@ -1,0 +1,346 @@
+"""Worker metrics: Prometheus series and the dashboard's figures, read from the runtime.
+
+:class:`WorkerMetrics` owns its own :class:`prometheus_client.CollectorRegistry` (never the global
+default one). Counters, rolling model metrics and model versions are read from the
+:class:`~stream.runtime.Runtime` at each scrape; latencies arrive through ``rt.observers``; the
+consumer lag is set by the web layer (:func:`consumer_lag`) before each scrape, because reading it
+needs the running Faust consumer. Every series is prefixed ``alphapulse_``.
+
+Examples
+--------
+>>> from stream.runtime import Runtime
+>>> from stream.settings import Settings
+>>> rt = Runtime(Settings(_env_file=None), topics={})
+>>> m = WorkerMetrics(rt)
+>>> rt.count("predictions", 3); rt.count("deadletter.schema")
+>>> rt.observe("predict_latency_s", 0.004)
+>>> text = m.render().decode()
+>>> "alphapulse_predictions_total 3.0" in text
+True
+>>> 'alphapulse_deadletters_total{reason="schema"} 1.0' in text
+True
+>>> m.snapshot()["latency"]["p50_ms"]
+4.0
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections import deque
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+from prometheus_client import CollectorRegistry, Histogram, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+
+from stream.runtime import Runtime
+
+__all__ = ["LATENCY_BUCKETS", "WorkerMetrics", "consumer_lag"]
+
+LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
+"""Histogram buckets of the latency series, in seconds."""
+
+#: Runtime counter name -> (metric name without prefix, help text).
+_NAMED_COUNTERS = {
+    "predictions": ("predictions", "Signal requests answered with a prediction."),
+    "outcomes.learned": ("outcomes_learned", "Trade outcomes learned by the online models."),
+    "hard_examples": ("hard_examples", "Confidently wrong predictions sent to the retrain queue."),
+    "drifts": ("drifts", "Drift alarms raised by the online models."),
+    "checkpoints": ("checkpoints", "Learner checkpoints written."),
+}
+_ROLLING = ("roc_auc", "log_loss", "accuracy")
+
+
+def _finite(v: float | None) -> bool:
+    return v is not None and math.isfinite(v)
+
+
+class WorkerMetrics:
+    """Prometheus series and dashboard figures of one worker process.
+
+    Parameters
+    ----------
+    rt
+        The worker's runtime; an observer is added to ``rt.observers``.
+    latency_window
+        Most recent latencies the dashboard's quantiles cover.
+    latency_window_s
+        Only latencies of the last this many seconds count in the quantiles.
+    history
+        How many samples (one per :meth:`sample` call) the dashboard's time series keep.
+    """
+
+    def __init__(
+        self,
+        rt: Runtime,
+        latency_window: int = 4096,
+        latency_window_s: float = 60.0,
+        history: int = 600,
+    ) -> None:
+        if latency_window < 1 or history < 1 or latency_window_s <= 0:
+            raise ValueError("latency_window, latency_window_s and history must be above 0")
+        self.rt = rt
+        self.registry = CollectorRegistry(auto_describe=False)
+        self.histograms: dict[str, Histogram] = {}
+        self.recent: dict[str, deque[tuple[float, float]]] = {}
+        self.latency_window = latency_window
+        self.latency_window_s = latency_window_s
+        self.lag: dict[tuple[str, int], int] = {}
+        self.history: deque[dict[str, Any]] = deque(maxlen=history)
+        self.started = time.time()
+        self._counts: deque[tuple[float, int, int]] = deque(maxlen=64)
+        self._rates = (0.0, 0.0)
+        self.registry.register(_RuntimeCollector(self))
+        rt.observers.append(self.observe)
+
+    def observe(self, name: str, value: float) -> None:
+        """Record a duration: a name ending in ``_s`` (``predict_latency_s``) is in seconds.
+
+        Other names (such as the learner's ``drift`` signal) are not durations and are left to
+        the other observers; the counters already count them.
+        """
+        if not name.endswith("_s") or not math.isfinite(value):
+            return
+        hist = self.histograms.get(name)
+        if hist is None:
+            hist = Histogram(
+                f"alphapulse_{name[:-2]}_seconds",
+                f"Distribution of {name} as reported by the agents.",
+                buckets=LATENCY_BUCKETS,
+                registry=self.registry,
+            )
+            self.histograms[name] = hist
+            self.recent[name] = deque(maxlen=self.latency_window)
+        hist.observe(value)
+        self.recent[name].append((time.monotonic(), value))
+
+    def render(self) -> bytes:
+        """The Prometheus text exposition of every series."""
+        return generate_latest(self.registry)
+
+    def quantiles(self, name: str = "predict_latency_s") -> dict[str, float | int | None]:
+        """p50 and p99 in milliseconds of the recent values of ``name``, and how many there are."""
+        horizon = time.monotonic() - self.latency_window_s
+        values = [v for t, v in self.recent.get(name, ()) if t >= horizon]
+        if not values:
+            return {"p50_ms": None, "p99_ms": None, "n": 0}
+        arr = np.asarray(values, dtype=float) * 1000.0
+        p50, p99 = np.percentile(arr, [50, 99])
+        return {"p50_ms": round(float(p50), 3), "p99_ms": round(float(p99), 3), "n": int(arr.size)}
+
+    def components(self) -> dict[str, dict[str, float | int | None]]:
+        """Rolling metrics of each component and of the blend, from joined outcomes."""
+        return {
+            name: {"n": m.n, "roc_auc": m.roc_auc, "log_loss": m.log_loss, "accuracy": m.accuracy}
+            for name, m in sorted(self.rt.monitor.metrics().items())
+        }
+
+    def online_models(self) -> dict[str, dict[str, Any]]:
+        """Per model key: outcomes learned, rolling metrics and drift points of its online model."""
+        out: dict[str, dict[str, Any]] = {}
+        store = self.rt.partitions
+        states = list(getattr(store, "states", {}).values()) if store is not None else []
+        for st in states:
+            for key, learner in list(st.keyed.learners.items()):
+                m = learner.metrics()
+                out[key] = {
+                    "partition": st.partition,
+                    "n_learned": learner.n_learned,
+                    "roc_auc": m.roc_auc,
+                    "log_loss": m.log_loss,
+                    "accuracy": m.accuracy,
+                    "drift_points": list(learner.drift_points[-20:]),
+                    "drifts": len(learner.drift_points),
+                }
+        return dict(sorted(out.items()))
+
+    def sample(self, now: float | None = None) -> dict[str, Any]:
+        """Append one point to the dashboard's time series (called about once a second)."""
+        now = time.time() if now is None else now
+        c = self.rt.counters
+        preds, outs = c["predictions"], c["outcomes.learned"]
+        self._counts.append((now, preds, outs))
+        # rates over the last ~5 s, so that one slow tick does not make the curve jump
+        first = next((x for x in self._counts if now - x[0] <= 5.5), self._counts[0])
+        if now > first[0]:
+            dt = now - first[0]
+            self._rates = ((preds - first[1]) / dt, (outs - first[2]) / dt)
+        q = self.quantiles()
+        point = {
+            "t": int(now * 1000),
+            "predictions_per_s": round(self._rates[0], 3),
+            "outcomes_per_s": round(self._rates[1], 3),
+            "p50_ms": q["p50_ms"],
+            "p99_ms": q["p99_ms"],
+            "auc": {k: v["roc_auc"] for k, v in self.components().items()},
+            "lag": sum(self.lag.values()),
+        }
+        self.history.append(point)
+        return point
+
+    def snapshot(self, with_history: bool = False) -> dict[str, Any]:
+        """Every figure of the dashboard as a JSON-ready dict."""
+        c = self.rt.counters
+        out: dict[str, Any] = {
+            "ts": int(time.time() * 1000),
+            "uptime_s": round(time.time() - self.started, 1),
+            "predictions_total": c["predictions"],
+            "outcomes_total": c["outcomes.learned"],
+            "drifts_total": c["drifts"],
+            "deadletters": {
+                k.split(".", 1)[1]: v for k, v in c.items() if k.startswith("deadletter.")
+            },
+            "counters": dict(sorted(c.items())),
+            "rates": {"predictions_per_s": self._rates[0], "outcomes_per_s": self._rates[1]},
+            "latency": self.quantiles(),
+            "components": self.components(),
+            "online": self.online_models(),
+            "versions": dict(self.rt.serving.versions),
+            "lag": {
+                "total": sum(self.lag.values()),
+                "partitions": [
+                    {"topic": t, "partition": p, "lag": n} for (t, p), n in sorted(self.lag.items())
+                ],
+            },
+        }
+        if with_history:
+            out["history"] = list(self.history)
+        return out
+
+
+class _RuntimeCollector:
+    """Builds the runtime-derived series at each scrape."""
+
+    def __init__(self, metrics: WorkerMetrics) -> None:
+        self.m = metrics
+
+    def collect(self) -> Iterator[Metric]:
+        yield from self._counters()
+        yield from self._rolling()
+        versions = GaugeMetricFamily(
+            "alphapulse_model_version",
+            "Registry version of each batch model served.",
+            labels=["role"],
+        )
+        for role, v in sorted(self.m.rt.serving.versions.items()):
+            versions.add_metric([role], float(v))
+        yield versions
+        lag = GaugeMetricFamily(
+            "alphapulse_consumer_lag",
+            "Messages behind the high watermark, per assigned partition.",
+            labels=["topic", "partition"],
+        )
+        for (topic, part), n in sorted(self.m.lag.items()):
+            lag.add_metric([topic, str(part)], float(n))
+        yield lag
+        up = GaugeMetricFamily("alphapulse_uptime_seconds", "Seconds since the worker started.")
+        up.add_metric([], time.time() - self.m.started)
+        yield up
+
+    def _counters(self) -> Iterator[Metric]:
+        counters = self.m.rt.counters
+        for key, (name, doc) in _NAMED_COUNTERS.items():
+            fam = CounterMetricFamily(f"alphapulse_{name}", doc)
+            fam.add_metric([], float(counters[key]))
+            yield fam
+        dead = CounterMetricFamily(
+            "alphapulse_deadletters", "Messages sent to the dead-letter topic.", labels=["reason"]
+        )
+        rerouted = CounterMetricFamily(
+            "alphapulse_rerouted",
+            "Messages re-sent to the partition of their model key.",
+            labels=["topic"],
+        )
+        other = CounterMetricFamily(
+            "alphapulse_events", "Other events counted by the agents.", labels=["name"]
+        )
+        for key, n in sorted(counters.items()):
+            if key in _NAMED_COUNTERS:
+                continue
+            if key.startswith("deadletter."):
+                dead.add_metric([key.split(".", 1)[1]], float(n))
+            elif key.endswith(".rerouted"):
+                rerouted.add_metric([key.split(".", 1)[0]], float(n))
+            else:
+                other.add_metric([key], float(n))
+        yield from (dead, rerouted, other)
+
+    def _rolling(self) -> Iterator[Metric]:
+        comp = {
+            k: GaugeMetricFamily(
+                f"alphapulse_component_{k}",
+                f"Rolling {k} of each component and of the blend over recent joined outcomes.",
+                labels=["component"],
+            )
+            for k in _ROLLING
+        }
+        window = GaugeMetricFamily(
+            "alphapulse_component_window_outcomes",
+            "Outcomes in each component's rolling window.",
+            labels=["component"],
+        )
+        for name, m in self.m.components().items():
+            window.add_metric([name], float(m["n"] or 0))
+            for k in _ROLLING:
+                v = m[k]
+                if _finite(v):
+                    comp[k].add_metric([name], float(v))  # type: ignore[arg-type]
+        yield from comp.values()
+        yield window
+        online = {
+            k: GaugeMetricFamily(
+                f"alphapulse_online_{k}",
+                f"Rolling prequential {k} of the online model of each model key.",
+                labels=["model_key"],
+            )
+            for k in _ROLLING
+        }
+        learned = GaugeMetricFamily(
+            "alphapulse_online_outcomes_learned",
+            "Outcomes learned by the online model of each model key.",
+            labels=["model_key"],
+        )
+        drifts = GaugeMetricFamily(
+            "alphapulse_online_drift_points",
+            "Drift points recorded by the online model of each model key.",
+            labels=["model_key"],
+        )
+        for key, om in self.m.online_models().items():
+            learned.add_metric([key], float(om["n_learned"]))
+            drifts.add_metric([key], float(om["drifts"]))
+            for k in _ROLLING:
+                if _finite(om[k]):
+                    online[k].add_metric([key], float(om[k]))
+        yield from online.values()
+        yield from (learned, drifts)
+
+
+async def consumer_lag(app: Any) -> dict[tuple[str, int], int]:
+    """High watermark minus position for each partition assigned to ``app``'s consumer.
+
+    Partitions whose high watermark or position is not known yet are left out; an app whose
+    consumer has not started gives an empty dict.
+    """
+    from aiokafka.errors import IllegalStateError
+    from faust.exceptions import ConsumerNotStarted
+
+    out: dict[tuple[str, int], int] = {}
+    try:
+        consumer = app.consumer
+        assigned = consumer.assignment()
+    except (ConsumerNotStarted, AttributeError, RuntimeError):
+        return out
+    for tp in sorted(assigned):
+        if tp.topic.endswith("__assignor-__leader"):
+            continue  # Faust's own leader-election topic
+        try:
+            high = consumer.highwater(tp)
+            pos = await consumer.position(tp)
+        except (ConsumerNotStarted, IllegalStateError):
+            continue  # not started yet, or the partition was revoked meanwhile
+        if high is None or pos is None:
+            continue
+        out[(tp.topic, tp.partition)] = max(0, int(high) - int(pos))
+    return out
