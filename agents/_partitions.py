@@ -113,6 +113,25 @@ class PartitionStore:
                 self.states[partition] = st
         return st
 
+    def prune_joins(self, now_ms: int) -> int:
+        """Forget joinable signals older than the join window, and the oldest beyond the cap.
+
+        Returns how many entries were removed. Entries are kept in arrival order, so the oldest
+        come first.
+        """
+        horizon = now_ms - int(self.settings.join_window_s * 1000)
+        cap = self.settings.join_max_entries
+        removed = 0
+        for st in list(self.states.values()):
+            join = st.join
+            while join:
+                sid, entry = next(iter(join.items()))
+                if entry.ts >= horizon and len(join) <= cap:
+                    break
+                del join[sid]
+                removed += 1
+        return removed
+
     def drop(self, partitions: set[int]) -> None:
         """Forget the state of partitions this worker no longer owns."""
         for p in partitions:
@@ -128,7 +147,10 @@ class PartitionStore:
                 None, decode_checkpoint, data
             )
         else:
-            next_offset, keyed = 0, KeyedOnline(self.online_config)
+            next_offset, keyed = (
+                0,
+                KeyedOnline(self.online_config, max_seen_ids=self.settings.max_seen_ids),
+            )
         horizon = int(time.time() * 1000 - self.settings.join_window_s * 1000)
         join: dict[str, JoinEntry] = {}
         records = await self._read_partition(self.signals_topic, partition, since=horizon)

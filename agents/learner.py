@@ -153,6 +153,7 @@ def register(app: Any, rt: Runtime, store: PartitionStore) -> Any:
 
     @app.timer(interval=settings.checkpoint_interval_s, name="learner-checkpoints")
     async def checkpoints() -> None:
+        store.prune_joins(now_ms())
         s = holder.get("stream")
         if s is None:
             return

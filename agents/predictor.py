@@ -85,7 +85,14 @@ async def _answer_batch(
             continue
         if msg.key != req.model_key.encode():
             # Wrong or missing key: send it on to the partition of its model key.
-            await rt.send("signals", req.model_key.encode(), msg.value)
+            try:
+                await rt.send("signals", req.model_key.encode(), msg.value)
+            except Exception as exc:  # unknown failure: dead-letter as internal, keep serving
+                log.exception(
+                    "re-routing failed on %s[%d]@%d", msg.topic, msg.partition, msg.offset
+                )
+                await send_dead_letter(rt, msg, "internal", f"{type(exc).__name__}: {exc}")
+                continue
             rt.count("signals.rerouted")
             continue
         valid.append((msg, req))
@@ -112,16 +119,18 @@ async def _answer_batch(
                 record_ts=msg_ts,
                 now=now_ms(),
             )
+            value = encode(pred)
+            await rt.send("predictions", req.model_key.encode(), value)
         except Exception as exc:  # unknown failure: dead-letter as internal, keep serving
             log.exception("predictor failed on %s[%d]@%d", msg.topic, msg.partition, msg.offset)
             await send_dead_letter(rt, msg, "internal", f"{type(exc).__name__}: {exc}")
             continue
+        st.join.pop(req.signal_id, None)  # re-insert: the join store stays in arrival order
         st.join[req.signal_id] = JoinEntry(
             req.features, pred.ts, req.model_key, pred.score, pred.components
         )
         rt.observe("predict_latency_s", max(0.0, (pred.predicted_at - msg_ts) / 1000.0))
         rt.count("predictions")
-        await rt.send("predictions", req.model_key.encode(), encode(pred))
 
 
 def register(app: Any, rt: Runtime, store: PartitionStore) -> Any:

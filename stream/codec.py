@@ -75,6 +75,7 @@ class Limits:
 
 
 _DEFAULT_LIMITS = Limits()
+_TS_MIN, _TS_MAX = -(2**63), 2**63 - 1
 _PLAIN_RECORDS = (Prediction, DeadLetter, HardExample)
 _RFC3339 = re.compile(r"^\d{4}-\d{2}-\d{2}[Tt]\d{2}:\d{2}:\d{2}(\.\d+)?([Zz]|[+-]\d{2}:\d{2})$")
 
@@ -101,13 +102,32 @@ def _loads(raw: bytes) -> Any:
         return orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
         # Python's parser also accepts NaN, Infinity and numbers beyond double range; the
-        # contract counts those as missing feature values, not as invalid JSON.
+        # contract counts those as missing feature values, not as invalid JSON. The bytes are
+        # decoded strictly first: given bytes, Python's parser would also take UTF-16, a BOM,
+        # and surrogates encoded as UTF-8, none of which is UTF-8 JSON.
         try:
-            return json.loads(raw)
+            return json.loads(raw.decode("utf-8"))
         except (ValueError, UnicodeDecodeError):
             raise ContractViolation("invalid_json", f"not valid UTF-8 JSON: {exc}") from None
+        except RecursionError:
+            raise ContractViolation("invalid_json", f"nested too deeply: {exc}") from None
     except UnicodeDecodeError as exc:  # pragma: no cover - orjson reports this as JSONDecodeError
         raise ContractViolation("invalid_json", f"not valid UTF-8: {exc}") from None
+
+
+def _unicode(v: str, what: str) -> str:
+    """``v`` unless it holds a lone surrogate (a ``\\ud800`` escape), which no UTF-8 can carry.
+
+    orjson refuses such strings; Python's parser, the fallback, lets them through, and they
+    could not be encoded again (as a Kafka key, or in a reply).
+    """
+    try:
+        v.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ContractViolation(
+            "schema", f"{what} is not valid Unicode (it holds a lone surrogate)"
+        ) from None
+    return v
 
 
 def parse_ts(value: Any, field_name: str = "ts") -> int | None:
@@ -123,9 +143,9 @@ def parse_ts(value: Any, field_name: str = "ts") -> int | None:
     if isinstance(value, bool):
         raise ContractViolation("schema", f"field '{field_name}' must be epoch ms or RFC 3339")
     if isinstance(value, int):
-        return value
+        return _in_range(value, field_name)
     if isinstance(value, float) and math.isfinite(value) and value.is_integer():
-        return int(value)
+        return _in_range(int(value), field_name)
     if isinstance(value, str):
         if not _RFC3339.match(value):
             raise ContractViolation(
@@ -141,7 +161,17 @@ def parse_ts(value: Any, field_name: str = "ts") -> int | None:
     raise ContractViolation("schema", f"field '{field_name}' must be epoch ms or RFC 3339")
 
 
-def _object(raw: bytes, limits: Limits) -> dict[str, Any]:
+def _in_range(ms: int, field_name: str) -> int:
+    if not _TS_MIN <= ms <= _TS_MAX:
+        raise ContractViolation(
+            "schema", f"field '{field_name}' is out of range for epoch ms (a signed 64-bit integer)"
+        )
+    return ms
+
+
+def _object(raw: bytes | None, limits: Limits) -> dict[str, Any]:
+    if raw is None:
+        raise ContractViolation("invalid_json", "the message has no value (a null, or tombstone)")
     limits.check_size(raw)
     doc = _loads(raw)
     if not isinstance(doc, dict):
@@ -169,7 +199,7 @@ def _req_str(doc: dict[str, Any], name: str) -> str:
     v = doc[name]
     if not isinstance(v, str) or not v:
         raise ContractViolation("schema", f"field '{name}' must be a non-empty string")
-    return v
+    return _unicode(v, f"field '{name}'")
 
 
 def _opt_str(doc: dict[str, Any], name: str) -> str | None:
@@ -178,7 +208,15 @@ def _opt_str(doc: dict[str, Any], name: str) -> str | None:
         return None
     if not isinstance(v, str) or not v:
         raise ContractViolation("schema", f"field '{name}' must be a non-empty string")
-    return v
+    return _unicode(v, f"field '{name}'")
+
+
+def _as_float(x: int | float) -> float:
+    """``float(x)``, with integers beyond double range as infinities (counted as missing)."""
+    try:
+        return float(x)
+    except OverflowError:
+        return math.inf if x > 0 else -math.inf
 
 
 def _features(v: Any, limits: Limits, name: str = "features") -> dict[str, float]:
@@ -190,19 +228,20 @@ def _features(v: Any, limits: Limits, name: str = "features") -> dict[str, float
         )
     out: dict[str, float] = {}
     for k, x in v.items():
+        _unicode(k, f"a feature name in '{name}'")
         if x is None:
             continue
         if isinstance(x, bool) or not isinstance(x, int | float):
             raise ContractViolation(
                 "bad_feature", f"feature '{k[:64]}' must be a number or null, not {_jtype(x)}"
             )
-        fx = float(x)
+        fx = _as_float(x)
         if math.isfinite(fx):
             out[k] = fx
     return out
 
 
-def decode_signal(raw: bytes, limits: Limits = _DEFAULT_LIMITS) -> SignalRequest:
+def decode_signal(raw: bytes | None, limits: Limits = _DEFAULT_LIMITS) -> SignalRequest:
     """Decode a SignalRequest, or raise :class:`ContractViolation`."""
     doc = _object(raw, limits)
     signal_id = _req_str(doc, "signal_id")
@@ -230,7 +269,7 @@ def _label(v: Any) -> bool:
     raise ContractViolation("schema", "field 'label' must be true/false or 0/1")
 
 
-def decode_outcome(raw: bytes, limits: Limits = _DEFAULT_LIMITS) -> TradeOutcome:
+def decode_outcome(raw: bytes | None, limits: Limits = _DEFAULT_LIMITS) -> TradeOutcome:
     """Decode a TradeOutcome, or raise :class:`ContractViolation`.
 
     >>> decode_outcome(b'{"outcome_id":"o","signal_id":"s","symbol":"X","label":1}').label
@@ -247,7 +286,8 @@ def decode_outcome(raw: bytes, limits: Limits = _DEFAULT_LIMITS) -> TradeOutcome
     if rr is not None:
         if isinstance(rr, bool) or not isinstance(rr, int | float):
             raise ContractViolation("schema", "field 'realized_rr' must be a number")
-        rr = float(rr) if math.isfinite(rr) else None
+        rr = _as_float(rr)
+        rr = rr if math.isfinite(rr) else None
     feats = doc.get("features")
     return TradeOutcome(
         outcome_id=outcome_id,
@@ -285,7 +325,7 @@ def dead_letter(
     """
     return DeadLetter(
         reason=reason,
-        detail=detail[:1000],
+        detail=detail[:1000].encode("utf-8", "backslashreplace").decode("utf-8"),
         topic=topic,
         partition=partition,
         offset=offset,
