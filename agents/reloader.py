@@ -111,6 +111,14 @@ class Reloader:
             current = self.models.get(role)
             if current is not None and current[0] == version:
                 continue
+            if not (version.isascii() and version.isdigit()):
+                self.rejected.add((role, version))
+                detail = f"champion resolves to {version!r}, not an exact numeric version"
+                events.append(
+                    ModelEvent("rejected", now_ms(), role=role, version=version, detail=detail)
+                )
+                log.warning("rejected %s version %r: not an exact numeric version", role, version)
+                continue
             try:
                 model = await loop.run_in_executor(
                     None, self._get_registry().load_version, role, version

@@ -378,7 +378,7 @@ class ModelRegistry:
     def load_version(self, name: str, version: str | int) -> TrainedModel:
         """Load ``models:/<name>/<version>`` (an exact version, never an alias)."""
         version = str(version)
-        if not version.isdigit():
+        if not (version.isascii() and version.isdigit()):
             raise RegistryError(
                 f"load by exact version only; got {version!r} (resolve aliases first)"
             )

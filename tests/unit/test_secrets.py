@@ -342,9 +342,12 @@ def test_reloader_never_loads_what_an_alias_resolves_to_unless_it_is_a_version(
     before = rt.serving
     reg = _FakeRegistry({"monthly_full": "champion"})  # a registry answering nonsense
     reloader = Reloader(rt, lambda: reg, roles=("monthly_full",))
-    with pytest.raises(RegistryError, match="exact version"):
-        asyncio.run(reloader.poll_once())
-    assert reg.loads == [("monthly_full", "champion")]  # refused by the registry's guard
+    events = asyncio.run(reloader.poll_once())
+    assert reg.loads == []  # never asked to load anything but an exact numeric version
     assert rt.serving is before  # nothing swapped in
     assert reloader.models == {}
-    assert rt.topics["model-events"].sent == []
+    assert [(e.event, e.version) for e in events] == [("rejected", "champion")]
+    assert "not an exact numeric version" in events[0].detail
+    assert len(rt.topics["model-events"].sent) == 1
+    asyncio.run(reloader.poll_once())  # rejected once, not retried
+    assert len(rt.topics["model-events"].sent) == 1
