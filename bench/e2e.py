@@ -205,7 +205,7 @@ def run(args: argparse.Namespace) -> None:
     """Run the three measurements and print their lines."""
     work = Path(tempfile.mkdtemp(prefix="alphapulse-bench-"))
     kafka = None
-    bootstrap = os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
+    bootstrap = Settings().kafka_bootstrap_servers  # an existing cluster, if configured
     if not bootstrap:
         kafka = LocalKafka(work / "kafka", Settings().cache_dir, base_port=free_port_block(2))
         kafka.up(progress=lambda m: print(m, file=sys.stderr))

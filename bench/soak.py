@@ -326,7 +326,7 @@ def main(argv: Sequence[str] | None = None) -> None:
 
     work = Path(tempfile.mkdtemp(prefix="alphapulse-soak-"))
     kafka: LocalKafka | None = None
-    bootstrap = os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
+    bootstrap = Settings().kafka_bootstrap_servers  # an existing cluster, if configured
     if not bootstrap:
         cache = Settings().cache_dir
         kafka = LocalKafka(
