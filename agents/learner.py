@@ -10,12 +10,12 @@ model exactly once across crashes, restarts and rebalances.
 from __future__ import annotations
 
 import logging
-import math
 import time
 from typing import Any
 
 from agents._deadletter import send_dead_letter
 from agents._partitions import PartitionState, PartitionStore, encode_checkpoint
+from models.keyed import log_loss
 from stream.codec import ContractViolation, decode_outcome, encode, now_ms
 from stream.records import HardExample, ModelEvent, TradeOutcome
 from stream.runtime import Runtime
@@ -87,7 +87,7 @@ async def _learn(rt: Runtime, st: PartitionState, msg: Any, out: TradeOutcome) -
             label=out.label,
             realized_rr=out.realized_rr,
             prediction=made,
-            loss=res.loss if made == res.prediction else _loss(made, out.label),
+            loss=res.loss if made == res.prediction else log_loss(made, out.label),
             ts=out.ts if out.ts is not None else int(msg.timestamp * 1000),
         )
         await rt.send("retrain-queue", out.model_key.encode(), encode(hard))
@@ -103,11 +103,6 @@ async def _learn(rt: Runtime, st: PartitionState, msg: Any, out: TradeOutcome) -
         await rt.send("model-events", out.model_key.encode(), encode(event))
         rt.count("drifts")
         rt.observe("drift", 1.0)
-
-
-def _loss(p: float, label: bool) -> float:
-    q = min(max(p, 1e-15), 1 - 1e-15)
-    return -math.log(q if label else 1 - q)
 
 
 async def _handle(rt: Runtime, st: PartitionState, msg: Any) -> None:

@@ -17,7 +17,7 @@ from typing import Any
 from models.errors import ConfigError, ModelError
 from models.online import OnlineConfig, OnlineLearner
 
-__all__ = ["KeyedOnline", "LearnResult", "rr_weight"]
+__all__ = ["KeyedOnline", "LearnResult", "log_loss", "rr_weight"]
 
 _MAGIC = b"APKO"
 _VERSION = 1
@@ -122,7 +122,7 @@ class KeyedOnline:
         """Learn one outcome unless its id was learned before."""
         if outcome_id in self.seen:
             p, n = self.predict(key, features)
-            return LearnResult(False, p, _log_loss(p, label), False, n)
+            return LearnResult(False, p, log_loss(p, label), False, n)
         lr = self.learners.get(key)
         if lr is None:
             lr = self.learners[key] = OnlineLearner(self.config)
@@ -133,7 +133,7 @@ class KeyedOnline:
         self.seen[outcome_id] = None
         if len(self.seen) > self.max_seen_ids:
             self.seen.popitem(last=False)
-        return LearnResult(True, p, _log_loss(p, label), drift, lr.n_learned)
+        return LearnResult(True, p, log_loss(p, label), drift, lr.n_learned)
 
     def snapshot(self) -> bytes:
         """The whole state as bytes (learners' own snapshots plus the seen ids)."""
@@ -159,6 +159,11 @@ class KeyedOnline:
         return out
 
 
-def _log_loss(p: float, label: bool) -> float:
+def log_loss(p: float, label: bool) -> float:
+    """Log loss of probability ``p`` for ``label`` (clipped away from 0 and 1).
+
+    >>> round(log_loss(0.5, True), 4)
+    0.6931
+    """
     q = min(max(p, 1e-15), 1 - 1e-15)
     return -math.log(q if label else 1 - q)
