@@ -211,7 +211,9 @@ class Reloader:
                     await self.log_online()
                 self.failures = 0
                 delay = interval
-            except (AlphaPulseError, OSError) as exc:
+            except Exception as exc:  # a side worker must never take the app down with it
+                # e.g. MLflow unreachable, or a local SQLite store left half-created by a killed
+                # worker (sqlalchemy OperationalError): keep serving the loaded models.
                 self.failures += 1
                 self._registry = None
                 delay = min(max_backoff, interval * math.pow(2, min(self.failures, 6)))
