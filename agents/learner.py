@@ -45,7 +45,7 @@ async def checkpoint(rt: Runtime, store: PartitionStore, st: PartitionState, str
     data = encode_checkpoint(st.next_offset, st.keyed)
     events, st.pending, st.dirty = st.pending, [], False
     st.last_checkpoint = time.monotonic()
-    fut = await rt.send("checkpoints", str(st.partition).encode(), data, st.partition)
+    fut = await rt.send_now("checkpoints", str(st.partition).encode(), data, st.partition)
     await fut
     for event in events:
         await stream.ack(event)

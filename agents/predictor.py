@@ -119,8 +119,7 @@ async def _answer_batch(
                 record_ts=msg_ts,
                 now=now_ms(),
             )
-            value = encode(pred)
-            await rt.send("predictions", req.model_key.encode(), value)
+            await rt.send("predictions", msg.key, encode(pred))
         except Exception as exc:  # unknown failure: dead-letter as internal, keep serving
             log.exception("predictor failed on %s[%d]@%d", msg.topic, msg.partition, msg.offset)
             await send_dead_letter(rt, msg, "internal", f"{type(exc).__name__}: {exc}")

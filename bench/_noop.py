@@ -1,7 +1,8 @@
 """A no-op Faust worker: the baseline of ``bench.e2e``. It consumes a topic and does nothing.
 
-Run as ``python -m bench._noop BOOTSTRAP TOPIC GROUP``; it uses the same Faust settings as the
-project's worker (raw bytes, group session timeout, commit interval).
+Run as ``python -m bench._noop BOOTSTRAP TOPIC GROUP``; it uses the same Faust consumer and
+producer settings as the project's worker (:func:`stream.app.faust_tuning_kwargs`) and the same
+event loop, so that the ratios in ``bench.e2e`` measure the agents' own work.
 """
 
 from __future__ import annotations
@@ -12,10 +13,16 @@ from typing import Any
 
 import faust
 
+from stream.app import faust_tuning_kwargs
+from stream.settings import Settings
+from stream.worker import install_event_loop
+
 
 def main(argv: list[str]) -> None:
     """Build and run the no-op worker until it is terminated."""
     bootstrap, topic_name, group = argv
+    settings = Settings()
+    install_event_loop(settings)
     app = faust.App(
         group,
         broker=";".join(f"kafka://{hp}" for hp in bootstrap.split(",")),
@@ -23,11 +30,8 @@ def main(argv: list[str]) -> None:
         datadir=tempfile.mkdtemp(prefix="alphapulse-noop-"),
         key_serializer="raw",
         value_serializer="raw",
-        consumer_auto_offset_reset="earliest",
         web_enabled=False,
-        broker_session_timeout=10.0,
-        broker_heartbeat_interval=3.0,
-        broker_commit_interval=0.5,
+        **faust_tuning_kwargs(settings),
     )
     topic = app.topic(topic_name, key_type=bytes, value_type=bytes)
 

@@ -19,6 +19,11 @@ joined to their signal by the worker. It prints JSON lines
 - ``worker_rss_mb``: one line per sample (with ``t_s``), from ``VmRSS`` in ``/proc/<pid>/status``;
 - ``worker_rss_slope_mb_per_min``: slope of a linear fit of RSS over the second half of the run.
   The process exits with status 2 when it is above ``--max-slope`` (memory is not flat).
+
+The worker's state is bounded by configuration: the join store by ``ALPHAPULSE_JOIN_WINDOW_S`` and
+``ALPHAPULSE_JOIN_MAX_ENTRIES``, the remembered outcome ids by ``ALPHAPULSE_MAX_SEEN_IDS``. Unless
+the environment sets them, the soak uses a 60 s window and 20,000 ids per partition, so that these
+bounds are reached within a few minutes and the slope shows whether anything else grows.
 """
 
 from __future__ import annotations
@@ -336,6 +341,9 @@ def main(argv: Sequence[str] | None = None) -> None:
         bootstrap = kafka.bootstrap_servers
     run_id = uuid.uuid4().hex[:8]
     env = {
+        # Bounded state fills within the run, so the slope shows whether anything else grows.
+        "ALPHAPULSE_JOIN_WINDOW_S": "60",
+        "ALPHAPULSE_MAX_SEEN_IDS": "20000",
         **os.environ,
         "KAFKA_BOOTSTRAP_SERVERS": bootstrap,
         "ALPHAPULSE_TOPIC_PREFIX": f"soak{run_id}.",

@@ -126,10 +126,11 @@ class KeyedOnline:
         lr = self.learners.get(key)
         if lr is None:
             lr = self.learners[key] = OnlineLearner(self.config)
-        p = lr.predict_proba_one(features)
         drift = lr.learn_one(
             features, label, rr_weight(realized_rr, self.rr_scale, self.rr_weight_max)
         )
+        last = lr.last_prediction  # what the model said just before it learned this outcome
+        p = 0.5 if last is None else last
         self.seen[outcome_id] = None
         if len(self.seen) > self.max_seen_ids:
             self.seen.popitem(last=False)

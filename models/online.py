@@ -291,6 +291,11 @@ class OnlineLearner:
         """Number of outcomes learned so far."""
         return self._n_learned
 
+    @property
+    def last_prediction(self) -> float | None:
+        """The probability predicted for the last outcome learned, just before learning it."""
+        return self._recent[-1][1] if self._recent else None
+
     def _proba(self, x: dict[str, float]) -> float:
         if self._n_learned == 0:
             return 0.5

@@ -97,16 +97,17 @@ def encode(obj: Any) -> bytes:
     return orjson.dumps(to_dict() if to_dict is not None else obj)
 
 
-def _loads(raw: bytes) -> Any:
+def _loads(raw: bytes) -> tuple[Any, bool]:
+    """The parsed document, and whether its strings may hold lone surrogates (see _unicode)."""
     try:
-        return orjson.loads(raw)
+        return orjson.loads(raw), False
     except orjson.JSONDecodeError as exc:
         # Python's parser also accepts NaN, Infinity and numbers beyond double range; the
         # contract counts those as missing feature values, not as invalid JSON. The bytes are
         # decoded strictly first: given bytes, Python's parser would also take UTF-16, a BOM,
         # and surrogates encoded as UTF-8, none of which is UTF-8 JSON.
         try:
-            return json.loads(raw.decode("utf-8"))
+            return json.loads(raw.decode("utf-8")), True
         except (ValueError, UnicodeDecodeError):
             raise ContractViolation("invalid_json", f"not valid UTF-8 JSON: {exc}") from None
         except RecursionError:
@@ -169,14 +170,14 @@ def _in_range(ms: int, field_name: str) -> int:
     return ms
 
 
-def _object(raw: bytes | None, limits: Limits) -> dict[str, Any]:
+def _object(raw: bytes | None, limits: Limits) -> tuple[dict[str, Any], bool]:
     if raw is None:
         raise ContractViolation("invalid_json", "the message has no value (a null, or tombstone)")
     limits.check_size(raw)
-    doc = _loads(raw)
+    doc, check = _loads(raw)
     if not isinstance(doc, dict):
         raise ContractViolation("schema", f"message must be a JSON object, not {_jtype(doc)}")
-    return doc
+    return doc, check
 
 
 def _jtype(v: Any) -> str:
@@ -193,22 +194,22 @@ def _jtype(v: Any) -> str:
     return "object"
 
 
-def _req_str(doc: dict[str, Any], name: str) -> str:
+def _req_str(doc: dict[str, Any], name: str, check: bool) -> str:
     if name not in doc:
         raise ContractViolation("schema", f"missing required field '{name}'")
     v = doc[name]
     if not isinstance(v, str) or not v:
         raise ContractViolation("schema", f"field '{name}' must be a non-empty string")
-    return _unicode(v, f"field '{name}'")
+    return _unicode(v, f"field '{name}'") if check else v
 
 
-def _opt_str(doc: dict[str, Any], name: str) -> str | None:
+def _opt_str(doc: dict[str, Any], name: str, check: bool) -> str | None:
     v = doc.get(name)
     if v is None:
         return None
     if not isinstance(v, str) or not v:
         raise ContractViolation("schema", f"field '{name}' must be a non-empty string")
-    return _unicode(v, f"field '{name}'")
+    return _unicode(v, f"field '{name}'") if check else v
 
 
 def _as_float(x: int | float) -> float:
@@ -219,16 +220,22 @@ def _as_float(x: int | float) -> float:
         return math.inf if x > 0 else -math.inf
 
 
-def _features(v: Any, limits: Limits, name: str = "features") -> dict[str, float]:
+def _features(v: Any, limits: Limits, check: bool, name: str = "features") -> dict[str, float]:
     if not isinstance(v, dict):
         raise ContractViolation("schema", f"field '{name}' must be an object, not {_jtype(v)}")
     if len(v) > limits.max_features:
         raise ContractViolation(
             "too_large", f"'{name}' has {len(v)} entries, limit {limits.max_features}"
         )
+    if check:
+        for k in v:
+            _unicode(k, f"a feature name in '{name}'")
+    elif all(type(x) is float for x in v.values()):
+        # The common case, fast: every value a JSON number with a fraction or an exponent.
+        # ``x - x`` is 0.0 for a finite x and NaN for an infinity or NaN.
+        return {k: x for k, x in v.items() if x - x == 0.0}
     out: dict[str, float] = {}
     for k, x in v.items():
-        _unicode(k, f"a feature name in '{name}'")
         if x is None:
             continue
         if isinstance(x, bool) or not isinstance(x, int | float):
@@ -243,20 +250,20 @@ def _features(v: Any, limits: Limits, name: str = "features") -> dict[str, float
 
 def decode_signal(raw: bytes | None, limits: Limits = _DEFAULT_LIMITS) -> SignalRequest:
     """Decode a SignalRequest, or raise :class:`ContractViolation`."""
-    doc = _object(raw, limits)
-    signal_id = _req_str(doc, "signal_id")
-    symbol = _req_str(doc, "symbol")
+    doc, check = _object(raw, limits)
+    signal_id = _req_str(doc, "signal_id", check)
+    symbol = _req_str(doc, "symbol", check)
     if "features" not in doc:
         raise ContractViolation("schema", "missing required field 'features'")
-    features = _features(doc["features"], limits)
-    model_key = _opt_str(doc, "model_key") or symbol
+    features = _features(doc["features"], limits, check)
+    model_key = _opt_str(doc, "model_key", check) or symbol
     return SignalRequest(
         signal_id=signal_id,
         symbol=symbol,
         features=features,
         model_key=model_key,
-        strategy=_opt_str(doc, "strategy"),
-        side=_opt_str(doc, "side"),
+        strategy=_opt_str(doc, "strategy", check),
+        side=_opt_str(doc, "side", check),
         ts=parse_ts(doc.get("ts")),
     )
 
@@ -275,10 +282,10 @@ def decode_outcome(raw: bytes | None, limits: Limits = _DEFAULT_LIMITS) -> Trade
     >>> decode_outcome(b'{"outcome_id":"o","signal_id":"s","symbol":"X","label":1}').label
     True
     """
-    doc = _object(raw, limits)
-    outcome_id = _req_str(doc, "outcome_id")
-    signal_id = _req_str(doc, "signal_id")
-    symbol = _req_str(doc, "symbol")
+    doc, check = _object(raw, limits)
+    outcome_id = _req_str(doc, "outcome_id", check)
+    signal_id = _req_str(doc, "signal_id", check)
+    symbol = _req_str(doc, "symbol", check)
     if "label" not in doc:
         raise ContractViolation("schema", "missing required field 'label'")
     label = _label(doc["label"])
@@ -294,9 +301,9 @@ def decode_outcome(raw: bytes | None, limits: Limits = _DEFAULT_LIMITS) -> Trade
         signal_id=signal_id,
         symbol=symbol,
         label=label,
-        model_key=_opt_str(doc, "model_key") or symbol,
+        model_key=_opt_str(doc, "model_key", check) or symbol,
         realized_rr=rr,
-        features=None if feats is None else _features(feats, limits),
+        features=None if feats is None else _features(feats, limits, check),
         ts=parse_ts(doc.get("ts")),
     )
 

@@ -11,11 +11,16 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from aiokafka.partitioner import DefaultPartitioner
+
 from models.monitor import ComponentMonitor
 from stream.codec import Limits
 from stream.settings import Settings
 
 __all__ = ["Runtime", "Serving"]
+
+_PARTITION_CACHE_MAX = 100_000
+_PARTITION_CACHE_KEY_MAX = 256
 
 
 @dataclass(frozen=True)
@@ -50,6 +55,8 @@ class Runtime:
     app: Any = None
     """The Faust app, whose producer :meth:`send` uses."""
     topic_names: dict[str, str] = field(default_factory=dict)
+    _partition_cache: dict[tuple[str, bytes], int] = field(default_factory=dict, repr=False)
+    _partitioner: Any = field(default_factory=DefaultPartitioner, repr=False)
 
     def count(self, name: str, n: int = 1) -> None:
         """Add ``n`` to the counter ``name``."""
@@ -60,12 +67,43 @@ class Runtime:
     ) -> Any:
         """Send to the topic of ``role`` through the app's producer; returns the delivery future.
 
-        This skips Faust's per-message channel machinery, but uses the same producer, which the
-        consumer flushes before every offset commit.
+        This calls the Kafka client under Faust's producer directly (no per-message signals or
+        wrappers) and remembers each key's partition, which Kafka's default partitioner would
+        otherwise hash again for every message. The producer is the one the consumer flushes
+        before every offset commit.
         """
-        return await self.app.producer.send(
-            self.topic_names[role], key, value, partition, None, None
-        )
+        topic = self.topic_names[role]
+        producer = self.app.producer._ensure_producer()
+        if partition is None and key is not None:
+            partition = self._partition_cache.get((topic, key))
+            if partition is None:
+                partition = await self._partition_of(producer, topic, key)
+        return await producer.send(topic, value, key=key, partition=partition)
+
+    async def send_now(self, role: str, key: bytes, value: bytes, partition: int) -> Any:
+        """Send one record as a closed batch, which does not wait out the producer's linger.
+
+        For records whose delivery the caller awaits (checkpoints); returns the delivery future.
+        """
+        producer = self.app.producer._ensure_producer()
+        builder = producer.create_batch()
+        builder.append(key=key, value=value, timestamp=None)  # an empty batch takes any record
+        builder.close()
+        return await producer.send_batch(builder, self.topic_names[role], partition=partition)
+
+    async def _partition_of(self, producer: Any, topic: str, key: bytes) -> int:
+        """Kafka's default partition for ``key`` (murmur2, as every Kafka client computes it)."""
+        parts = sorted(await producer.partitions_for(topic))
+        partition = int(self._partitioner(key, parts, parts))
+        if len(key) <= _PARTITION_CACHE_KEY_MAX:  # keys are producers' input: bound the memory
+            if len(self._partition_cache) >= _PARTITION_CACHE_MAX:
+                self._partition_cache.clear()
+            self._partition_cache[(topic, key)] = partition
+        return partition
+
+    def forget_partitions(self) -> None:
+        """Drop the cached key partitions (after a rebalance, when topics may have grown)."""
+        self._partition_cache.clear()
 
     def observe(self, name: str, value: float) -> None:
         """Report a measurement (e.g. ``predict_latency_s``) to every registered observer."""

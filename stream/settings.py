@@ -94,6 +94,7 @@ class Settings(BaseSettings):
     checkpoint_max_events: int = Field(default=1000, ge=1)
     max_seen_ids: int = Field(default=200_000, ge=1)
     predict_batch_max: int = Field(default=256, ge=1)
+    event_loop: Literal["uvloop", "asyncio"] = "uvloop"
     hard_example_confidence: float = Field(default=0.8, gt=0.5, le=1.0)
 
     # MLflow
