@@ -25,13 +25,23 @@ async def send_dead_letter(rt: Runtime, message: Any, reason: str, detail: str) 
         value=message.value,
         value_max_bytes=rt.settings.deadletter_value_max_bytes,
     )
-    log.warning(
-        "dead-lettered %s[%d]@%d: %s (%s)",
-        message.topic,
-        message.partition,
-        message.offset,
-        reason,
-        detail,
-    )
+    logged, held = rt.log_throttle.allow(reason)
+    if held:
+        log.warning(
+            "%d more messages were dead-lettered as %s within %.0f s and not logged one by one "
+            "(the dead-letter topic has them all)",
+            held,
+            reason,
+            rt.log_throttle.window_s,
+        )
+    if logged:
+        log.warning(
+            "dead-lettered %s[%d]@%d: %s (%s)",
+            message.topic,
+            message.partition,
+            message.offset,
+            reason,
+            detail,
+        )
     rt.count(f"deadletter.{reason}")
     await rt.send("deadletter", message.key, encode(dl))

@@ -14,6 +14,7 @@ from typing import Any
 from aiokafka.partitioner import DefaultPartitioner
 
 from models.monitor import ComponentMonitor
+from stream._throttle import LogThrottle
 from stream.codec import Limits
 from stream.settings import Settings
 
@@ -55,6 +56,8 @@ class Runtime:
     app: Any = None
     """The Faust app, whose producer :meth:`send` uses."""
     topic_names: dict[str, str] = field(default_factory=dict)
+    log_throttle: LogThrottle = field(default_factory=LogThrottle)
+    """Limits repeated per-message log lines (dead letters) by reason."""
     _partition_cache: dict[tuple[str, bytes], int] = field(default_factory=dict, repr=False)
     _partitioner: Any = field(default_factory=DefaultPartitioner, repr=False)
 
