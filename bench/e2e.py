@@ -16,9 +16,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import os
-import signal
 import subprocess
 import sys
 import tempfile
@@ -33,17 +31,14 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaError
 
+from bench._common import emit
 from models.synthetic import TradeGenerator
+from stream._procs import stop_process_group
 from stream.broker import LocalKafka
 from stream.settings import Settings
 from tests.support import free_port, free_port_block
 
 PARTITIONS = 4
-
-
-def _emit(name: str, value: float, unit: str, json_out: bool, **extra: float) -> None:
-    rec = {"name": name, "value": round(value, 4), "unit": unit, **extra}
-    print(json.dumps(rec) if json_out else f"{name}: {value:.4g} {unit} {extra or ''}", flush=True)
 
 
 def _messages(n: int, kind: str) -> list[tuple[bytes, bytes]]:
@@ -135,15 +130,6 @@ def _spawn(args: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[
         )
 
 
-def _stop(proc: subprocess.Popen[bytes]) -> None:
-    if proc.poll() is None:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-
-
 def _worker_env(bootstrap: str, prefix: str, work: Path) -> dict[str, str]:
     return {
         **os.environ,
@@ -229,8 +215,8 @@ def run(args: argparse.Namespace) -> None:
             asyncio.run(_fill(bootstrap, noop_topic, signals))
             noop = _rate_from_commits(bootstrap, group, noop_topic, n, args.timeout)
         finally:
-            _stop(proc)
-        _emit("noop_events_per_s", noop, "events/s", args.json)
+            stop_process_group(proc)
+        emit("noop_events_per_s", noop, "events/s", args.json)
 
         proc = _spawn(["-m", "stream.cli", "worker"], env, work / "worker.log")
         group = env["ALPHAPULSE_APP_ID"]
@@ -241,11 +227,11 @@ def run(args: argparse.Namespace) -> None:
             asyncio.run(_fill(bootstrap, s.topic("outcomes"), _messages(n, "outcomes")))
             learn = _rate_from_commits(bootstrap, group, s.topic("outcomes"), n, args.timeout)
         finally:
-            _stop(proc)
-        _emit("predictor_events_per_s", pred, "events/s", args.json)
-        _emit("learner_events_per_s", learn, "events/s", args.json)
-        _emit("predictor_vs_noop_throughput", pred / noop, "ratio", args.json, baseline=noop)
-        _emit("learner_vs_noop_throughput", learn / noop, "ratio", args.json, baseline=noop)
+            stop_process_group(proc)
+        emit("predictor_events_per_s", pred, "events/s", args.json)
+        emit("learner_events_per_s", learn, "events/s", args.json)
+        emit("predictor_vs_noop_throughput", pred / noop, "ratio", args.json, baseline=noop)
+        emit("learner_vs_noop_throughput", learn / noop, "ratio", args.json, baseline=noop)
 
         env = _worker_env(bootstrap, f"bench{run_id}lat.", work)
         s = Settings(
@@ -259,18 +245,18 @@ def run(args: argparse.Namespace) -> None:
             time.sleep(12)  # join the group before the clock starts
             lat = asyncio.run(_latency(bootstrap, s, args.rate, args.duration))
         finally:
-            _stop(proc)
+            stop_process_group(proc)
         if not lat:
             raise RuntimeError(f"no predictions received; see {work / 'worker-lat.log'}")
-        _emit("signal_to_prediction_p50_ms", float(np.percentile(lat, 50)), "ms", args.json)
-        _emit(
+        emit("signal_to_prediction_p50_ms", float(np.percentile(lat, 50)), "ms", args.json)
+        emit(
             "signal_to_prediction_p99_ms",
             float(np.percentile(lat, 99)),
             "ms",
             args.json,
             baseline=50.0,
         )
-        _emit(
+        emit(
             "signal_to_prediction_answered",
             len(lat) / int(args.rate * args.duration),
             "ratio",

@@ -31,10 +31,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import json
 import os
 import random
-import signal
 import subprocess
 import sys
 import tempfile
@@ -49,51 +47,16 @@ import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
+from bench._common import emit
+from stream._procs import stop_process_group
 from stream.broker import LocalKafka
 from stream.kafka import client_kwargs
 from stream.settings import Settings
 from stream.topics import ensure_topics
+from tests.support import free_port, free_port_block, rss_mb
 
 KEYS = ("BTCUSDT", "ETHUSDT", "SOLUSDT", "XRPUSDT", "ADAUSDT", "DOTUSDT", "BNBUSDT", "LTCUSDT")
 N_FEATURES = 10
-
-
-def _emit(name: str, value: float, unit: str, json_out: bool, **extra: float) -> None:
-    rec = {"name": name, "value": round(float(value), 4), "unit": unit, **extra}
-    print(json.dumps(rec) if json_out else f"{name}: {value:.4g} {unit} {extra or ''}", flush=True)
-
-
-def _free_port_block(n: int) -> int:
-    """``n`` consecutive free loopback ports below the ephemeral range (see tests.support)."""
-    import socket
-
-    low = 32768
-    with contextlib.suppress(OSError, ValueError, IndexError):
-        low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
-    rng = random.Random()
-    for _ in range(200):
-        base = rng.randrange(20000, min(40000, low) - n, 2)
-        ok = True
-        for port in range(base, base + n):
-            with socket.socket() as s:
-                try:
-                    s.bind(("127.0.0.1", port))
-                except OSError:
-                    ok = False
-                    break
-        if ok:
-            return base
-    raise RuntimeError(f"no block of {n} free ports found")
-
-
-def _rss_mb(pid: int) -> float | None:
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024.0
-    except (OSError, ValueError, IndexError):
-        return None
-    return None
 
 
 class Soak:
@@ -209,7 +172,7 @@ class Soak:
     ) -> None:
         while not self.stop.is_set():
             t = time.monotonic() - t0
-            rss = _rss_mb(pid)
+            rss = rss_mb(pid)
             if rss is not None:
                 self.rss.append((t, rss))
             self.lag_samples.append((t, await self.lag(admin, ends)))
@@ -273,19 +236,19 @@ async def run(soak: Soak, worker: subprocess.Popen[bytes], json_out: bool) -> di
 
 def _report(soak: Soak, res: dict[str, float], json_out: bool, max_slope: float) -> int:
     sent_s = res["sent_s"]
-    _emit("duration", sent_s, "s", json_out)
-    _emit("signals_sent_per_s", soak.sent_signals / sent_s, "1/s", json_out)
-    _emit("outcomes_sent_per_s", soak.sent_outcomes / sent_s, "1/s", json_out)
-    _emit("predictions_per_s", soak.predictions / (sent_s + res["drain_s"]), "1/s", json_out)
-    _emit("answered_share", soak.predictions / max(1, soak.sent_signals), "ratio", json_out)
-    _emit("deadletters", soak.deadletters, "count", json_out)
+    emit("duration", sent_s, "s", json_out)
+    emit("signals_sent_per_s", soak.sent_signals / sent_s, "1/s", json_out)
+    emit("outcomes_sent_per_s", soak.sent_outcomes / sent_s, "1/s", json_out)
+    emit("predictions_per_s", soak.predictions / (sent_s + res["drain_s"]), "1/s", json_out)
+    emit("answered_share", soak.predictions / max(1, soak.sent_signals), "ratio", json_out)
+    emit("deadletters", soak.deadletters, "count", json_out)
     lat = np.asarray(soak.latencies_ms or [float("nan")])
     for q in (50, 95, 99):
-        _emit(f"signal_to_prediction_p{q}_ms", float(np.percentile(lat, q)), "ms", json_out)
-    _emit("signal_to_prediction_max_ms", float(lat.max()), "ms", json_out)
+        emit(f"signal_to_prediction_p{q}_ms", float(np.percentile(lat, q)), "ms", json_out)
+    emit("signal_to_prediction_max_ms", float(lat.max()), "ms", json_out)
     inside = np.asarray(soak.worker_ms or [float("nan")])
     for q in (50, 99):
-        _emit(
+        emit(
             f"record_time_to_predicted_at_p{q}_ms", float(np.percentile(inside, q)), "ms", json_out
         )
     # The latency's course over the run, per window of --sample seconds.
@@ -294,24 +257,24 @@ def _report(soak: Soak, res: dict[str, float], json_out: bool, max_slope: float)
         for start in np.arange(0.0, float(at.max()) + 1e-9, soak.sample_s):
             window = lat[(at >= start) & (at < start + soak.sample_s)]
             if window.size:
-                _emit(
+                emit(
                     "signal_to_prediction_p50_ms_window",
                     float(np.percentile(window, 50)),
                     "ms",
                     json_out,
                     t_s=round(float(start), 1),
                 )
-    _emit("consumer_lag_max", max((v for _, v in soak.lag_samples), default=0), "records", json_out)
-    _emit("consumer_lag_end", res["lag_end"], "records", json_out)
-    _emit("drain_s", res["drain_s"], "s", json_out)
+    emit("consumer_lag_max", max((v for _, v in soak.lag_samples), default=0), "records", json_out)
+    emit("consumer_lag_end", res["lag_end"], "records", json_out)
+    emit("drain_s", res["drain_s"], "s", json_out)
     for t, mb in soak.rss:
-        _emit("worker_rss_mb", mb, "MB", json_out, t_s=round(t, 1))
+        emit("worker_rss_mb", mb, "MB", json_out, t_s=round(t, 1))
     slope = float("nan")
     half = [(t, mb) for t, mb in soak.rss if t >= sent_s / 2]
     if len(half) >= 3:
         ts, mbs = np.array(half).T
         slope = float(np.polyfit(ts / 60.0, mbs, 1)[0])
-    _emit("worker_rss_slope_mb_per_min", slope, "MB/min", json_out, max_allowed=max_slope)
+    emit("worker_rss_slope_mb_per_min", slope, "MB/min", json_out, max_allowed=max_slope)
     return 0 if slope <= max_slope else 2
 
 
@@ -335,7 +298,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     if not bootstrap:
         cache = Settings().cache_dir
         kafka = LocalKafka(
-            state_dir=work / "kafka", cache_dir=cache, base_port=_free_port_block(2), heap="768m"
+            state_dir=work / "kafka", cache_dir=cache, base_port=free_port_block(2), heap="768m"
         )
         kafka.up(progress=lambda m: print(m, file=sys.stderr))
         bootstrap = kafka.bootstrap_servers
@@ -349,7 +312,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         "ALPHAPULSE_TOPIC_PREFIX": f"soak{run_id}.",
         "ALPHAPULSE_APP_ID": f"alphapulse-soak-{run_id}",
         "ALPHAPULSE_DATA_DIR": str(work / "data"),
-        "ALPHAPULSE_WEB_PORT": str(_free_port_block(1)),
+        "ALPHAPULSE_WEB_PORT": str(free_port()),
         "ALPHAPULSE_RELOAD_INTERVAL_S": "0",
         "ALPHAPULSE_LOG_LEVEL": "WARNING",
     }
@@ -373,12 +336,7 @@ def main(argv: Sequence[str] | None = None) -> None:
             raise RuntimeError(f"the worker exited with {worker.returncode}; see {log.name}")
         status = _report(soak, res, args.json, args.max_slope)
     finally:
-        if worker.poll() is None:
-            os.killpg(worker.pid, signal.SIGTERM)
-            try:
-                worker.wait(30)
-            except subprocess.TimeoutExpired:
-                os.killpg(worker.pid, signal.SIGKILL)
+        stop_process_group(worker)
         log.close()
         if kafka is not None:
             kafka.down(progress=lambda m: print(m, file=sys.stderr))

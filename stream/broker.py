@@ -4,9 +4,10 @@ The broker jars come from Maven Central through ``mvn dependency:copy-dependenci
 cached in the user's cache directory (never in the repository). Each node runs as a JVM in its own
 session, so it outlives the command that started it; its state lives under the data directory.
 
->>> cluster = LocalKafka(state_dir=Path("/tmp/x"), cache_dir=Path("/tmp/y"), nodes=3)
+>>> cluster = LocalKafka(state_dir=Path("/tmp/x"), cache_dir=Path("/tmp/y"), nodes=3,
+...                      host="127.0.0.1", base_port=29092)
 >>> cluster.bootstrap_servers
-'127.0.0.1:9092,127.0.0.1:9094,127.0.0.1:9096'
+'127.0.0.1:29092,127.0.0.1:29094,127.0.0.1:29096'
 """
 
 from __future__ import annotations
@@ -26,6 +27,11 @@ from pathlib import Path
 
 from models.errors import BrokerError
 from stream._broker_files import LOG4J2_XML, pom_xml, server_properties
+from stream.settings import Settings
+
+# The launcher's defaults are the settings' defaults (ALPHAPULSE_BROKER_HOST / _PORT).
+_DEFAULT_HOST: str = Settings.model_fields["broker_host"].default
+_DEFAULT_PORT: int = Settings.model_fields["broker_port"].default
 
 __all__ = ["LocalKafka", "NodeStatus"]
 
@@ -133,8 +139,8 @@ class LocalKafka:
         state_dir: Path,
         cache_dir: Path,
         nodes: int = 1,
-        host: str = "127.0.0.1",
-        base_port: int = 9092,
+        host: str = _DEFAULT_HOST,
+        base_port: int = _DEFAULT_PORT,
         kafka_version: str = "4.1.1",
         log4j_version: str = "2.24.3",
         extra_properties: dict[str, str] | None = None,

@@ -38,6 +38,7 @@ from rich.console import Console
 from models.errors import AlphaPulseError, BrokerError
 from stream._demo_live import get_json, stream_live
 from stream._demo_view import DemoState, summary_text
+from stream._procs import stop_process_group
 from stream.settings import Settings
 from stream.topics import ensure_topics
 
@@ -198,13 +199,7 @@ def _worker(settings: Settings, log_path: Path) -> Iterator[subprocess.Popen[byt
     try:
         yield proc
     finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGTERM)
-            try:
-                proc.wait(15)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait(10)
+        stop_process_group(proc, 15)
 
 
 @contextlib.contextmanager

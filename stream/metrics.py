@@ -268,14 +268,11 @@ class _RuntimeCollector:
         yield from (dead, rerouted, other)
 
     def _rolling(self) -> Iterator[Metric]:
-        comp = {
-            k: GaugeMetricFamily(
-                f"alphapulse_component_{k}",
-                f"Rolling {k} of each component and of the blend over recent joined outcomes.",
-                labels=["component"],
-            )
-            for k in _ROLLING
-        }
+        comp = _rolling_gauges(
+            "alphapulse_component",
+            "Rolling {} of each component and of the blend over recent joined outcomes.",
+            "component",
+        )
         window = GaugeMetricFamily(
             "alphapulse_component_window_outcomes",
             "Outcomes in each component's rolling window.",
@@ -289,14 +286,11 @@ class _RuntimeCollector:
                     comp[k].add_metric([name], float(v))  # type: ignore[arg-type]
         yield from comp.values()
         yield window
-        online = {
-            k: GaugeMetricFamily(
-                f"alphapulse_online_{k}",
-                f"Rolling prequential {k} of the online model of each model key.",
-                labels=["model_key"],
-            )
-            for k in _ROLLING
-        }
+        online = _rolling_gauges(
+            "alphapulse_online",
+            "Rolling prequential {} of the online model of each model key.",
+            "model_key",
+        )
         learned = GaugeMetricFamily(
             "alphapulse_online_outcomes_learned",
             "Outcomes learned by the online model of each model key.",
@@ -315,6 +309,13 @@ class _RuntimeCollector:
                     online[k].add_metric([key], float(om[k]))
         yield from online.values()
         yield from (learned, drifts)
+
+
+def _rolling_gauges(prefix: str, help_text: str, label: str) -> dict[str, GaugeMetricFamily]:
+    """One gauge family per rolling metric, named ``{prefix}_{metric}``."""
+    return {
+        k: GaugeMetricFamily(f"{prefix}_{k}", help_text.format(k), labels=[label]) for k in _ROLLING
+    }
 
 
 async def consumer_lag(app: Any) -> dict[tuple[str, int], int]:
