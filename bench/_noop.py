@@ -1,8 +1,9 @@
 """A no-op Faust worker: the baseline of ``bench.e2e``. It consumes a topic and does nothing.
 
-Run as ``python -m bench._noop BOOTSTRAP TOPIC GROUP``; it uses the same Faust consumer and
-producer settings as the project's worker (:func:`stream.app.faust_tuning_kwargs`) and the same
-event loop, so that the ratios in ``bench.e2e`` measure the agents' own work.
+Run as ``python -m bench._noop BOOTSTRAP TOPIC GROUP``. It runs Faust as the project's worker
+does: the same consumer and producer settings (:func:`stream.app.faust_tuning_kwargs`), event
+loop, fetch loop (:mod:`stream._drain`) and garbage collector set-up, so that the ratios in
+``bench.e2e`` measure the agents' own work.
 """
 
 from __future__ import annotations
@@ -13,9 +14,10 @@ from typing import Any
 
 import faust
 
+from stream import _drain
 from stream.app import faust_tuning_kwargs
 from stream.settings import Settings
-from stream.worker import install_event_loop
+from stream.worker import freeze_startup_objects, install_event_loop
 
 
 def main(argv: list[str]) -> None:
@@ -23,6 +25,7 @@ def main(argv: list[str]) -> None:
     bootstrap, topic_name, group = argv
     settings = Settings()
     install_event_loop(settings)
+    _drain.install()
     app = faust.App(
         group,
         broker=";".join(f"kafka://{hp}" for hp in bootstrap.split(",")),
@@ -40,7 +43,9 @@ def main(argv: list[str]) -> None:
         async for _ in stream:
             pass
 
-    faust.Worker(app, loglevel="WARNING", quiet=True).execute_from_commandline()
+    worker = faust.Worker(app, loglevel="WARNING", quiet=True)
+    freeze_startup_objects()
+    worker.execute_from_commandline()
 
 
 if __name__ == "__main__":  # pragma: no cover
