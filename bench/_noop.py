@@ -2,8 +2,8 @@
 
 Run as ``python -m bench._noop BOOTSTRAP TOPIC GROUP``. It runs Faust as the project's worker
 does: the same consumer and producer settings (:func:`stream.app.faust_tuning_kwargs`), event
-loop, fetch loop (:mod:`stream._drain`) and garbage collector set-up, so that the ratios in
-``bench.e2e`` measure the agents' own work.
+loop, fetch loop and fetch sizes (:mod:`stream._faust_consumer`) and garbage collector set-up,
+so that the ratios in ``bench.e2e`` measure the agents' own work.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from typing import Any
 
 import faust
 
-from stream import _drain
+from stream import _faust_consumer
 from stream.app import faust_tuning_kwargs
 from stream.settings import Settings
 from stream.worker import freeze_startup_objects, install_event_loop
@@ -25,7 +25,7 @@ def main(argv: list[str]) -> None:
     bootstrap, topic_name, group = argv
     settings = Settings()
     install_event_loop(settings)
-    _drain.install()
+    _faust_consumer.install(settings.fetch_min_bytes, settings.fetch_max_wait_ms)
     app = faust.App(
         group,
         broker=";".join(f"kafka://{hp}" for hp in bootstrap.split(",")),

@@ -44,13 +44,13 @@ def run_worker(settings: Settings) -> None:
     """Create missing topics, build the app and run its worker (blocks until stopped)."""
     import faust
 
-    from stream import _drain
+    from stream import _faust_consumer
 
     created = asyncio.run(ensure_topics(settings))
     if created:
         log.info("created topics: %s", ", ".join(created))
     install_event_loop(settings)
-    _drain.install()
+    _faust_consumer.install(settings.fetch_min_bytes, settings.fetch_max_wait_ms)
     built = create_app(settings)
     worker = faust.Worker(built.app, loglevel=settings.log_level, quiet=True)
     log.debug("objects frozen out of garbage collection: %d", freeze_startup_objects())

@@ -1,14 +1,21 @@
-"""Faust's fetch loop without a task per message.
+"""Two changes to how Faust drives its Kafka consumer in a worker, both measured with bench.e2e.
 
-Faust's ``Consumer._drain_messages`` hands every fetched record to the conductor through
-``Service.wait_first(callback(message), suspend_flow.wait())``, which creates four tasks and an
-``asyncio.wait`` per record so that a rebalance can interrupt a delivery blocked on a full agent
-queue. The delivery almost never blocks: it decodes the record and puts it on a queue with room.
-:func:`install` replaces the loop with one that runs the delivery directly and falls back to
-Faust's ``wait_first`` (with the same, partly run, delivery) only when it does block, or while
-the flow is suspended or the consumer stopping. Measured with ``bench.e2e``: a worker consumes
-about half as much CPU per record in Faust's path. Both the worker and the benchmark's no-op
-baseline install it, so the benchmark's ratios compare like with like.
+1. The fetch loop without a task per message. Faust's ``Consumer._drain_messages`` hands every
+   fetched record to the conductor through ``Service.wait_first(callback(message),
+   suspend_flow.wait())``, which creates four tasks and an ``asyncio.wait`` per record so that a
+   rebalance can interrupt a delivery blocked on a full agent queue. The delivery almost never
+   blocks: it decodes the record and puts it on a queue with room. The loop installed here runs
+   the delivery directly and falls back to Faust's ``wait_first`` (with the same, partly run,
+   delivery) only when it does block, or while the flow is suspended or the consumer stopping.
+2. Fetches that wait a little for data while data flows. Faust asks for ``fetch_min_bytes=1``,
+   so under load the broker answers a fetch as soon as one record is there and the consumer
+   fetches again at once: many small fetches, each costing the broker and this process far more
+   than its records. After a fetch that brought records, the next one lets the broker gather up
+   to ``ALPHAPULSE_FETCH_MIN_BYTES`` for at most ``ALPHAPULSE_FETCH_MAX_WAIT_MS``; after an empty
+   one, it goes back to Faust's long poll (1 byte, 1.5 s), so an idle worker stays idle.
+
+Both the worker and the benchmark's no-op baseline install them, so its ratios compare like
+with like.
 """
 
 from __future__ import annotations
@@ -18,11 +25,38 @@ import types
 from collections.abc import Coroutine, Generator
 from typing import Any
 
+from aiokafka.consumer.fetcher import Fetcher
 from faust.transport.consumer import CONSUMER_FETCHING, Consumer
+from faust.transport.drivers.aiokafka import AIOKafkaConsumerThread
 
-__all__ = ["finish", "install", "uninstall"]
+__all__ = ["finish", "install", "next_fetch_sizes", "uninstall"]
 
-_ORIGINAL = Consumer._drain_messages
+_ORIGINAL_DRAIN = Consumer._drain_messages
+_ORIGINAL_CREATE = AIOKafkaConsumerThread._create_worker_consumer
+_ORIGINAL_PROC = Fetcher._proc_fetch_request
+_MODES = "_alphapulse_fetch_modes"  # on a worker consumer's fetcher: (idle, busy) sizes
+
+
+def next_fetch_sizes(
+    modes: tuple[tuple[int, int], tuple[int, int]], got_records: bool
+) -> tuple[int, int]:
+    """``(min_bytes, max_wait_ms)`` of the next fetch: busy sizes after records, else idle ones.
+
+    >>> next_fetch_sizes(((1, 1500), (8192, 5)), got_records=True)
+    (8192, 5)
+    >>> next_fetch_sizes(((1, 1500), (8192, 5)), got_records=False)
+    (1, 1500)
+    """
+    idle, busy = modes
+    return busy if got_records else idle
+
+
+async def _proc_fetch_request(self: Any, assignment: Any, node_id: Any, request: Any) -> Any:
+    got = await _ORIGINAL_PROC(self, assignment, node_id, request)
+    modes = getattr(self, _MODES, None)
+    if modes is not None:  # only the fetchers of worker consumers (see install)
+        self._fetch_min_bytes, self._fetch_max_wait_ms = next_fetch_sizes(modes, bool(got))
+    return got
 
 
 @types.coroutine
@@ -127,11 +161,33 @@ async def _drain_messages(self: Any, fetcher: Any) -> None:  # pragma: no cover 
         unset_flag(CONSUMER_FETCHING)
 
 
-def install() -> None:
-    """Use the direct-delivery fetch loop in every Faust consumer of this process (idempotent)."""
+def install(fetch_min_bytes: int, fetch_max_wait_ms: int) -> None:
+    """Use the direct-delivery fetch loop and these fetch sizes in every Faust worker consumer.
+
+    Idempotent; the last call's fetch sizes apply to consumers created after it.
+    """
+
+    def create_worker_consumer(self: Any, transport: Any) -> Any:
+        consumer = _ORIGINAL_CREATE(self, transport)
+        start = consumer.start
+
+        async def start_and_mark() -> None:
+            await start()
+            # aiokafka 0.14: the fetcher reads these two attributes for every fetch request.
+            fetcher = consumer._fetcher
+            idle = (fetcher._fetch_min_bytes, fetcher._fetch_max_wait_ms)
+            setattr(fetcher, _MODES, (idle, (fetch_min_bytes, fetch_max_wait_ms)))
+
+        consumer.start = start_and_mark
+        return consumer
+
     Consumer._drain_messages = _drain_messages  # type: ignore[method-assign]
+    AIOKafkaConsumerThread._create_worker_consumer = create_worker_consumer  # type: ignore[method-assign]
+    Fetcher._proc_fetch_request = _proc_fetch_request
 
 
 def uninstall() -> None:
-    """Restore Faust's own fetch loop."""
-    Consumer._drain_messages = _ORIGINAL  # type: ignore[method-assign]
+    """Restore Faust's own fetch loop and fetch settings."""
+    Consumer._drain_messages = _ORIGINAL_DRAIN  # type: ignore[method-assign]
+    AIOKafkaConsumerThread._create_worker_consumer = _ORIGINAL_CREATE  # type: ignore[method-assign]
+    Fetcher._proc_fetch_request = _ORIGINAL_PROC

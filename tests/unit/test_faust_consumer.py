@@ -1,0 +1,135 @@
+"""The worker's changes to Faust's consumer: the fetch loop's fallback and the fetch sizes."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+from aiokafka.consumer.fetcher import Fetcher
+from faust.transport.consumer import Consumer
+from faust.transport.drivers.aiokafka import AIOKafkaConsumerThread
+
+from stream import _faust_consumer as fc
+
+
+async def _blocks_then_returns(gate: asyncio.Event, log: list[str]) -> str:
+    log.append("started")
+    await gate.wait()
+    log.append("resumed")
+    return "done"
+
+
+def test_finish_runs_a_delivery_that_blocked_to_the_end() -> None:
+    async def main() -> tuple[str, list[str]]:
+        gate = asyncio.Event()
+        log: list[str] = []
+        delivery = _blocks_then_returns(gate, log)
+        pending = delivery.send(None)  # first step, as the fetch loop runs it: blocks on the gate
+        assert log == ["started"]
+        task = asyncio.ensure_future(fc.finish(delivery, pending))
+        await asyncio.sleep(0.01)
+        assert not task.done()
+        gate.set()
+        return await task, log
+
+    result, log = asyncio.run(main())
+    assert result == "done"
+    assert log == ["started", "resumed"]
+
+
+def test_cancelling_the_fallback_cancels_the_delivery() -> None:
+    async def main() -> list[str]:
+        log: list[str] = []
+
+        async def delivery_body() -> None:
+            try:
+                await asyncio.Event().wait()
+            except asyncio.CancelledError:
+                log.append("delivery cancelled")
+                raise
+
+        delivery = delivery_body()
+        pending = delivery.send(None)
+        task = asyncio.ensure_future(fc.finish(delivery, pending))
+        await asyncio.sleep(0.01)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        return log
+
+    assert asyncio.run(main()) == ["delivery cancelled"]
+
+
+def test_an_error_after_blocking_reaches_the_caller() -> None:
+    async def main() -> None:
+        async def delivery_body() -> None:
+            await asyncio.sleep(0)
+            raise ValueError("bad record")
+
+        delivery = delivery_body()
+        pending = delivery.send(None)
+        await fc.finish(delivery, pending)
+
+    with pytest.raises(ValueError, match="bad record"):
+        asyncio.run(main())
+
+
+def test_install_and_uninstall_swap_faust_fetch_loop() -> None:
+    original = Consumer._drain_messages
+    try:
+        fc.install(8192, 5)
+        assert Consumer._drain_messages is fc._drain_messages
+        fc.install(8192, 5)  # twice is harmless
+        assert Consumer._drain_messages is fc._drain_messages
+    finally:
+        fc.uninstall()
+    assert Consumer._drain_messages is original
+
+
+def test_fetch_sizes_follow_whether_the_last_fetch_brought_records() -> None:
+    modes = ((1, 1500), (4096, 7))
+    sizes = [fc.next_fetch_sizes(modes, got) for got in (True, True, False, True)]
+    assert sizes == [(4096, 7), (4096, 7), (1, 1500), (4096, 7)]
+
+
+def test_install_patches_and_uninstall_restores_the_fetcher() -> None:
+    original = Fetcher._proc_fetch_request
+    try:
+        fc.install(4096, 7)
+        assert Fetcher._proc_fetch_request is fc._proc_fetch_request
+    finally:
+        fc.uninstall()
+    assert Fetcher._proc_fetch_request is original
+    assert AIOKafkaConsumerThread._create_worker_consumer is fc._ORIGINAL_CREATE
+
+
+def test_a_marked_fetcher_switches_sizes_and_an_unmarked_one_does_not() -> None:
+    async def got_records(self: object, *args: object) -> bool:
+        return bool(args[-1])
+
+    class FakeFetcher:
+        _fetch_min_bytes = 1
+        _fetch_max_wait_ms = 1500
+
+    marked, plain = FakeFetcher(), FakeFetcher()
+    setattr(marked, fc._MODES, ((1, 1500), (4096, 7)))
+    saved = fc._ORIGINAL_PROC
+    fc._ORIGINAL_PROC = got_records  # type: ignore[assignment]
+    try:
+        for fetcher in (marked, plain):
+            asyncio.run(fc._proc_fetch_request(fetcher, None, None, True))
+    finally:
+        fc._ORIGINAL_PROC = saved
+    assert (marked._fetch_min_bytes, marked._fetch_max_wait_ms) == (4096, 7)
+    assert (plain._fetch_min_bytes, plain._fetch_max_wait_ms) == (1, 1500)
+    asyncio.run(_empty_fetch(marked, got_records))
+    assert (marked._fetch_min_bytes, marked._fetch_max_wait_ms) == (1, 1500)
+
+
+async def _empty_fetch(fetcher: object, original: object) -> None:
+    saved = fc._ORIGINAL_PROC
+    fc._ORIGINAL_PROC = original  # type: ignore[assignment]
+    try:
+        await fc._proc_fetch_request(fetcher, None, None, False)
+    finally:
+        fc._ORIGINAL_PROC = saved
