@@ -95,7 +95,7 @@ class Settings(BaseSettings):
     max_seen_ids: int = Field(default=200_000, ge=1)
     predict_batch_max: int = Field(default=256, ge=1)
     event_loop: Literal["uvloop", "asyncio"] = "uvloop"
-    fetch_min_bytes: int = Field(default=8192, ge=1)
+    fetch_min_bytes: int = Field(default=1, ge=1)
     fetch_max_wait_ms: int = Field(default=5, ge=0, le=10_000)
     hard_example_confidence: float = Field(default=0.8, gt=0.5, le=1.0)
 
