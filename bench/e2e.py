@@ -19,7 +19,6 @@ import asyncio
 import os
 import subprocess
 import sys
-import tempfile
 import time
 import uuid
 from pathlib import Path
@@ -31,7 +30,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaError
 
-from bench._common import emit
+from bench._common import emit, work_dir
 from models.synthetic import TradeGenerator
 from stream._procs import stop_process_group
 from stream.broker import LocalKafka
@@ -189,7 +188,11 @@ async def _latency(bootstrap: str, s: Settings, rate: int, duration: float) -> l
 
 def run(args: argparse.Namespace) -> None:
     """Run the three measurements and print their lines."""
-    work = Path(tempfile.mkdtemp(prefix="alphapulse-bench-"))
+    with work_dir("alphapulse-bench-", keep=args.keep) as work:
+        _measure(args, work)
+
+
+def _measure(args: argparse.Namespace, work: Path) -> None:
     kafka = None
     bootstrap = Settings().kafka_bootstrap_servers  # an existing cluster, if configured
     if not bootstrap:
@@ -275,6 +278,7 @@ def main() -> None:
     p.add_argument("--rate", type=int, default=1000, help="signals/s (and outcomes/s) for latency")
     p.add_argument("--duration", type=float, default=20.0, help="seconds of the latency run")
     p.add_argument("--timeout", type=float, default=300.0, help="limit per throughput run")
+    p.add_argument("--keep", action="store_true", help="keep the logs and state of a good run too")
     run(p.parse_args())
 
 

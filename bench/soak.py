@@ -35,11 +35,9 @@ import os
 import random
 import subprocess
 import sys
-import tempfile
 import time
 import uuid
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -47,7 +45,7 @@ import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
-from bench._common import emit
+from bench._common import emit, work_dir
 from stream._procs import stop_process_group
 from stream.broker import LocalKafka
 from stream.kafka import client_kwargs
@@ -290,58 +288,60 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument(
         "--max-slope", type=float, default=1.0, help="largest flat RSS slope, MB/min"
     )
+    parser.add_argument(
+        "--keep", action="store_true", help="keep the logs and state of a good run too"
+    )
     args = parser.parse_args(argv)
 
-    work = Path(tempfile.mkdtemp(prefix="alphapulse-soak-"))
-    kafka: LocalKafka | None = None
-    bootstrap = Settings().kafka_bootstrap_servers  # an existing cluster, if configured
-    if not bootstrap:
-        cache = Settings().cache_dir
-        kafka = LocalKafka(
-            state_dir=work / "kafka", cache_dir=cache, base_port=free_port_block(2), heap="768m"
+    with work_dir("alphapulse-soak-", keep=args.keep) as work:
+        kafka: LocalKafka | None = None
+        bootstrap = Settings().kafka_bootstrap_servers  # an existing cluster, if configured
+        if not bootstrap:
+            cache = Settings().cache_dir
+            kafka = LocalKafka(
+                state_dir=work / "kafka", cache_dir=cache, base_port=free_port_block(2), heap="768m"
+            )
+            kafka.up(progress=lambda m: print(m, file=sys.stderr))
+            bootstrap = kafka.bootstrap_servers
+        run_id = uuid.uuid4().hex[:8]
+        env = {
+            # Bounded state fills within the run, so the slope shows whether anything else grows.
+            "ALPHAPULSE_JOIN_WINDOW_S": "60",
+            "ALPHAPULSE_MAX_SEEN_IDS": "20000",
+            **os.environ,
+            "KAFKA_BOOTSTRAP_SERVERS": bootstrap,
+            "ALPHAPULSE_TOPIC_PREFIX": f"soak{run_id}.",
+            "ALPHAPULSE_APP_ID": f"alphapulse-soak-{run_id}",
+            "ALPHAPULSE_DATA_DIR": str(work / "data"),
+            "ALPHAPULSE_WEB_PORT": str(free_port()),
+            "ALPHAPULSE_RELOAD_INTERVAL_S": "0",
+            "ALPHAPULSE_LOG_LEVEL": "WARNING",
+        }
+        os.environ.update({k: v for k, v in env.items() if k.startswith(("ALPHAPULSE_", "KAFKA_"))})
+        settings = Settings()
+        asyncio.run(ensure_topics(settings))
+        log = (work / "worker.log").open("ab")
+        worker = subprocess.Popen(
+            [sys.executable, "-m", "stream.cli", "worker"],
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
         )
-        kafka.up(progress=lambda m: print(m, file=sys.stderr))
-        bootstrap = kafka.bootstrap_servers
-    run_id = uuid.uuid4().hex[:8]
-    env = {
-        # Bounded state fills within the run, so the slope shows whether anything else grows.
-        "ALPHAPULSE_JOIN_WINDOW_S": "60",
-        "ALPHAPULSE_MAX_SEEN_IDS": "20000",
-        **os.environ,
-        "KAFKA_BOOTSTRAP_SERVERS": bootstrap,
-        "ALPHAPULSE_TOPIC_PREFIX": f"soak{run_id}.",
-        "ALPHAPULSE_APP_ID": f"alphapulse-soak-{run_id}",
-        "ALPHAPULSE_DATA_DIR": str(work / "data"),
-        "ALPHAPULSE_WEB_PORT": str(free_port()),
-        "ALPHAPULSE_RELOAD_INTERVAL_S": "0",
-        "ALPHAPULSE_LOG_LEVEL": "WARNING",
-    }
-    os.environ.update({k: v for k, v in env.items() if k.startswith(("ALPHAPULSE_", "KAFKA_"))})
-    settings = Settings()
-    asyncio.run(ensure_topics(settings))
-    log = (work / "worker.log").open("ab")
-    worker = subprocess.Popen(
-        [sys.executable, "-m", "stream.cli", "worker"],
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
-    status = 1
-    try:
-        soak = Soak(settings, args.rate, args.duration, args.sample)
-        soak.outcome_share = args.outcome_share
-        res = asyncio.run(run(soak, worker, args.json))
-        if worker.poll() is not None:
-            raise RuntimeError(f"the worker exited with {worker.returncode}; see {log.name}")
-        status = _report(soak, res, args.json, args.max_slope)
-    finally:
-        stop_process_group(worker)
-        log.close()
-        if kafka is not None:
-            kafka.down(progress=lambda m: print(m, file=sys.stderr))
-        print(f"worker log and state: {work}", file=sys.stderr)
-    sys.exit(status)
+        status = 1
+        try:
+            soak = Soak(settings, args.rate, args.duration, args.sample)
+            soak.outcome_share = args.outcome_share
+            res = asyncio.run(run(soak, worker, args.json))
+            if worker.poll() is not None:
+                raise RuntimeError(f"the worker exited with {worker.returncode}; see {log.name}")
+            status = _report(soak, res, args.json, args.max_slope)
+        finally:
+            stop_process_group(worker)
+            log.close()
+            if kafka is not None:
+                kafka.down(progress=lambda m: print(m, file=sys.stderr))
+        sys.exit(status)
 
 
 if __name__ == "__main__":
