@@ -14,18 +14,16 @@ from typing import Any
 
 import faust
 
-from stream import _faust_consumer
 from stream.app import faust_tuning_kwargs
 from stream.settings import Settings
-from stream.worker import freeze_startup_objects, install_event_loop
+from stream.worker import prepare_process, run_app
 
 
 def main(argv: list[str]) -> None:
     """Build and run the no-op worker until it is terminated."""
     bootstrap, topic_name, group = argv
     settings = Settings()
-    install_event_loop(settings)
-    _faust_consumer.install(settings.fetch_min_bytes, settings.fetch_max_wait_ms)
+    prepare_process(settings)
     app = faust.App(
         group,
         broker=";".join(f"kafka://{hp}" for hp in bootstrap.split(",")),
@@ -43,9 +41,7 @@ def main(argv: list[str]) -> None:
         async for _ in stream:
             pass
 
-    worker = faust.Worker(app, loglevel="WARNING", quiet=True)
-    freeze_startup_objects()
-    worker.execute_from_commandline()
+    run_app(app, "WARNING")
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -5,12 +5,19 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
+from typing import Any
 
 from stream.app import create_app
 from stream.settings import Settings
 from stream.topics import ensure_topics
 
-__all__ = ["freeze_startup_objects", "install_event_loop", "run_worker"]
+__all__ = [
+    "freeze_startup_objects",
+    "install_event_loop",
+    "prepare_process",
+    "run_app",
+    "run_worker",
+]
 
 log = logging.getLogger(__name__)
 
@@ -40,18 +47,27 @@ def freeze_startup_objects() -> int:
     return gc.get_freeze_count()
 
 
-def run_worker(settings: Settings) -> None:
-    """Create missing topics, build the app and run its worker (blocks until stopped)."""
-    import faust
-
+def prepare_process(settings: Settings) -> None:
+    """Event loop and Faust consumer set-up shared by the worker and the benchmark's baseline."""
     from stream import _faust_consumer
 
+    install_event_loop(settings)
+    _faust_consumer.install(settings.fetch_min_bytes, settings.fetch_max_wait_ms)
+
+
+def run_app(app: Any, loglevel: str) -> None:
+    """Run a Faust app's worker until stopped, with the start-up objects frozen."""
+    import faust
+
+    worker = faust.Worker(app, loglevel=loglevel, quiet=True)
+    log.debug("objects frozen out of garbage collection: %d", freeze_startup_objects())
+    worker.execute_from_commandline()
+
+
+def run_worker(settings: Settings) -> None:
+    """Create missing topics, build the app and run its worker (blocks until stopped)."""
     created = asyncio.run(ensure_topics(settings))
     if created:
         log.info("created topics: %s", ", ".join(created))
-    install_event_loop(settings)
-    _faust_consumer.install(settings.fetch_min_bytes, settings.fetch_max_wait_ms)
-    built = create_app(settings)
-    worker = faust.Worker(built.app, loglevel=settings.log_level, quiet=True)
-    log.debug("objects frozen out of garbage collection: %d", freeze_startup_objects())
-    worker.execute_from_commandline()
+    prepare_process(settings)
+    run_app(create_app(settings).app, settings.log_level)

@@ -103,33 +103,22 @@ def test_install_patches_and_uninstall_restores_the_fetcher() -> None:
     assert AIOKafkaConsumerThread._create_worker_consumer is fc._ORIGINAL_CREATE
 
 
-def test_a_marked_fetcher_switches_sizes_and_an_unmarked_one_does_not() -> None:
-    async def got_records(self: object, *args: object) -> bool:
-        return bool(args[-1])
+def test_a_marked_fetcher_switches_sizes_and_an_unmarked_one_does_not(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    async def original(self: object, assignment: object, node: object, got: bool) -> bool:
+        return got
 
     class FakeFetcher:
         _fetch_min_bytes = 1
         _fetch_max_wait_ms = 1500
 
+    monkeypatch.setattr(fc, "_ORIGINAL_PROC", original)
     marked, plain = FakeFetcher(), FakeFetcher()
     setattr(marked, fc._MODES, ((1, 1500), (4096, 7)))
-    saved = fc._ORIGINAL_PROC
-    fc._ORIGINAL_PROC = got_records  # type: ignore[assignment]
-    try:
-        for fetcher in (marked, plain):
-            asyncio.run(fc._proc_fetch_request(fetcher, None, None, True))
-    finally:
-        fc._ORIGINAL_PROC = saved
+    for fetcher in (marked, plain):
+        asyncio.run(fc._proc_fetch_request(fetcher, None, None, True))
     assert (marked._fetch_min_bytes, marked._fetch_max_wait_ms) == (4096, 7)
     assert (plain._fetch_min_bytes, plain._fetch_max_wait_ms) == (1, 1500)
-    asyncio.run(_empty_fetch(marked, got_records))
+    asyncio.run(fc._proc_fetch_request(marked, None, None, False))
     assert (marked._fetch_min_bytes, marked._fetch_max_wait_ms) == (1, 1500)
-
-
-async def _empty_fetch(fetcher: object, original: object) -> None:
-    saved = fc._ORIGINAL_PROC
-    fc._ORIGINAL_PROC = original  # type: ignore[assignment]
-    try:
-        await fc._proc_fetch_request(fetcher, None, None, False)
-    finally:
-        fc._ORIGINAL_PROC = saved
