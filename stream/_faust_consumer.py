@@ -1,4 +1,4 @@
-"""Two changes to how Faust drives its Kafka consumer in a worker, both measured with bench.e2e.
+"""Three changes to how Faust drives its Kafka consumer in a worker, measured with bench.e2e.
 
 1. The fetch loop without a task per message. Faust's ``Consumer._drain_messages`` hands every
    fetched record to the conductor through ``Service.wait_first(callback(message),
@@ -15,8 +15,16 @@
    one, it goes back to Faust's long poll (1 byte, 1.5 s), so an idle worker stays idle. The
    default of 1 byte turns this off (Faust's fetches): 8 KB used a tenth less worker CPU at a steady
    1,000 + 1,000 records/s, but consumed a backlog more slowly in the runs measured.
+3. No long poll while fetched records wait. aiokafka sends one fetch at a time per broker, and a
+   partition whose fetched records are not consumed yet is left out of the next fetch. When every
+   partition with traffic still had records waiting, the next fetch held only idle partitions
+   (Faust's ``__assignor-__leader`` topic is always one), the broker held it for Faust's 1.5 s,
+   and the busy partitions could not be fetched again until it came back: in 4 of 15 latency runs
+   at 1,000 + 1,000 records/s the median latency rose to 0.7 to 2.7 s with the worker mostly
+   idle. While any fetched records wait, fetches now wait at most
+   ``ALPHAPULSE_FETCH_MAX_WAIT_MS`` (tests/integration/test_fetch_waits.py).
 
-Both the worker and the benchmark's no-op baseline install them, so its ratios compare like
+The worker and the benchmark's no-op baseline both install these, so its ratios compare like
 with like.
 """
 
@@ -31,12 +39,14 @@ from aiokafka.consumer.fetcher import Fetcher
 from faust.transport.consumer import CONSUMER_FETCHING, Consumer
 from faust.transport.drivers.aiokafka import AIOKafkaConsumerThread
 
-__all__ = ["finish", "install", "next_fetch_sizes", "uninstall"]
+__all__ = ["finish", "install", "limit_waits_while_buffered", "next_fetch_sizes", "uninstall"]
 
 _ORIGINAL_DRAIN = Consumer._drain_messages
 _ORIGINAL_CREATE = AIOKafkaConsumerThread._create_worker_consumer
 _ORIGINAL_PROC = Fetcher._proc_fetch_request
+_ORIGINAL_ACTIONS = Fetcher._get_actions_per_node
 _MODES = "_alphapulse_fetch_modes"  # on a worker consumer's fetcher: (idle, busy) sizes
+_BUFFERED_WAIT = "_alphapulse_buffered_wait_ms"  # on a worker consumer's fetcher
 
 
 def next_fetch_sizes(
@@ -59,6 +69,26 @@ async def _proc_fetch_request(self: Any, assignment: Any, node_id: Any, request:
     if modes is not None:  # only the fetchers of worker consumers (see install)
         self._fetch_min_bytes, self._fetch_max_wait_ms = next_fetch_sizes(modes, bool(got))
     return got
+
+
+def limit_waits_while_buffered(fetcher: Any, wait_ms: int) -> None:
+    """Make ``fetcher`` (an aiokafka Fetcher) wait at most ``wait_ms`` at the broker while any
+    fetched records wait to be consumed (see the module's note 3); needs :func:`install`."""
+    setattr(fetcher, _BUFFERED_WAIT, wait_ms)
+
+
+def _get_actions_per_node(self: Any, assignment: Any) -> Any:
+    limit = getattr(self, _BUFFERED_WAIT, None)
+    if limit is None or not self._records:
+        return _ORIGINAL_ACTIONS(self, assignment)
+    # Partitions with records waiting are left out of the fetch built now; a long poll on the
+    # others would keep them from being fetched again until it returns.
+    wait = self._fetch_max_wait_ms
+    self._fetch_max_wait_ms = min(wait, limit)
+    try:
+        return _ORIGINAL_ACTIONS(self, assignment)
+    finally:
+        self._fetch_max_wait_ms = wait
 
 
 @types.coroutine
@@ -175,10 +205,11 @@ def install(fetch_min_bytes: int, fetch_max_wait_ms: int) -> None:
 
         async def start_and_mark() -> None:
             await start()
-            if fetch_min_bytes <= 1:
-                return  # Faust's own fetches
-            # aiokafka 0.14: the fetcher reads these two attributes for every fetch request.
             fetcher = consumer._fetcher
+            limit_waits_while_buffered(fetcher, fetch_max_wait_ms)
+            if fetch_min_bytes <= 1:
+                return  # Faust's own fetch sizes
+            # aiokafka 0.14: the fetcher reads these two attributes for every fetch request.
             idle = (fetcher._fetch_min_bytes, fetcher._fetch_max_wait_ms)
             setattr(fetcher, _MODES, (idle, (fetch_min_bytes, fetch_max_wait_ms)))
 
@@ -188,6 +219,7 @@ def install(fetch_min_bytes: int, fetch_max_wait_ms: int) -> None:
     Consumer._drain_messages = _drain_messages  # type: ignore[method-assign]
     AIOKafkaConsumerThread._create_worker_consumer = create_worker_consumer  # type: ignore[method-assign]
     Fetcher._proc_fetch_request = _proc_fetch_request
+    Fetcher._get_actions_per_node = _get_actions_per_node
 
 
 def uninstall() -> None:
@@ -195,3 +227,4 @@ def uninstall() -> None:
     Consumer._drain_messages = _ORIGINAL_DRAIN  # type: ignore[method-assign]
     AIOKafkaConsumerThread._create_worker_consumer = _ORIGINAL_CREATE  # type: ignore[method-assign]
     Fetcher._proc_fetch_request = _ORIGINAL_PROC
+    Fetcher._get_actions_per_node = _ORIGINAL_ACTIONS

@@ -94,12 +94,15 @@ def test_fetch_sizes_follow_whether_the_last_fetch_brought_records() -> None:
 
 def test_install_patches_and_uninstall_restores_the_fetcher() -> None:
     original = Fetcher._proc_fetch_request
+    original_actions = Fetcher._get_actions_per_node
     try:
         fc.install(4096, 7)
         assert Fetcher._proc_fetch_request is fc._proc_fetch_request
+        assert Fetcher._get_actions_per_node is fc._get_actions_per_node
     finally:
         fc.uninstall()
     assert Fetcher._proc_fetch_request is original
+    assert Fetcher._get_actions_per_node is original_actions
     assert AIOKafkaConsumerThread._create_worker_consumer is fc._ORIGINAL_CREATE
 
 
@@ -122,3 +125,47 @@ def test_a_marked_fetcher_switches_sizes_and_an_unmarked_one_does_not(
     assert (plain._fetch_min_bytes, plain._fetch_max_wait_ms) == (1, 1500)
     asyncio.run(fc._proc_fetch_request(marked, None, None, False))
     assert (marked._fetch_min_bytes, marked._fetch_max_wait_ms) == (1, 1500)
+
+
+class _FetcherWithRecords:
+    """The two attributes of an aiokafka Fetcher that the wait limit reads."""
+
+    def __init__(self, buffered: bool) -> None:
+        self._records = {"tp": object()} if buffered else {}
+        self._fetch_max_wait_ms = 1500
+
+
+@pytest.mark.parametrize(
+    ("marked", "buffered", "seen"),
+    [(True, True, 5), (True, False, 1500), (False, True, 1500), (False, False, 1500)],
+)
+def test_fetches_wait_briefly_only_while_a_marked_fetcher_holds_records(
+    monkeypatch: pytest.MonkeyPatch, marked: bool, buffered: bool, seen: int
+) -> None:
+    waits: list[int] = []
+
+    def original(self: _FetcherWithRecords, assignment: object) -> str:
+        waits.append(self._fetch_max_wait_ms)
+        return "actions"
+
+    monkeypatch.setattr(fc, "_ORIGINAL_ACTIONS", original)
+    fetcher = _FetcherWithRecords(buffered)
+    if marked:
+        fc.limit_waits_while_buffered(fetcher, 5)
+    assert fc._get_actions_per_node(fetcher, None) == "actions"
+    assert waits == [seen]
+    assert fetcher._fetch_max_wait_ms == 1500  # restored for the next fetch
+
+
+def test_the_wait_is_restored_when_building_the_fetch_fails(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    def original(self: _FetcherWithRecords, assignment: object) -> str:
+        raise RuntimeError("metadata")
+
+    monkeypatch.setattr(fc, "_ORIGINAL_ACTIONS", original)
+    fetcher = _FetcherWithRecords(buffered=True)
+    fc.limit_waits_while_buffered(fetcher, 5)
+    with pytest.raises(RuntimeError):
+        fc._get_actions_per_node(fetcher, None)
+    assert fetcher._fetch_max_wait_ms == 1500
