@@ -14,7 +14,15 @@ import time
 from typing import Any
 
 from agents._deadletter import send_dead_letter
-from agents._partitions import PartitionState, PartitionStore, encode_checkpoint
+from agents._partitions import (
+    J_COMPONENTS,
+    J_FEATURES,
+    J_SCORE,
+    J_TS,
+    PartitionState,
+    PartitionStore,
+    encode_checkpoint,
+)
 from models.keyed import log_loss
 from stream.codec import ContractViolation, decode_outcome, encode, now_ms
 from stream.records import HardExample, ModelEvent, TradeOutcome
@@ -57,7 +65,7 @@ async def _learn(rt: Runtime, st: PartitionState, msg: Any, out: TradeOutcome) -
     entry = st.join.get(out.signal_id)
     if features is None:
         horizon = now_ms() - int(rt.settings.join_window_s * 1000)
-        if entry is None or entry.ts < horizon:
+        if entry is None or entry[J_TS] < horizon:
             await send_dead_letter(
                 rt,
                 msg,
@@ -66,7 +74,7 @@ async def _learn(rt: Runtime, st: PartitionState, msg: Any, out: TradeOutcome) -
                 "unknown or older than the join window",
             )
             return
-        features = entry.features
+        features = dict(entry[J_FEATURES])
     res = st.keyed.learn(out.outcome_id, out.model_key, features, out.label, out.realized_rr)
     if not res.learned:
         await send_dead_letter(
@@ -74,9 +82,10 @@ async def _learn(rt: Runtime, st: PartitionState, msg: Any, out: TradeOutcome) -
         )
         return
     rt.count("outcomes.learned")
-    if entry is not None and entry.components is not None and entry.score is not None:
-        rt.monitor.update({**entry.components, "blend": entry.score}, out.label)
-    made = entry.score if entry is not None and entry.score is not None else res.prediction
+    score, components = (entry[J_SCORE], entry[J_COMPONENTS]) if entry else (None, None)
+    if components is not None and score is not None:
+        rt.monitor.update({**dict(components), "blend": score}, out.label)
+    made = score if score is not None else res.prediction
     if is_hard_example(made, out.label, rt.settings.hard_example_confidence):
         hard = HardExample(
             outcome_id=out.outcome_id,

@@ -12,7 +12,7 @@ import logging
 from typing import Any
 
 from agents._deadletter import send_dead_letter
-from agents._partitions import JoinEntry, PartitionStore
+from agents._partitions import PartitionStore, remember_signal
 from models.blend import BlendWeights, blend
 from models.keyed import KeyedOnline
 from stream.codec import ContractViolation, decode_signal, encode, now_ms
@@ -124,9 +124,14 @@ async def _answer_batch(
             log.exception("predictor failed on %s[%d]@%d", msg.topic, msg.partition, msg.offset)
             await send_dead_letter(rt, msg, "internal", f"{type(exc).__name__}: {exc}")
             continue
-        st.join.pop(req.signal_id, None)  # re-insert: the join store stays in arrival order
-        st.join[req.signal_id] = JoinEntry(
-            req.features, pred.ts, req.model_key, pred.score, pred.components
+        remember_signal(
+            st.join,
+            req.signal_id,
+            req.features,
+            pred.ts,
+            req.model_key,
+            pred.score,
+            pred.components,
         )
         rt.observe("predict_latency_s", max(0.0, (pred.predicted_at - msg_ts) / 1000.0))
         rt.count("predictions")
