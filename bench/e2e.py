@@ -87,35 +87,44 @@ async def _fill(bootstrap: str, topic: str, msgs: list[tuple[bytes, bytes]]) -> 
         await producer.stop()
 
 
-async def _committed(bootstrap: str, group: str, topic: str) -> int:
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
-    await admin.start()
+async def _committed(admin: AIOKafkaAdminClient, group: str, topic: str) -> int:
     try:
         offsets = await admin.list_consumer_group_offsets(group)
     except KafkaError:
         return 0  # the group does not exist yet
+    return sum(max(0, m.offset) for tp, m in offsets.items() if tp.topic == topic)
+
+
+async def _rate_from_commits_async(
+    bootstrap: str, group: str, topic: str, n: int, timeout: float
+) -> float:
+    # One admin client for the whole measurement: a new client per poll cost the machine CPU
+    # that the worker under test was using.
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        deadline = time.monotonic() + timeout
+        first: tuple[float, int] | None = None
+        while time.monotonic() < deadline:
+            c = await _committed(admin, group, topic)
+            now = time.monotonic()
+            if first is None and c > 0:
+                first = (now, c)
+            if c >= n and first is not None:
+                if c == first[1]:
+                    raise RuntimeError(
+                        "backlog consumed before two commits were seen; raise --messages"
+                    )
+                return (c - first[1]) / (now - first[0])
+            await asyncio.sleep(0.1)
     finally:
         await admin.close()
-    return sum(max(0, m.offset) for tp, m in offsets.items() if tp.topic == topic)
+    raise RuntimeError(f"group {group} did not consume {n} events from {topic} in {timeout}s")
 
 
 def _rate_from_commits(bootstrap: str, group: str, topic: str, n: int, timeout: float) -> float:
     """Events/s between the first commit and the commit of the last of ``n`` events."""
-    deadline = time.monotonic() + timeout
-    first: tuple[float, int] | None = None
-    while time.monotonic() < deadline:
-        c = asyncio.run(_committed(bootstrap, group, topic))
-        now = time.monotonic()
-        if first is None and c > 0:
-            first = (now, c)
-        if c >= n and first is not None:
-            if c == first[1]:
-                raise RuntimeError(
-                    "backlog consumed before two commits were seen; raise --messages"
-                )
-            return (c - first[1]) / (now - first[0])
-        time.sleep(0.1)
-    raise RuntimeError(f"group {group} did not consume {n} events from {topic} in {timeout}s")
+    return asyncio.run(_rate_from_commits_async(bootstrap, group, topic, n, timeout))
 
 
 def _spawn(args: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
