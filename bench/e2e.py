@@ -283,7 +283,7 @@ def main() -> None:
     """Command-line entry point."""
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--json", action="store_true", help="print JSON lines")
-    p.add_argument("--messages", type=int, default=40_000, help="backlog per throughput run")
+    p.add_argument("--messages", type=int, default=100_000, help="backlog per throughput run")
     p.add_argument("--rate", type=int, default=1000, help="signals/s (and outcomes/s) for latency")
     p.add_argument("--duration", type=float, default=20.0, help="seconds of the latency run")
     p.add_argument("--timeout", type=float, default=300.0, help="limit per throughput run")
