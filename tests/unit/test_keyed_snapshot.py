@@ -1,0 +1,61 @@
+"""KeyedOnline snapshots: the seen ids round-trip in order, old snapshots still load."""
+
+from __future__ import annotations
+
+import pickle
+
+import pytest
+
+from models import keyed
+from models.errors import ModelError
+from models.keyed import KeyedOnline
+
+
+def _trained(ids: list[str]) -> KeyedOnline:
+    k = KeyedOnline(max_seen_ids=1000)
+    for i, oid in enumerate(ids):
+        k.learn(oid, "BTC" if i % 2 else "ETH", {"f0": i / 10, "f1": -i / 7}, i % 3 == 0, 1.5)
+    return k
+
+
+def test_seen_ids_and_learners_round_trip_in_order() -> None:
+    ids = [f"o{i}" for i in range(50)]
+    k = _trained(ids)
+    back = KeyedOnline.restore(k.snapshot())
+    assert list(back.seen) == ids
+    probes = [{"f0": x / 3, "f1": -x} for x in range(5)]
+    for key in ("BTC", "ETH"):
+        assert back.n_learned(key) == k.n_learned(key) == 25
+        assert [back.predict(key, x) for x in probes] == [k.predict(key, x) for x in probes]
+    assert not back.learn("o7", "ETH", {"f0": 1.0}, True, None).learned  # still a duplicate
+
+
+def test_the_order_survives_evictions() -> None:
+    k = KeyedOnline(max_seen_ids=10)
+    for i in range(35):
+        k.learn(f"o{i}", "BTC", {"f0": float(i)}, i % 2 == 0, None)
+    back = KeyedOnline.restore(k.snapshot())
+    assert list(back.seen) == [f"o{i}" for i in range(25, 35)]
+    back.learn("o35", "BTC", {"f0": 1.0}, True, None)
+    assert next(iter(back.seen)) == "o26"  # the oldest is forgotten first
+
+
+def test_ids_orjson_cannot_write_fall_back_to_a_list() -> None:
+    ids = ["plain", "lone \ud800 surrogate", "after"]
+    back = KeyedOnline.restore(_trained(ids).snapshot())
+    assert list(back.seen) == ids
+
+
+def test_a_version_1_snapshot_with_a_pickled_list_still_loads() -> None:
+    k = _trained(["a", "b", "c"])
+    state = pickle.loads(k.snapshot()[len(keyed._MAGIC) + 1 :])
+    state["seen"] = ["a", "b", "c"]  # how version 1 stored them
+    v1 = keyed._MAGIC + bytes([1]) + pickle.dumps(state)
+    assert list(KeyedOnline.restore(v1).seen) == ["a", "b", "c"]
+
+
+def test_an_unknown_version_is_refused() -> None:
+    data = bytearray(_trained(["a"]).snapshot())
+    data[len(keyed._MAGIC)] = 99
+    with pytest.raises(ModelError):
+        KeyedOnline.restore(bytes(data))
