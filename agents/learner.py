@@ -84,7 +84,7 @@ async def _learn(rt: Runtime, st: PartitionState, msg: Any, out: TradeOutcome) -
     rt.count("outcomes.learned")
     score, components = (entry[J_SCORE], entry[J_COMPONENTS]) if entry else (None, None)
     if components is not None and score is not None:
-        rt.monitor.update({**dict(components), "blend": score}, out.label)
+        rt.monitor.update(dict(components, blend=score), out.label)
     made = score if score is not None else res.prediction
     if is_hard_example(made, out.label, rt.settings.hard_example_confidence):
         hard = HardExample(
