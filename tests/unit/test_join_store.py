@@ -1,4 +1,4 @@
-"""The join store's entries stay out of Python's garbage collector (agents/_partitions.py)."""
+"""The join store (agents/_partitions.py): entries out of the garbage collector, and pruning."""
 
 from __future__ import annotations
 
@@ -6,8 +6,16 @@ import gc
 
 import orjson
 
-from agents._partitions import J_FEATURES, JoinEntry, remember_signal
+from agents._partitions import (
+    J_FEATURES,
+    JoinEntry,
+    PartitionState,
+    PartitionStore,
+    remember_signal,
+)
+from models.keyed import KeyedOnline
 from stream.codec import Limits, decode_signal
+from stream.settings import Settings
 
 
 def test_entries_made_from_decoded_signals_are_not_tracked_after_a_collection() -> None:
@@ -45,3 +53,60 @@ def test_a_dict_inside_a_tuple_keeps_it_tracked() -> None:
     gc.collect()
     assert not gc.is_tracked(features)
     assert gc.is_tracked(entry)
+
+
+def _store(window_s: float, cap: int) -> PartitionStore:
+    settings = Settings(_env_file=None, join_window_s=window_s, join_max_entries=cap)  # type: ignore[call-arg]
+    return PartitionStore(settings)
+
+
+def _fill(store: PartitionStore, partition: int, ts: list[int]) -> None:
+    st = PartitionState(partition, 0, KeyedOnline())
+    for i, t in enumerate(ts):
+        remember_signal(st.join, f"p{partition}-s{i}", {"f0": float(i)}, t, "BTC")
+    store.states[partition] = st
+
+
+def test_prune_forgets_the_signals_older_than_the_join_window() -> None:
+    store = _store(window_s=10.0, cap=1000)
+    _fill(store, 0, [1_000, 5_000, 10_000, 12_000, 20_000])
+    _fill(store, 1, [19_999, 20_000])
+    removed = store.prune_joins(now_ms=20_000)  # horizon 10,000: keeps ts >= 10,000
+    assert removed == 2
+    assert list(store.states[0].join) == ["p0-s2", "p0-s3", "p0-s4"]
+    assert list(store.states[1].join) == ["p1-s0", "p1-s1"]
+    assert store.prune_joins(now_ms=20_000) == 0
+
+
+def test_prune_keeps_at_most_the_cap_newest_signals_per_partition() -> None:
+    store = _store(window_s=3600.0, cap=3)
+    _fill(store, 0, list(range(100_000, 100_010)))
+    _fill(store, 1, [100_000, 100_001])
+    assert store.prune_joins(now_ms=100_010) == 7
+    assert list(store.states[0].join) == ["p0-s7", "p0-s8", "p0-s9"]
+    assert len(store.states[1].join) == 2
+
+
+def test_prune_stops_at_the_first_signal_inside_the_window() -> None:
+    # The store is in arrival order; a late-stamped signal that arrived early shields the ones
+    # behind it until it expires itself (pruning never scans the whole store).
+    store = _store(window_s=10.0, cap=1000)
+    _fill(store, 0, [1_000, 15_000, 2_000, 3_000])
+    assert store.prune_joins(now_ms=20_000) == 1
+    assert list(store.states[0].join) == ["p0-s1", "p0-s2", "p0-s3"]
+    assert store.prune_joins(now_ms=30_000) == 3
+    assert store.states[0].join == {}
+
+
+def test_prune_after_many_rounds_of_arrivals_keeps_exactly_the_newest() -> None:
+    store = _store(window_s=3600.0, cap=500)
+    _fill(store, 0, [])
+    join = store.states[0].join
+    n = 0
+    for _ in range(50):
+        for _ in range(137):
+            remember_signal(join, f"s{n}", {"f0": 1.0}, 1_000_000 + n, "BTC")
+            n += 1
+        store.prune_joins(now_ms=1_000_000 + n)
+        assert len(join) == min(n, 500)
+        assert next(iter(join)) == f"s{max(0, n - 500)}"
