@@ -1,9 +1,14 @@
-"""A no-op Faust worker: the baseline of ``bench.e2e``. It consumes a topic and does nothing.
+"""Baseline Faust workers of ``bench.e2e``: they do no work, or as little as answering takes.
 
-Run as ``python -m bench._noop BOOTSTRAP TOPIC GROUP``. It runs Faust as the project's worker
-does: the same consumer and producer settings (:func:`stream.app.faust_tuning_kwargs`), event
-loop, fetch loop and fetch sizes (:mod:`stream._faust_consumer`) and garbage collector set-up,
-so that the ratios in ``bench.e2e`` measure the agents' own work.
+``python -m bench._noop BOOTSTRAP TOPIC GROUP`` consumes TOPIC and does nothing (the throughput
+baseline). ``python -m bench._noop BOOTSTRAP SIGNALS GROUP OUTCOMES PREDICTIONS`` answers each
+signal on PREDICTIONS with :func:`reply` and consumes OUTCOMES doing nothing (the latency floor).
+
+Both run Faust as the project's worker does: the same consumer and producer settings
+(:func:`stream.app.faust_tuning_kwargs`), event loop, fetch loop and fetch sizes
+(:mod:`stream._faust_consumer`) and garbage collector set-up, and the floor sends through the
+Kafka client under Faust's producer as :meth:`stream.runtime.Runtime.send` does. So the figures of
+``bench.e2e`` against them measure the agents' own work.
 """
 
 from __future__ import annotations
@@ -13,15 +18,34 @@ import tempfile
 from typing import Any
 
 import faust
+import orjson
 
 from stream.app import faust_tuning_kwargs
+from stream.codec import now_ms
 from stream.settings import Settings
 from stream.worker import prepare_process, run_app
 
 
+def reply(value: bytes | None, now: int) -> bytes | None:
+    """The floor's answer to a signal: its id and ``now`` as ``predicted_at``; None if unusable.
+
+    >>> orjson.loads(reply(b'{"signal_id": "s1", "symbol": "A"}', 7))
+    {'signal_id': 's1', 'predicted_at': 7}
+    >>> reply(b"not json", 7) is None, reply(b"[]", 7) is None
+    (True, True)
+    """
+    try:
+        doc = orjson.loads(value or b"")
+        return orjson.dumps({"signal_id": doc["signal_id"], "predicted_at": now})
+    except (orjson.JSONDecodeError, KeyError, TypeError):
+        return None
+
+
 def main(argv: list[str]) -> None:
-    """Build and run the no-op worker until it is terminated."""
-    bootstrap, topic_name, group = argv
+    """Build and run the no-op worker, or the latency floor, until it is terminated."""
+    if len(argv) not in (3, 5):
+        raise SystemExit(__doc__)
+    bootstrap, topic_name, group = argv[:3]
     settings = Settings()
     prepare_process(settings)
     app = faust.App(
@@ -36,10 +60,29 @@ def main(argv: list[str]) -> None:
     )
     topic = app.topic(topic_name, key_type=bytes, value_type=bytes)
 
-    @app.agent(topic, name="noop")
-    async def noop(stream: Any) -> None:
-        async for _ in stream:
-            pass
+    if len(argv) == 3:
+
+        @app.agent(topic, name="noop")
+        async def noop(stream: Any) -> None:
+            async for _ in stream:
+                pass
+
+    else:
+        outcomes_name, predictions_name = argv[3:]
+        outcomes = app.topic(outcomes_name, key_type=bytes, value_type=bytes)
+
+        @app.agent(topic, name="floor")
+        async def floor(stream: Any) -> None:
+            async for event in stream.events():
+                answer = reply(event.message.value, now_ms())
+                if answer is not None:
+                    producer = app.producer._ensure_producer()
+                    await producer.send(predictions_name, answer, key=event.message.key)
+
+        @app.agent(outcomes, name="noop")
+        async def noop_outcomes(stream: Any) -> None:
+            async for _ in stream:
+                pass
 
     run_app(app, "WARNING")
 

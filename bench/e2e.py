@@ -7,7 +7,12 @@
   a backlog of ``--messages`` events, measured from the consumer group's committed offsets;
 - ``predictor_vs_noop_throughput`` and ``learner_vs_noop_throughput``: ratios (goal >= 0.7);
 - ``signal_to_prediction_p50_ms`` and ``signal_to_prediction_p99_ms``: from producing a signal to
-  consuming its prediction, at ``--rate`` signals/s with outcomes flowing at the same rate.
+  consuming its prediction, at ``--rate`` signals/s with outcomes flowing at the same rate (goal
+  for the p99: <= 50 ms);
+- ``floor_signal_to_prediction_p50_ms`` and ``floor_signal_to_prediction_p99_ms``: the same, in the
+  same run, for the floor: a Faust agent with the worker's settings that answers each signal with
+  only its id (:mod:`bench._noop`), so no worker can do better on this machine and broker;
+  ``p99_vs_floor`` is the worker's p99 over the floor's.
 
 It uses ``KAFKA_BOOTSTRAP_SERVERS`` when set, else starts a local broker on free ports.
 """
@@ -155,6 +160,7 @@ def _worker_env(bootstrap: str, prefix: str, work: Path) -> dict[str, str]:
 async def _latency(bootstrap: str, s: Settings, rate: int, duration: float) -> list[float]:
     sig = _messages(int(rate * duration), "signals")
     outs = _messages(int(rate * duration), "outcomes")
+    ids = [orjson.loads(v)["signal_id"] for _, v in sig]
     consumer = AIOKafkaConsumer(
         s.topic("predictions"),
         bootstrap_servers=bootstrap,
@@ -185,7 +191,7 @@ async def _latency(bootstrap: str, s: Settings, rate: int, duration: float) -> l
         delay = due - time.perf_counter()
         if delay > 0:
             await asyncio.sleep(delay)
-        sent[orjson.loads(v)["signal_id"]] = time.perf_counter()
+        sent[ids[i]] = time.perf_counter()
         await producer.send(s.topic("signals"), v, key=k)
         await producer.send(s.topic("outcomes"), vo, key=ko)
     await asyncio.sleep(5.0)
@@ -195,8 +201,38 @@ async def _latency(bootstrap: str, s: Settings, rate: int, duration: float) -> l
     return lat
 
 
+def _latency_run(
+    bootstrap: str, args: argparse.Namespace, work: Path, prefix: str, floor_cmd: bool
+) -> list[float]:
+    """Latencies of the worker, or of the floor agent (``bench._noop``), on fresh topics."""
+    env = _worker_env(bootstrap, prefix, work)
+    s = Settings(
+        _env_file=None,
+        KAFKA_BOOTSTRAP_SERVERS=bootstrap,  # type: ignore[call-arg]
+        topic_prefix=prefix,
+    )
+    from stream.topics import ensure_topics
+
+    asyncio.run(ensure_topics(s))
+    if floor_cmd:
+        group = env["ALPHAPULSE_APP_ID"]
+        topics = [s.topic("signals"), group, s.topic("outcomes"), s.topic("predictions")]
+        cmd, log = ["-m", "bench._noop", bootstrap, *topics], work / "floor-lat.log"
+    else:
+        cmd, log = ["-m", "stream.cli", "worker"], work / "worker-lat.log"
+    proc = _spawn(cmd, env, log)
+    try:
+        time.sleep(12)  # join the group before the clock starts
+        lat = asyncio.run(_latency(bootstrap, s, args.rate, args.duration))
+    finally:
+        stop_process_group(proc)
+    if not lat:
+        raise RuntimeError(f"no predictions received; see {log}")
+    return lat
+
+
 def run(args: argparse.Namespace) -> None:
-    """Run the three measurements and print their lines."""
+    """Run the measurements and print their lines."""
     with work_dir("alphapulse-bench-", keep=args.keep) as work:
         _measure(args, work)
 
@@ -245,35 +281,21 @@ def _measure(args: argparse.Namespace, work: Path) -> None:
         emit("predictor_vs_noop_throughput", pred / noop, "ratio", args.json, baseline=noop)
         emit("learner_vs_noop_throughput", learn / noop, "ratio", args.json, baseline=noop)
 
-        env = _worker_env(bootstrap, f"bench{run_id}lat.", work)
-        s = Settings(
-            _env_file=None,
-            KAFKA_BOOTSTRAP_SERVERS=bootstrap,  # type: ignore[call-arg]
-            topic_prefix=env["ALPHAPULSE_TOPIC_PREFIX"],
-        )
-        asyncio.run(ensure_topics(s))
-        proc = _spawn(["-m", "stream.cli", "worker"], env, work / "worker-lat.log")
-        try:
-            time.sleep(12)  # join the group before the clock starts
-            lat = asyncio.run(_latency(bootstrap, s, args.rate, args.duration))
-        finally:
-            stop_process_group(proc)
-        if not lat:
-            raise RuntimeError(f"no predictions received; see {work / 'worker-lat.log'}")
+        floor = _latency_run(bootstrap, args, work, f"bench{run_id}floor.", floor_cmd=True)
+        lat = _latency_run(bootstrap, args, work, f"bench{run_id}lat.", floor_cmd=False)
+        p99 = float(np.percentile(lat, 99))
         emit("signal_to_prediction_p50_ms", float(np.percentile(lat, 50)), "ms", args.json)
-        emit(
-            "signal_to_prediction_p99_ms",
-            float(np.percentile(lat, 99)),
-            "ms",
-            args.json,
-            baseline=50.0,
-        )
+        emit("signal_to_prediction_p99_ms", p99, "ms", args.json, baseline=50.0)
         emit(
             "signal_to_prediction_answered",
             len(lat) / int(args.rate * args.duration),
             "ratio",
             args.json,
         )
+        floor_p99 = float(np.percentile(floor, 99))
+        emit("floor_signal_to_prediction_p50_ms", float(np.percentile(floor, 50)), "ms", args.json)
+        emit("floor_signal_to_prediction_p99_ms", floor_p99, "ms", args.json)
+        emit("p99_vs_floor", p99 / floor_p99, "ratio", args.json, baseline=floor_p99)
     finally:
         if kafka is not None:
             kafka.down(progress=lambda m: None)
