@@ -15,13 +15,11 @@ from typing import Any
 
 from agents._deadletter import send_dead_letter
 from agents._partitions import (
-    J_COMPONENTS,
-    J_FEATURES,
-    J_SCORE,
-    J_TS,
     PartitionState,
     PartitionStore,
     encode_checkpoint,
+    join_fields,
+    join_ts,
 )
 from models.keyed import log_loss
 from stream.codec import ContractViolation, decode_outcome, encode, now_ms
@@ -61,11 +59,14 @@ async def checkpoint(rt: Runtime, store: PartitionStore, st: PartitionState, str
 
 
 async def _learn(rt: Runtime, st: PartitionState, msg: Any, out: TradeOutcome) -> None:
-    features = out.features
     entry = st.join.get(out.signal_id)
+    joined_features, score, components = None, None, None
+    if entry is not None:
+        joined_features, _, score, components = join_fields(entry)
+    features = out.features
     if features is None:
         horizon = now_ms() - int(rt.settings.join_window_s * 1000)
-        if entry is None or entry[J_TS] < horizon:
+        if entry is None or joined_features is None or join_ts(entry) < horizon:
             await send_dead_letter(
                 rt,
                 msg,
@@ -74,7 +75,7 @@ async def _learn(rt: Runtime, st: PartitionState, msg: Any, out: TradeOutcome) -
                 "unknown or older than the join window",
             )
             return
-        features = dict(entry[J_FEATURES])
+        features = joined_features
     res = st.keyed.learn(out.outcome_id, out.model_key, features, out.label, out.realized_rr)
     if not res.learned:
         await send_dead_letter(
@@ -82,9 +83,9 @@ async def _learn(rt: Runtime, st: PartitionState, msg: Any, out: TradeOutcome) -
         )
         return
     rt.count("outcomes.learned")
-    score, components = (entry[J_SCORE], entry[J_COMPONENTS]) if entry else (None, None)
     if components is not None and score is not None:
-        rt.monitor.update(dict(components, blend=score), out.label)
+        components["blend"] = score
+        rt.monitor.update(components, out.label)
     made = score if score is not None else res.prediction
     if is_hard_example(made, out.label, rt.settings.hard_example_confidence):
         hard = HardExample(

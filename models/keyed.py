@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import math
 import pickle
-from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass
+from itertools import islice
 from typing import Any
 
 import orjson
@@ -26,15 +26,13 @@ _VERSION = 2  # 2: the seen ids as _pack_ids writes them (1: a pickled list, sti
 _READABLE_VERSIONS = (1, 2)
 
 
-def _pack_ids(ids: OrderedDict[str, None]) -> bytes | list[str]:
+def _pack_ids(ids: dict[str, None]) -> bytes | list[str]:
     """The ids as one JSON object (keys in order, values null), or a list if orjson cannot.
 
     Checkpoints run on the event loop. orjson writes the ids' dict in 8 ms at 200,000 ids,
-    where pickling them as a list took 80 ms (``list()`` alone takes 20 ms). It walks the dict's
-    own storage, which is the ids' order here because ids are only appended and taken from the
-    front (``popitem(last=False)``), never moved.
+    where pickling them as a list took 80 ms (``list()`` alone takes 20 ms).
 
-    >>> _unpack_ids(_pack_ids(OrderedDict.fromkeys(["a", "b"]))), _pack_ids(OrderedDict())
+    >>> _unpack_ids(_pack_ids(dict.fromkeys(["a", "b"]))), _pack_ids({})
     (['a', 'b'], b'{}')
     """
     try:
@@ -85,7 +83,8 @@ class KeyedOnline:
     config
         Configuration of every learner created here.
     max_seen_ids
-        How many outcome ids are remembered for deduplication (oldest forgotten first).
+        How many outcome ids are remembered for deduplication, at least (oldest forgotten first).
+        Up to 1% more are kept between evictions, which forget the excess in one pass.
     rr_scale, rr_weight_max
         Parameters of :func:`rr_weight`.
 
@@ -118,7 +117,11 @@ class KeyedOnline:
         self.rr_scale = rr_scale
         self.rr_weight_max = rr_weight_max
         self.learners: dict[str, OnlineLearner] = {}
-        self.seen: OrderedDict[str, None] = OrderedDict()
+        # A plain dict in arrival order: strings to None, so the garbage collector never tracks it.
+        # An OrderedDict always is, and each full collection visited every id in it: about 22 ms
+        # at 200,000 ids per partition on 4 partitions.
+        self.seen: dict[str, None] = {}
+        self._evict_slack = max_seen_ids // 100
 
     def learner(self, key: str) -> OnlineLearner | None:
         """The learner of ``key``, or None when it has learned nothing yet."""
@@ -157,9 +160,19 @@ class KeyedOnline:
         last = lr.last_prediction  # what the model said just before it learned this outcome
         p = 0.5 if last is None else last
         self.seen[outcome_id] = None
-        if len(self.seen) > self.max_seen_ids:
-            self.seen.popitem(last=False)
+        if len(self.seen) > self.max_seen_ids + self._evict_slack:
+            self._forget_oldest_ids()
         return LearnResult(True, p, log_loss(p, label), drift, lr.n_learned)
+
+    def _forget_oldest_ids(self) -> None:
+        """Forget the oldest ids beyond ``max_seen_ids``, found in one pass over the front.
+
+        One at a time would look up the first id again after each deletion, and a dict scans
+        every slot deleted before it until it is next resized: about 8 ms per 250 ids at
+        500,000 ids, where the pass takes 0.1 ms.
+        """
+        for oid in list(islice(self.seen, len(self.seen) - self.max_seen_ids)):
+            del self.seen[oid]
 
     def snapshot(self) -> bytes:
         """The whole state as bytes (learners' own snapshots plus the seen ids)."""
@@ -181,7 +194,7 @@ class KeyedOnline:
         scale, w_max = state["rr"]
         out = cls(state["config"], state["max_seen_ids"], scale, w_max)
         out.learners = {k: OnlineLearner.restore(b) for k, b in state["learners"].items()}
-        out.seen = OrderedDict.fromkeys(_unpack_ids(state["seen"]))
+        out.seen = dict.fromkeys(_unpack_ids(state["seen"]))
         return out
 
 

@@ -1,7 +1,8 @@
-"""KeyedOnline snapshots: the seen ids round-trip in order, old snapshots still load."""
+"""KeyedOnline: the seen ids round-trip in order, old snapshots load, eviction, GC tracking."""
 
 from __future__ import annotations
 
+import gc
 import pickle
 
 import pytest
@@ -59,3 +60,24 @@ def test_an_unknown_version_is_refused() -> None:
     data[len(keyed._MAGIC)] = 99
     with pytest.raises(ModelError):
         KeyedOnline.restore(bytes(data))
+
+
+def test_at_least_max_seen_ids_are_remembered_and_at_most_one_percent_more() -> None:
+    k = KeyedOnline(max_seen_ids=1000)
+    sizes = []
+    for i in range(5000):
+        k.learn(f"o{i}", "BTC", {"f0": float(i % 7)}, i % 2 == 0, None)
+        sizes.append(len(k.seen))
+    assert sizes[999] == 1000 and min(sizes[999:]) == 1000 and max(sizes) == 1010
+    newest = [f"o{i}" for i in range(5000 - len(k.seen), 5000)]
+    assert list(k.seen) == newest  # the oldest were forgotten, the order kept
+    assert not k.learn(newest[0], "BTC", {"f0": 1.0}, True, None).learned
+    assert k.learn("o0", "BTC", {"f0": 1.0}, True, None).learned  # forgotten long ago
+
+
+def test_the_seen_ids_are_never_tracked_by_the_garbage_collector() -> None:
+    k = KeyedOnline(max_seen_ids=100)
+    for i in range(300):
+        k.learn(f"o{i}", "BTC", {"f0": 1.0}, True, None)
+        assert not gc.is_tracked(k.seen)
+    assert not gc.is_tracked(KeyedOnline.restore(k.snapshot()).seen)
