@@ -93,8 +93,20 @@ def _not_zombie(pid: int) -> bool:
     return stat.rsplit(")", 1)[-1].split()[0] != "Z"
 
 
-def _cluster_id() -> str:
-    return base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
+def _cluster_id(random_bytes: Callable[[], bytes] = lambda: uuid.uuid4().bytes) -> str:
+    """A random cluster id: 16 bytes in URL-safe base64, never starting with ``-``.
+
+    Kafka's own ``Uuid.randomUuid`` draws again in that case, and so do we: ``kafka-storage
+    format -t ID`` reads an id that starts with ``-`` as an option and fails (1 start in 64).
+
+    >>> draws = iter([bytes([0xF8]) + bytes(15), bytes(16)])  # the first encodes as "-AAA..."
+    >>> _cluster_id(lambda: next(draws))
+    'AAAAAAAAAAAAAAAAAAAAAA'
+    """
+    while True:
+        cid = base64.urlsafe_b64encode(random_bytes()).rstrip(b"=").decode()
+        if not cid.startswith("-"):
+            return cid
 
 
 def _tail(path: Path, lines: int = 30) -> str:
