@@ -38,7 +38,6 @@ __all__ = [
     "PartitionStore",
     "decode_checkpoint",
     "encode_checkpoint",
-    "join_entry",
     "join_fields",
     "join_ts",
     "remember_signal",
@@ -77,27 +76,6 @@ def decode_checkpoint(data: bytes) -> tuple[int, KeyedOnline]:
 #: memory: about 400 bytes per signal of 10 features, where the tuples took 1,800.
 JoinEntry = bytes
 Features = dict[str, float]
-
-
-def join_entry(
-    features: Features,
-    ts: int,
-    model_key: str,
-    score: float | None = None,
-    components: Features | None = None,
-) -> JoinEntry:
-    """Pack what the join keeps of one signal.
-
-    >>> e = join_entry({"f0": 0.1, "f1": -2.5e-7}, 1_700_000_000_000, "BTC", 0.6, {"online": 0.6})
-    >>> join_ts(e), join_fields(e)
-    (1700000000000, ({'f0': 0.1, 'f1': -2.5e-07}, 'BTC', 0.6, {'online': 0.6}))
-    """
-    fields = [features, model_key, score, components]
-    try:
-        payload = orjson.dumps(fields)
-    except orjson.JSONEncodeError:  # text orjson cannot write, such as a lone surrogate
-        payload = pickle.dumps(fields, protocol=pickle.HIGHEST_PROTOCOL)
-    return _TS.pack(ts) + payload
 
 
 def join_ts(entry: JoinEntry) -> int:
@@ -148,8 +126,13 @@ def remember_signal(
     >>> list(join), join_ts(join["s1"]), join_fields(join["s1"])
     (['s2', 's1'], 12, ({'f0': 1.5}, 'BTC', 0.6, {'online': 0.6}))
     """
+    fields = [features, model_key, score, components]
+    try:
+        payload = orjson.dumps(fields)
+    except orjson.JSONEncodeError:  # text orjson cannot write, such as a lone surrogate
+        payload = pickle.dumps(fields, protocol=pickle.HIGHEST_PROTOCOL)
     join.pop(signal_id, None)
-    join[signal_id] = join_entry(features, ts, model_key, score, components)
+    join[signal_id] = _TS.pack(ts) + payload
 
 
 class PartitionStore:

@@ -73,10 +73,10 @@ def main(argv: list[str]) -> None:
 
         @app.agent(topic, name="floor")
         async def floor(stream: Any) -> None:
+            producer = app.producer._ensure_producer()
             async for event in stream.events():
                 answer = reply(event.message.value, now_ms())
                 if answer is not None:
-                    producer = app.producer._ensure_producer()
                     await producer.send(predictions_name, answer, key=event.message.key)
 
         @app.agent(outcomes, name="noop")

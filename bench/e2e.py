@@ -40,6 +40,7 @@ from models.synthetic import TradeGenerator
 from stream._procs import stop_process_group
 from stream.broker import LocalKafka
 from stream.settings import Settings
+from stream.topics import ensure_topics
 from tests.support import free_port, free_port_block
 
 PARTITIONS = 4
@@ -211,8 +212,6 @@ def _latency_run(
         KAFKA_BOOTSTRAP_SERVERS=bootstrap,  # type: ignore[call-arg]
         topic_prefix=prefix,
     )
-    from stream.topics import ensure_topics
-
     asyncio.run(ensure_topics(s))
     if floor_cmd:
         group = env["ALPHAPULSE_APP_ID"]
@@ -249,8 +248,6 @@ def _measure(args: argparse.Namespace, work: Path) -> None:
         prefix = f"bench{run_id}."
         env = _worker_env(bootstrap, prefix, work)
         s = Settings(_env_file=None, KAFKA_BOOTSTRAP_SERVERS=bootstrap, topic_prefix=prefix)  # type: ignore[call-arg]
-        from stream.topics import ensure_topics
-
         asyncio.run(ensure_topics(s))
         n = args.messages
         noop_topic = f"{prefix}noop"

@@ -10,7 +10,6 @@ from agents._partitions import (
     JoinEntry,
     PartitionState,
     PartitionStore,
-    join_entry,
     join_fields,
     join_ts,
     remember_signal,
@@ -55,7 +54,9 @@ def test_a_dict_holding_a_new_tuple_is_tracked() -> None:
 def test_entries_round_trip_exactly() -> None:
     features = {"f0": 0.1 + 0.2, "tiny": 5e-324, "neg": -0.0, "big": 1.7976931348623157e308}
     features["caf\u00e9"] = 1 / 3
-    e = join_entry(features, -5, "ETH/USD", None, None)
+    join: dict[str, JoinEntry] = {}
+    remember_signal(join, "s", features, -5, "ETH/USD", None, None)
+    e = join["s"]
     assert join_ts(e) == -5
     back, key, score, components = join_fields(e)
     assert key == "ETH/USD" and score is None and components is None
@@ -65,7 +66,9 @@ def test_entries_round_trip_exactly() -> None:
 
 
 def test_text_orjson_cannot_write_falls_back_to_a_pickle() -> None:
-    e = join_entry({"lone \ud800": 1.0}, 7, "K", 0.25, {"online": 0.25})
+    join: dict[str, JoinEntry] = {}
+    remember_signal(join, "s", {"lone \ud800": 1.0}, 7, "K", 0.25, {"online": 0.25})
+    e = join["s"]
     assert join_ts(e) == 7
     assert join_fields(e) == ({"lone \ud800": 1.0}, "K", 0.25, {"online": 0.25})
 
