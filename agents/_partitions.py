@@ -5,11 +5,12 @@ holds a :class:`PartitionState`: the online learners of the model keys routed to
 the outcomes already learned, ``next_offset`` (the first outcomes offset the state does not yet
 cover), and the join store of recent signals' features.
 
-Checkpoints go to partition ``p`` of a compacted topic. The learner acknowledges outcome events
-only after a checkpoint covering them has been written, so the committed offsets never run ahead
-of the saved state. On (re)assignment the state of ``p`` is rebuilt from the last checkpoint and
-the signals topic (its records of the last join window), and outcomes below ``next_offset`` are
-skipped.
+Checkpoints (:mod:`agents._checkpoints`) go to partition ``p`` of a compacted topic. The learner
+acknowledges outcome events only after a checkpoint covering them has been written, so the
+committed offsets never run ahead of the saved state. On (re)assignment the state of ``p`` is
+rebuilt from the newest checkpoint (read from the end of the partition, with the full checkpoint
+it extends) and the signals topic (its records of the last join window), and outcomes below
+``next_offset`` are skipped.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from typing import Any
 import orjson
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
+from agents._checkpoints import checkpoint_base, decode_checkpoint
 from models.keyed import KeyedOnline
 from models.online import OnlineConfig
 from stream.codec import ContractViolation, Limits, decode_signal
@@ -36,35 +38,12 @@ __all__ = [
     "JoinEntry",
     "PartitionState",
     "PartitionStore",
-    "decode_checkpoint",
-    "encode_checkpoint",
     "join_fields",
     "join_ts",
     "remember_signal",
 ]
 
 log = logging.getLogger(__name__)
-
-_CKPT_MAGIC = b"APCK"
-
-
-def encode_checkpoint(next_offset: int, keyed: KeyedOnline) -> bytes:
-    """Bytes of a checkpoint: magic, the covered offset, the keyed online state.
-
-    >>> off, k = decode_checkpoint(encode_checkpoint(42, KeyedOnline()))
-    >>> off, k.learners
-    (42, {})
-    """
-    return _CKPT_MAGIC + struct.pack(">q", next_offset) + keyed.snapshot()
-
-
-def decode_checkpoint(data: bytes) -> tuple[int, KeyedOnline]:
-    """Inverse of :func:`encode_checkpoint`."""
-    if not data.startswith(_CKPT_MAGIC):
-        raise ValueError("not a learner checkpoint")
-    (next_offset,) = struct.unpack(">q", data[4:12])
-    return next_offset, KeyedOnline.restore(data[12:])
-
 
 #: What the outcome join keeps of a signal, as bytes: its ``ts`` (8 bytes, big-endian) and then
 #: one orjson array ``[features, model_key, score, components]`` (a pickle when orjson cannot
@@ -92,6 +71,7 @@ def join_fields(entry: JoinEntry) -> tuple[Features, str, float | None, Features
 
 
 _TS = struct.Struct(">q")
+_TAIL = 8  # records read from the end of a checkpoints partition: the newest is a checkpoint
 _PICKLE = b"\x80"  # how a pickle of protocol 2 or later starts; an orjson array starts with "["
 
 
@@ -106,6 +86,12 @@ class PartitionState:
     pending: list[Any] = field(default_factory=list)
     dirty: bool = False
     last_checkpoint: float = field(default_factory=time.monotonic)
+    base_offset: int | None = None
+    """Offset in the checkpoints topic of the last full checkpoint this worker wrote, if any."""
+    ids_at_base: int = 0
+    """``keyed.ids_added`` when that full checkpoint was taken."""
+    checkpointing: asyncio.Lock = field(default_factory=asyncio.Lock)
+    """Held while a checkpoint is written: a delta must name the newest full checkpoint."""
 
 
 def remember_signal(
@@ -197,21 +183,12 @@ class PartitionStore:
 
     async def _load(self, partition: int) -> PartitionState:
         t0 = time.monotonic()
-        last = await self._read_partition(self.checkpoint_topic, partition, keep_last=True)
-        data = last[-1][1] if last else None
-        if data is not None:
-            next_offset, keyed = await asyncio.get_running_loop().run_in_executor(
-                None, decode_checkpoint, data
-            )
-        else:
-            next_offset, keyed = (
-                0,
-                KeyedOnline(self.online_config, max_seen_ids=self.settings.max_seen_ids),
-            )
+        next_offset, keyed = await self._read_checkpoint(partition)
         horizon = int(time.time() * 1000 - self.settings.join_window_s * 1000)
         join: dict[str, JoinEntry] = {}
         records = await self._read_partition(self.signals_topic, partition, since=horizon)
-        for ts, value in records:
+        for rec in records:
+            value, ts = rec.value, rec.timestamp
             if value is None:
                 continue
             try:
@@ -232,10 +209,38 @@ class PartitionStore:
         )
         return PartitionState(partition, next_offset, keyed, join)
 
+    async def _read_checkpoint(self, partition: int) -> tuple[int, KeyedOnline]:
+        """The state of the newest checkpoint of ``partition`` (with its base), or a new one."""
+        # Compaction never removes the newest record of a partition, so the tail holds it.
+        records = await self._read_partition(self.checkpoint_topic, partition, tail=_TAIL)
+        data = records[-1].value if records else None
+        if data is None:
+            return 0, KeyedOnline(self.online_config, max_seen_ids=self.settings.max_seen_ids)
+        base_offset = checkpoint_base(data)
+        base = None
+        if base_offset is not None:
+            found = await self._read_partition(self.checkpoint_topic, partition, first=base_offset)
+            if found and found[0].offset == base_offset:
+                base = found[0].value
+            else:
+                log.error(
+                    "partition %d: the full checkpoint at offset %d that the newest delta extends "
+                    "is gone; restoring with the ids of the delta only",
+                    partition,
+                    base_offset,
+                )
+        return await asyncio.get_running_loop().run_in_executor(None, decode_checkpoint, data, base)
+
     async def _read_partition(
-        self, topic: str, partition: int, keep_last: bool = False, since: int | None = None
-    ) -> list[tuple[int, bytes | None]]:
-        """``(timestamp, value)`` of every record of a partition (from ``since``, epoch ms)."""
+        self,
+        topic: str,
+        partition: int,
+        since: int | None = None,
+        tail: int | None = None,
+        first: int | None = None,
+    ) -> list[Any]:
+        """Records of a partition: all of them, those from ``since`` (epoch ms), the last
+        ``tail`` offsets, or the one record at offset ``first`` (or the next one after it)."""
         tp = TopicPartition(topic, partition)
         consumer = AIOKafkaConsumer(
             **client_kwargs(self.settings),
@@ -245,7 +250,7 @@ class PartitionStore:
             fetch_max_bytes=64 * 1024 * 1024,
         )
         await consumer.start()
-        out: list[tuple[int, bytes | None]] = []
+        out: list[Any] = []
         try:
             consumer.assign([tp])
             end = (await consumer.end_offsets([tp]))[tp]
@@ -254,16 +259,16 @@ class PartitionStore:
             if since is not None:
                 found = (await consumer.offsets_for_times({tp: max(0, since)})).get(tp)
                 start = found.offset if found is not None else end
+            elif tail is not None:
+                start = max(start, end - tail)
+            elif first is not None:
+                start = max(start, first)
             consumer.seek(tp, start)
             while await consumer.position(tp) < end:
                 batch = await consumer.getmany(tp, timeout_ms=1000)
-                for rec in batch.get(tp, []):
-                    if rec.offset >= end:
-                        continue
-                    if keep_last:
-                        out[:] = [(rec.timestamp, rec.value)]
-                    else:
-                        out.append((rec.timestamp, rec.value))
+                out.extend(rec for rec in batch.get(tp, []) if rec.offset < end)
+                if first is not None and out:
+                    return out[:1]
         finally:
             await consumer.stop()
         return out

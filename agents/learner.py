@@ -13,14 +13,14 @@ import logging
 import time
 from typing import Any
 
-from agents._deadletter import send_dead_letter
-from agents._partitions import (
-    PartitionState,
-    PartitionStore,
+from agents._checkpoints import (
+    checkpoint_key,
     encode_checkpoint,
-    join_fields,
-    join_ts,
+    encode_delta_checkpoint,
+    full_checkpoint_due,
 )
+from agents._deadletter import send_dead_letter
+from agents._partitions import PartitionState, PartitionStore, join_fields, join_ts
 from models.keyed import log_loss
 from stream.codec import ContractViolation, decode_outcome, encode, now_ms
 from stream.records import HardExample, ModelEvent, TradeOutcome
@@ -43,19 +43,32 @@ def is_hard_example(prediction: float, label: bool, confidence: float) -> bool:
 
 
 async def checkpoint(rt: Runtime, store: PartitionStore, st: PartitionState, stream: Any) -> None:
-    """Write a checkpoint of ``st`` and then ack the events it covers."""
-    if not st.pending and not st.dirty:
-        return
-    if store.get(st.partition) is not st:
-        return  # partition revoked meanwhile: its new owner recovers from the last checkpoint
-    data = encode_checkpoint(st.next_offset, st.keyed)
-    events, st.pending, st.dirty = st.pending, [], False
-    st.last_checkpoint = time.monotonic()
-    fut = await rt.send_now("checkpoints", str(st.partition).encode(), data, st.partition)
-    await fut
-    for event in events:
-        await stream.ack(event)
-    rt.count("checkpoints")
+    """Write a checkpoint of ``st`` (full, or a delta of the last full one), then ack the events
+    it covers."""
+    async with st.checkpointing:
+        if not st.pending and not st.dirty:
+            return
+        if store.get(st.partition) is not st:
+            return  # partition revoked meanwhile: its new owner recovers from the last checkpoint
+        keyed = st.keyed
+        new_ids = keyed.ids_added - st.ids_at_base
+        base = st.base_offset
+        full = base is None or full_checkpoint_due(new_ids, len(keyed.seen))
+        if base is None or full:
+            data = encode_checkpoint(st.next_offset, keyed)
+        else:
+            data = encode_delta_checkpoint(st.next_offset, keyed, base, new_ids)
+        ids_added = keyed.ids_added
+        events, st.pending, st.dirty = st.pending, [], False
+        st.last_checkpoint = time.monotonic()
+        key = checkpoint_key(st.partition, delta=not full)
+        fut = await rt.send_now("checkpoints", key, data, st.partition)
+        meta = await fut
+        if full:
+            st.base_offset, st.ids_at_base = meta.offset, ids_added
+        for event in events:
+            await stream.ack(event)
+        rt.count("checkpoints")
 
 
 async def _learn(rt: Runtime, st: PartitionState, msg: Any, out: TradeOutcome) -> None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 import pickle
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from itertools import islice
 from typing import Any
@@ -121,6 +121,8 @@ class KeyedOnline:
         # An OrderedDict always is, and each full collection visited every id in it: about 22 ms
         # at 200,000 ids per partition on 4 partitions.
         self.seen: dict[str, None] = {}
+        self.ids_added = 0
+        """Ids added to ``seen`` since this object was made (a delta snapshot's reference point)."""
         self._evict_slack = max_seen_ids // 100
 
     def learner(self, key: str) -> OnlineLearner | None:
@@ -160,6 +162,7 @@ class KeyedOnline:
         last = lr.last_prediction  # what the model said just before it learned this outcome
         p = 0.5 if last is None else last
         self.seen[outcome_id] = None
+        self.ids_added += 1
         if len(self.seen) > self.max_seen_ids + self._evict_slack:
             self._forget_oldest_ids()
         return LearnResult(True, p, log_loss(p, label), drift, lr.n_learned)
@@ -174,27 +177,62 @@ class KeyedOnline:
         for oid in list(islice(self.seen, len(self.seen) - self.max_seen_ids)):
             del self.seen[oid]
 
-    def snapshot(self) -> bytes:
-        """The whole state as bytes (learners' own snapshots plus the seen ids)."""
+    def snapshot(self, newest_ids: int | None = None) -> bytes:
+        """The whole state as bytes (learners' own snapshots plus the seen ids).
+
+        With ``newest_ids``, only the newest that many seen ids are written, with the number of
+        ids seen: a delta that :meth:`restore` completes with the ids of an older full snapshot.
+
+        >>> k = KeyedOnline(max_seen_ids=3)
+        >>> for oid in "abcd":
+        ...     _ = k.learn(oid, "BTC", {"x": 1.0}, True, None)
+        >>> full = KeyedOnline.restore(k.snapshot())
+        >>> for oid in "ef":
+        ...     _ = k.learn(oid, "BTC", {"x": 1.0}, True, None)
+        >>> list(KeyedOnline.restore(k.snapshot(newest_ids=2), older_ids=full.seen).seen)
+        ['d', 'e', 'f']
+        """
+        seen = self.seen
+        if newest_ids is not None:
+            newest = list(islice(reversed(seen), min(newest_ids, len(seen))))
+            seen = dict.fromkeys(reversed(newest))
         state = {
             "learners": {k: lr.snapshot() for k, lr in self.learners.items()},
-            "seen": _pack_ids(self.seen),
+            "seen": _pack_ids(seen),
             "max_seen_ids": self.max_seen_ids,
             "rr": (self.rr_scale, self.rr_weight_max),
             "config": self.config,
         }
+        if newest_ids is not None:
+            state["seen_count"] = len(self.seen)
         return _MAGIC + bytes([_VERSION]) + pickle.dumps(state, protocol=pickle.HIGHEST_PROTOCOL)
 
     @classmethod
-    def restore(cls, data: bytes) -> KeyedOnline:
-        """Rebuild from :meth:`snapshot` bytes (only bytes this project wrote)."""
+    def restore(cls, data: bytes, older_ids: Iterable[str] = ()) -> KeyedOnline:
+        """Rebuild from :meth:`snapshot` bytes (only bytes this project wrote).
+
+        A delta snapshot (``newest_ids``) takes the ids before its own from ``older_ids``: the
+        seen ids of the full snapshot it extends, oldest first.
+        """
         if not data.startswith(_MAGIC) or data[len(_MAGIC)] not in _READABLE_VERSIONS:
             raise ModelError("not a keyed online-state snapshot of a supported version")
         state = pickle.loads(data[len(_MAGIC) + 1 :])
         scale, w_max = state["rr"]
         out = cls(state["config"], state["max_seen_ids"], scale, w_max)
         out.learners = {k: OnlineLearner.restore(b) for k, b in state["learners"].items()}
-        out.seen = dict.fromkeys(_unpack_ids(state["seen"]))
+        ids = _unpack_ids(state["seen"])
+        count = state.get("seen_count")
+        if count is None:
+            out.seen = dict.fromkeys(ids)
+            return out
+        seen: dict[str, None] = {}
+        for oid in (*older_ids, *ids):  # an id learned again after it was forgotten is newest
+            seen.pop(oid, None)
+            seen[oid] = None
+        out.seen = seen
+        if len(seen) > count:
+            for oid in list(islice(seen, len(seen) - count)):
+                del seen[oid]
         return out
 
 

@@ -1,0 +1,108 @@
+"""Learner checkpoints through a real broker: full ones, deltas, and the state read back."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from typing import Any
+
+import pytest
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+
+from agents._partitions import PartitionStore
+from agents.learner import checkpoint
+from stream.runtime import Runtime
+from stream.settings import Settings
+from stream.topics import ensure_topics
+
+pytestmark = pytest.mark.integration
+
+
+class _App:
+    """What Runtime.send_now needs of a Faust app: its producer's Kafka client."""
+
+    def __init__(self, producer: AIOKafkaProducer) -> None:
+        self.producer = self
+        self._producer = producer
+
+    def _ensure_producer(self) -> AIOKafkaProducer:
+        return self._producer
+
+
+class _Stream:
+    def __init__(self) -> None:
+        self.acked: list[int] = []
+
+    async def ack(self, event: int) -> None:
+        self.acked.append(event)
+
+
+async def _records(settings: Settings, partition: int) -> list[Any]:
+    tp = TopicPartition(settings.internal_topic("checkpoints"), partition)
+    consumer = AIOKafkaConsumer(bootstrap_servers=settings.bootstrap_servers, group_id=None)
+    await consumer.start()
+    try:
+        consumer.assign([tp])
+        end = (await consumer.end_offsets([tp]))[tp]
+        consumer.seek(tp, 0)
+        out: list[Any] = []
+        while await consumer.position(tp) < end:
+            out.extend((await consumer.getmany(tp, timeout_ms=1000)).get(tp, []))
+        return out
+    finally:
+        await consumer.stop()
+
+
+async def _run(settings: Settings) -> None:
+    await ensure_topics(settings)
+    producer = AIOKafkaProducer(bootstrap_servers=settings.bootstrap_servers, acks="all")
+    await producer.start()
+    try:
+        rt = Runtime(
+            settings,
+            topics={},
+            app=_App(producer),
+            topic_names={"checkpoints": settings.internal_topic("checkpoints")},
+        )
+        store = PartitionStore(settings)
+        st = await store.ensure(1)
+        assert st.next_offset == 0 and not st.keyed.seen
+        stream = _Stream()
+        rng = random.Random(5)
+        offset = 0
+        for _ in range(80):
+            for _ in range(rng.randint(5, 40)):
+                oid = f"o{rng.randint(0, 4000)}"  # re-sent ids too, some already forgotten
+                x = {"a": rng.gauss(0, 1), "b": rng.gauss(0, 1)}
+                st.keyed.learn(oid, "BTC", x, rng.random() < 0.5, 1.0)
+                st.pending.append(offset)
+                offset += 1
+                st.next_offset = offset
+            await checkpoint(rt, store, st, stream)
+        st.keyed.learn("last", "BTC", {"a": 0.0, "b": 1.0}, True, 1.0)
+        st.pending.append(offset)
+        offset += 1
+        st.next_offset = offset
+        await checkpoint(rt, store, st, stream)  # one new id: a delta
+        assert stream.acked == list(range(offset))
+
+        recs = await _records(settings, 1)
+        keys = [r.key for r in recs]
+        assert keys[0] == b"1" and keys[-1] == b"1.delta"
+        assert keys.count(b"1.delta") > 20 and keys.count(b"1") > 3
+        full_sizes = [len(r.value) for r in recs if r.key == b"1"]
+        delta_sizes = [len(r.value) for r in recs if r.key == b"1.delta"]
+        assert max(delta_sizes) < min(full_sizes[-2:])
+
+        again = await PartitionStore(settings).ensure(1)
+        assert again.next_offset == offset
+        assert list(again.keyed.seen) == list(st.keyed.seen)
+        probe = {"a": 0.1, "b": 0.7}
+        assert again.keyed.predict("BTC", probe) == st.keyed.predict("BTC", probe)
+    finally:
+        await producer.stop()
+
+
+def test_checkpoints_are_mostly_deltas_and_restore_exactly(settings: Settings) -> None:
+    settings = settings.model_copy(update={"max_seen_ids": 2000})
+    asyncio.run(_run(settings))
