@@ -49,7 +49,7 @@ test: lint
 	$(BIN)/pytest --timeout=1200
 
 unit: install
-	$(BIN)/pytest tests/unit models stream
+	$(BIN)/pytest tests/unit agents models stream bench
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
