@@ -2,16 +2,20 @@
 
 A checkpoint holds the offset of the first outcome it does not cover and the keyed online state
 (:class:`models.keyed.KeyedOnline`): the learners, and the ids of the outcomes learned, up to
-``ALPHAPULSE_MAX_SEEN_IDS`` per partition. The ids are almost all of it: 200,000 ids made a
-record of 8.8 MB that took 19-39 ms to encode on the event loop, and the learner writes one per
-partition every ``ALPHAPULSE_CHECKPOINT_INTERVAL_S``. So most checkpoints are deltas: the whole
+``ALPHAPULSE_MAX_SEEN_IDS`` per partition. The ids are almost all of it, and the learner writes a
+checkpoint per partition every ``ALPHAPULSE_CHECKPOINT_INTERVAL_S``. Until these deltas, every
+checkpoint held all the ids: at the default cap of 200,000, 8.8 MB that took 16-39 ms to encode
+on the event loop, every second on every partition. So most checkpoints are deltas: the whole
 state except the ids, which are only those learned since the last full checkpoint, and the offset
 of that full checkpoint in the checkpoints topic. A full checkpoint is written again once the
 delta would carry more than a twentieth of the ids (:func:`full_checkpoint_due`). At the default
-cap, 250 outcomes/s per partition and a checkpoint every second, a full checkpoint is written every
-40 s and the deltas hold 5,000 ids on average (0.2 MB, under 1 ms to encode): about 40 ids written
-per outcome learned instead of 800, and 1-2 ms of the event loop per partition per second instead
-of 19-39 ms.
+cap, 250 outcomes/s per partition and a checkpoint every second, a full checkpoint (now 7.8 MB)
+comes every 40 s and the deltas hold 5,000 ids on average (0.2 MB, well under 1 ms to encode):
+about 40 ids written per outcome learned instead of 800.
+
+A checkpoint is taken (:func:`take_checkpoint`: the learners as bytes and the ids as a list,
+3 ms for 200,000 ids) and encoded afterwards, so that a big one can be encoded in another thread
+while the event loop goes on (:mod:`agents.learner`).
 
 Both kinds go to partition ``p`` of the compacted checkpoints topic: full ones under the key
 ``p``, deltas under ``p.delta``. Compaction keeps the newest record of each key, and a delta
@@ -22,21 +26,53 @@ checkpoint it names, is the state.
 from __future__ import annotations
 
 import struct
+from dataclasses import dataclass
 
-from models.keyed import KeyedOnline
+from models.keyed import KeyedOnline, Snapshot
 
 __all__ = [
+    "TakenCheckpoint",
     "checkpoint_base",
     "checkpoint_key",
     "decode_checkpoint",
     "encode_checkpoint",
     "encode_delta_checkpoint",
     "full_checkpoint_due",
+    "take_checkpoint",
 ]
 
 _FULL = b"APCK"
 _DELTA = b"APCD"
 _OFFSET = struct.Struct(">q")
+
+
+@dataclass(frozen=True)
+class TakenCheckpoint:
+    """A checkpoint's content taken at one moment; :meth:`encode` makes its bytes later, in another
+    thread if need be (it touches nothing live)."""
+
+    next_offset: int
+    state: Snapshot
+    base_offset: int | None
+    """None for a full checkpoint; for a delta, the offset of the full checkpoint it extends."""
+
+    def encode(self) -> bytes:
+        """The record's bytes."""
+        head = _OFFSET.pack(self.next_offset)
+        if self.base_offset is None:
+            return _FULL + head + self.state.encode()
+        return _DELTA + head + _OFFSET.pack(self.base_offset) + self.state.encode()
+
+
+def take_checkpoint(
+    next_offset: int, keyed: KeyedOnline, base_offset: int | None = None, new_ids: int = 0
+) -> TakenCheckpoint:
+    """Take a full checkpoint of ``keyed`` or, with ``base_offset``, a delta of its ``new_ids``
+    newest seen ids. ``base_offset`` is the offset, in the checkpoints topic, of the full
+    checkpoint written when ``keyed`` had learned all but those ids."""
+    if base_offset is None:
+        return TakenCheckpoint(next_offset, keyed.take(), None)
+    return TakenCheckpoint(next_offset, keyed.take(newest_ids=new_ids), base_offset)
 
 
 def encode_checkpoint(next_offset: int, keyed: KeyedOnline) -> bytes:
@@ -46,16 +82,13 @@ def encode_checkpoint(next_offset: int, keyed: KeyedOnline) -> bytes:
     >>> off, k.learners
     (42, {})
     """
-    return _FULL + _OFFSET.pack(next_offset) + keyed.snapshot()
+    return take_checkpoint(next_offset, keyed).encode()
 
 
 def encode_delta_checkpoint(
     next_offset: int, keyed: KeyedOnline, base_offset: int, new_ids: int
 ) -> bytes:
     """Bytes of a delta: the state with only the ``new_ids`` newest seen ids.
-
-    ``base_offset`` is the offset, in the checkpoints topic, of the full checkpoint written when
-    ``keyed`` had learned all but those ``new_ids`` ids.
 
     >>> k = KeyedOnline()
     >>> for oid in ("o1", "o2", "o3"):
@@ -69,12 +102,7 @@ def encode_delta_checkpoint(
     >>> off, list(restored.seen), restored.n_learned("BTC")
     (8, ['o1', 'o2', 'o3', 'o4'], 4)
     """
-    return (
-        _DELTA
-        + _OFFSET.pack(next_offset)
-        + _OFFSET.pack(base_offset)
-        + keyed.snapshot(newest_ids=new_ids)
-    )
+    return take_checkpoint(next_offset, keyed, base_offset, new_ids).encode()
 
 
 def checkpoint_base(data: bytes) -> int | None:

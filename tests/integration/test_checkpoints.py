@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
+from agents import learner
 from agents._partitions import PartitionStore
 from agents.learner import checkpoint
 from stream.runtime import Runtime
@@ -103,6 +104,12 @@ async def _run(settings: Settings) -> None:
         await producer.stop()
 
 
-def test_checkpoints_are_mostly_deltas_and_restore_exactly(settings: Settings) -> None:
+@pytest.mark.parametrize("inline_ids", [20_000, 100], ids=["inline", "in-a-thread"])
+def test_checkpoints_are_mostly_deltas_and_restore_exactly(
+    settings: Settings, inline_ids: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # With a limit of 100 ids, nearly every checkpoint is encoded in a thread while learning
+    # could go on.
+    monkeypatch.setattr(learner, "_ENCODE_INLINE_IDS", inline_ids)
     settings = settings.model_copy(update={"max_seen_ids": 2000})
     asyncio.run(_run(settings))

@@ -12,6 +12,7 @@ from agents._checkpoints import (
     encode_checkpoint,
     encode_delta_checkpoint,
     full_checkpoint_due,
+    take_checkpoint,
 )
 from models.keyed import KeyedOnline
 
@@ -92,3 +93,17 @@ def test_bad_records_are_refused() -> None:
         decode_checkpoint(b"junk")
     with pytest.raises(ValueError, match="not a full checkpoint"):
         decode_checkpoint(delta, base=delta)
+
+
+def test_a_taken_checkpoint_encodes_the_state_it_was_taken_from() -> None:
+    rng = random.Random(6)
+    live = KeyedOnline(max_seen_ids=50)
+    for i in range(40):
+        _learn(live, f"a{i}", rng)
+    expected = encode_checkpoint(9, live)
+    taken = take_checkpoint(9, live)
+    for i in range(40):  # learning goes on while the taken checkpoint waits to be encoded
+        _learn(live, f"b{i}", rng)
+    assert taken.encode() == expected
+    _, restored = decode_checkpoint(taken.encode())
+    assert list(restored.seen) == [f"a{i}" for i in range(40)]
