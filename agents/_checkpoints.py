@@ -125,7 +125,7 @@ def decode_checkpoint(data: bytes, base: bytes | None = None) -> tuple[int, Keye
     if base is not None:
         if not base.startswith(_FULL):
             raise ValueError("the base of a delta checkpoint is not a full checkpoint")
-        older = list(KeyedOnline.restore(base[12:]).seen)
+        older = KeyedOnline.snapshot_ids(base[12:])
     return int(_OFFSET.unpack_from(data, 4)[0]), KeyedOnline.restore(data[20:], older)
 
 
