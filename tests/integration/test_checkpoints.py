@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import random
 from typing import Any
 
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient, RecordsToDelete
+from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 
 from agents import learner
 from agents._partitions import PartitionStore
@@ -45,7 +48,7 @@ async def _records(settings: Settings, partition: int) -> list[Any]:
     try:
         consumer.assign([tp])
         end = (await consumer.end_offsets([tp]))[tp]
-        consumer.seek(tp, 0)
+        consumer.seek(tp, (await consumer.beginning_offsets([tp]))[tp])
         out: list[Any] = []
         while await consumer.position(tp) < end:
             out.extend((await consumer.getmany(tp, timeout_ms=1000)).get(tp, []))
@@ -113,3 +116,57 @@ def test_checkpoints_are_mostly_deltas_and_restore_exactly(
     monkeypatch.setattr(learner, "_ENCODE_INLINE_IDS", inline_ids)
     settings = settings.model_copy(update={"max_seen_ids": 2000})
     asyncio.run(_run(settings))
+
+
+async def _run_missing_base(settings: Settings) -> tuple[list[str], list[str], int]:
+    """A full checkpoint, then a delta, then the full one deleted from the topic (as compaction
+    would once a zombie worker wrote a newer full checkpoint); the partition is read back."""
+    await ensure_topics(settings)
+    producer = AIOKafkaProducer(bootstrap_servers=settings.bootstrap_servers, acks="all")
+    await producer.start()
+    try:
+        topic = settings.internal_topic("checkpoints")
+        rt = Runtime(settings, topics={}, app=_App(producer), topic_names={"checkpoints": topic})
+        store = PartitionStore(settings)
+        st = await store.ensure(2)
+        stream = _Stream()
+        for i in range(205):
+            st.keyed.learn(f"o{i}", "BTC", {"a": i % 7 - 3.0}, i % 3 == 0, 1.0)
+            st.pending.append(i)
+        st.next_offset = 205
+        await checkpoint(rt, store, st, stream)  # the first checkpoint of a partition is full
+        for i in range(205, 210):
+            st.keyed.learn(f"o{i}", "BTC", {"a": i % 7 - 3.0}, i % 3 == 0, 1.0)
+            st.pending.append(i)
+        st.next_offset = 210
+        await checkpoint(rt, store, st, stream)  # 5 new ids of 210: a delta
+        keys = [r.key for r in await _records(settings, 2)]
+        assert keys == [b"2", b"2.delta"]
+
+        admin = AIOKafkaAdminClient(bootstrap_servers=settings.bootstrap_servers)
+        await admin.start()
+        try:
+            # Kafka refuses to delete records of a topic that is only compacted.
+            policy = {"cleanup.policy": "compact,delete"}
+            await admin.alter_configs([ConfigResource(ConfigResourceType.TOPIC, topic, policy)])
+            await admin.delete_records({TopicPartition(topic, 2): RecordsToDelete(1)})
+        finally:
+            await admin.close()
+        assert [r.key for r in await _records(settings, 2)] == [b"2.delta"]
+
+        again = await PartitionStore(settings).ensure(2)
+        probe = {"a": 1.5}
+        assert again.keyed.predict("BTC", probe) == st.keyed.predict("BTC", probe)
+        return list(again.keyed.seen), list(st.keyed.seen), again.next_offset
+    finally:
+        await producer.stop()
+
+
+def test_delta_whose_full_checkpoint_is_gone_restores_model_offset_and_its_own_ids(
+    settings: Settings, caplog: pytest.LogCaptureFixture
+) -> None:
+    with caplog.at_level(logging.ERROR, logger="agents._partitions"):
+        restored, live, next_offset = asyncio.run(_run_missing_base(settings))
+    assert next_offset == 210
+    assert restored == live[-5:] == [f"o{i}" for i in range(205, 210)]
+    assert any("is gone" in r.getMessage() for r in caplog.records)
