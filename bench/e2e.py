@@ -6,6 +6,10 @@
 - ``noop_events_per_s``, ``predictor_events_per_s``, ``learner_events_per_s``: consumption rates of
   a backlog of ``--messages`` events, measured from the consumer group's committed offsets;
 - ``predictor_vs_noop_throughput`` and ``learner_vs_noop_throughput``: ratios (goal >= 0.7);
+- ``floor_events_per_s``: the same backlog of signals consumed by the floor agent below, which
+  answers each with only its id; ``floor_vs_noop_throughput`` and ``predictor_vs_floor_throughput``
+  are ratios against the no-op and the floor (what answering alone costs, and what scoring costs
+  on top);
 - ``signal_to_prediction_p50_ms`` and ``signal_to_prediction_p99_ms``: from producing a signal to
   consuming its prediction, at ``--rate`` signals/s with outcomes flowing at the same rate (goal
   for the p99: <= 50 ms);
@@ -133,6 +137,26 @@ def _rate_from_commits(bootstrap: str, group: str, topic: str, n: int, timeout: 
     return asyncio.run(_rate_from_commits_async(bootstrap, group, topic, n, timeout))
 
 
+def _backlog_rate(
+    bootstrap: str,
+    cmd: list[str],
+    env: dict[str, str],
+    log: Path,
+    topic: str,
+    group: str,
+    msgs: list[tuple[bytes, bytes]],
+    args: argparse.Namespace,
+) -> float:
+    """Start ``cmd``, let it join ``group``, fill ``topic`` with ``msgs`` and measure its rate."""
+    proc = _spawn(cmd, env, log)
+    try:
+        time.sleep(12)  # join the group first, as the worker does below
+        asyncio.run(_fill(bootstrap, topic, msgs))
+        return _rate_from_commits(bootstrap, group, topic, len(msgs), args.timeout)
+    finally:
+        stop_process_group(proc)
+
+
 def _spawn(args: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
     with log.open("ab") as out:
         return subprocess.Popen(
@@ -254,14 +278,26 @@ def _measure(args: argparse.Namespace, work: Path) -> None:
         asyncio.run(_create(bootstrap, [noop_topic]))
         signals = _messages(n, "signals")
         group = f"bench-noop-{run_id}"
-        proc = _spawn(["-m", "bench._noop", bootstrap, noop_topic, group], env, work / "noop.log")
-        try:
-            time.sleep(12)  # join the group first, as the worker does below
-            asyncio.run(_fill(bootstrap, noop_topic, signals))
-            noop = _rate_from_commits(bootstrap, group, noop_topic, n, args.timeout)
-        finally:
-            stop_process_group(proc)
+        cmd = ["-m", "bench._noop", bootstrap, noop_topic, group]
+        noop = _backlog_rate(
+            bootstrap, cmd, env, work / "noop.log", noop_topic, group, signals, args
+        )
         emit("noop_events_per_s", noop, "events/s", args.json)
+
+        fenv = _worker_env(bootstrap, f"bench{run_id}floortp.", work)
+        fs = Settings(
+            _env_file=None,
+            KAFKA_BOOTSTRAP_SERVERS=bootstrap,  # type: ignore[call-arg]
+            topic_prefix=f"bench{run_id}floortp.",
+        )
+        asyncio.run(ensure_topics(fs))
+        group, topic = fenv["ALPHAPULSE_APP_ID"], fs.topic("signals")
+        cmd = ["-m", "bench._noop", bootstrap, topic, group]
+        cmd += [fs.topic("outcomes"), fs.topic("predictions")]
+        floor_tp = _backlog_rate(
+            bootstrap, cmd, fenv, work / "floor.log", topic, group, signals, args
+        )
+        emit("floor_events_per_s", floor_tp, "events/s", args.json)
 
         proc = _spawn(["-m", "stream.cli", "worker"], env, work / "worker.log")
         group = env["ALPHAPULSE_APP_ID"]
@@ -277,6 +313,10 @@ def _measure(args: argparse.Namespace, work: Path) -> None:
         emit("learner_events_per_s", learn, "events/s", args.json)
         emit("predictor_vs_noop_throughput", pred / noop, "ratio", args.json, baseline=noop)
         emit("learner_vs_noop_throughput", learn / noop, "ratio", args.json, baseline=noop)
+        emit("floor_vs_noop_throughput", floor_tp / noop, "ratio", args.json, baseline=noop)
+        emit(
+            "predictor_vs_floor_throughput", pred / floor_tp, "ratio", args.json, baseline=floor_tp
+        )
 
         floor = _latency_run(bootstrap, args, work, f"bench{run_id}floor.", floor_cmd=True)
         lat = _latency_run(bootstrap, args, work, f"bench{run_id}lat.", floor_cmd=False)
