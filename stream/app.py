@@ -123,6 +123,11 @@ def create_app(settings: Settings) -> Built:
         store.drop({tp.partition for tp in revoked if tp.topic == outcomes_topic})
         rt.forget_partitions()
 
+    @app.on_partitions_assigned.connect
+    async def _on_assigned(sender: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:
+        assigned = kwargs.get("assigned", args[0] if args else set())
+        store.preload({tp.partition for tp in assigned if tp.topic == outcomes_topic})
+
     logging.getLogger(__name__).debug(
         "app %s built for %s", settings.app_id, settings.bootstrap_servers
     )

@@ -1,0 +1,99 @@
+"""PartitionStore loading: preloads on assignment, and no state kept from a revoked partition.
+
+The Kafka reads are replaced by a load that waits for the test to release it (pure logic).
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from agents._partitions import PartitionState, PartitionStore
+from models.keyed import KeyedOnline
+from stream.settings import Settings
+
+
+class _Loads:
+    """A stand-in for PartitionStore._load that counts loads and waits for ``release``."""
+
+    def __init__(self) -> None:
+        self.calls: list[int] = []
+        self.release = asyncio.Event()
+
+    async def __call__(self, partition: int) -> PartitionState:
+        self.calls.append(partition)
+        await self.release.wait()
+        return PartitionState(partition, 7, KeyedOnline())
+
+
+def _store(loads: _Loads) -> PartitionStore:
+    store = PartitionStore(Settings(_env_file=None))
+    store._load = loads  # type: ignore[method-assign]
+    return store
+
+
+def test_preload_loads_each_partition_once_and_events_wait_for_it() -> None:
+    async def run() -> None:
+        loads = _Loads()
+        store = _store(loads)
+        store.preload({2, 0, 1})
+        await asyncio.sleep(0)
+        assert sorted(loads.calls) == [0, 1, 2]  # all three started, none finished
+        first_event = asyncio.ensure_future(store.ensure(1))
+        await asyncio.sleep(0)
+        assert not first_event.done()
+        loads.release.set()
+        st = await first_event
+        await asyncio.sleep(0)
+        assert sorted(store.states) == [0, 1, 2] and store.states[1] is st
+        assert st.next_offset == 7
+        store.preload({1, 2})  # already loaded: nothing read again
+        await asyncio.sleep(0)
+        assert sorted(loads.calls) == [0, 1, 2]
+
+    asyncio.run(run())
+
+
+def test_state_loaded_for_a_partition_revoked_meanwhile_is_not_kept() -> None:
+    async def run() -> None:
+        loads = _Loads()
+        store = _store(loads)
+        event = asyncio.ensure_future(store.ensure(3))
+        await asyncio.sleep(0)
+        store.drop({3})  # revoked while its checkpoint is read
+        loads.release.set()
+        st = await event
+        assert st.partition == 3  # the event in hand still gets a state to finish with
+        assert store.get(3) is None
+        again = await store.ensure(3)  # assigned again: read anew, not the stale state
+        assert again is not st and loads.calls == [3, 3] and store.get(3) is again
+
+    asyncio.run(run())
+
+
+def test_a_failed_preload_is_logged_and_the_first_event_loads_again(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    async def run() -> None:
+        store = PartitionStore(Settings(_env_file=None))
+        calls: list[int] = []
+
+        async def failing_once(partition: int) -> PartitionState:
+            calls.append(partition)
+            if len(calls) == 1:
+                raise ConnectionError("broker unreachable")
+            return PartitionState(partition, 0, KeyedOnline())
+
+        store._load = failing_once  # type: ignore[method-assign]
+        store.preload({0})
+        for _ in range(3):
+            await asyncio.sleep(0)
+        assert store.get(0) is None
+        st = await store.ensure(0)
+        assert calls == [0, 0] and store.get(0) is st
+
+    asyncio.run(run())
+    assert any(
+        "preloading the state of partition 0 failed" in r.getMessage() for r in caplog.records
+    )
