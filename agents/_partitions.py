@@ -121,6 +121,10 @@ def remember_signal(
     join[signal_id] = _TS.pack(ts) + payload
 
 
+PRELOAD_CONCURRENCY = 4
+"""Most partition states :meth:`PartitionStore.preload` reads at once."""
+
+
 class PartitionStore:
     """Loads, holds and drops :class:`PartitionState` per partition for one worker."""
 
@@ -134,6 +138,7 @@ class PartitionStore:
         self._locks: dict[int, asyncio.Lock] = {}
         self._drops: dict[int, int] = {}  # times each partition was dropped
         self._preloads: set[asyncio.Task[Any]] = set()
+        self._preload_slots: asyncio.Semaphore | None = None  # made on the loop that uses it
 
     def get(self, partition: int) -> PartitionState | None:
         """The loaded state of ``partition``, or None."""
@@ -144,14 +149,18 @@ class PartitionStore:
         st = self.states.get(partition)
         if st is not None:
             return st
+        return await self._load_once(partition, self._drops.get(partition, 0))
+
+    async def _load_once(self, partition: int, drops: int) -> PartitionState:
+        """Load ``partition`` unless another caller did meanwhile; keep the state only if the
+        partition was not dropped since the caller saw it dropped ``drops`` times. (A revoked
+        partition's event may still finish with the state, but a later assignment must start
+        from the newest checkpoint, not from it.)"""
         lock = self._locks.setdefault(partition, asyncio.Lock())
         async with lock:
             st = self.states.get(partition)
             if st is None:
-                drops = self._drops.get(partition, 0)
                 st = await self._load(partition)
-                # Revoked while loading: the caller may finish its event, but the state is not
-                # kept, or a later assignment would start from it instead of the newest checkpoint.
                 if self._drops.get(partition, 0) == drops:
                     self.states[partition] = st
         return st
@@ -160,19 +169,27 @@ class PartitionStore:
         """Start loading the state of newly assigned ``partitions`` in the background.
 
         Their first events then need not wait for the checkpoint and signals topics to be read
-        (about 0.1 s per partition), and the partitions load concurrently rather than one after
-        another as their first events come. An event that arrives during a load waits for it.
+        (0.1 to 0.6 s per partition), and the partitions load concurrently rather than one after
+        another as their first events come, at most :data:`PRELOAD_CONCURRENCY` at a time. An
+        event that arrives during a load waits for it; one for a partition still waiting its turn
+        loads it at once.
         """
+        if self._preload_slots is None:
+            self._preload_slots = asyncio.Semaphore(PRELOAD_CONCURRENCY)
         for p in sorted(partitions):
             if p in self.states:
                 continue
-            task = asyncio.ensure_future(self._preload(p))
+            drops = self._drops.get(p, 0)
+            task = asyncio.ensure_future(self._preload(p, drops, self._preload_slots))
             self._preloads.add(task)
             task.add_done_callback(self._preloads.discard)
 
-    async def _preload(self, partition: int) -> None:
+    async def _preload(self, partition: int, drops: int, slots: asyncio.Semaphore) -> None:
         try:
-            await self.ensure(partition)
+            async with slots:
+                if self._drops.get(partition, 0) != drops or partition in self.states:
+                    return  # revoked before its turn came, or loaded by an event meanwhile
+                await self._load_once(partition, drops)
         except Exception:  # the first event of the partition tries again and reports it
             log.exception("preloading the state of partition %d failed", partition)
 

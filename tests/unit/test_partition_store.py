@@ -9,7 +9,7 @@ import asyncio
 
 import pytest
 
-from agents._partitions import PartitionState, PartitionStore
+from agents._partitions import PRELOAD_CONCURRENCY, PartitionState, PartitionStore
 from models.keyed import KeyedOnline
 from stream.settings import Settings
 
@@ -55,6 +55,29 @@ def test_preload_loads_each_partition_once_and_events_wait_for_it() -> None:
     asyncio.run(run())
 
 
+def test_preloads_run_a_few_at_a_time_and_an_event_does_not_wait_its_turn() -> None:
+    async def run() -> None:
+        loads = _Loads()
+        store = _store(loads)
+        many = set(range(PRELOAD_CONCURRENCY + 3))
+        store.preload(many)
+        for _ in range(3):
+            await asyncio.sleep(0)
+        assert loads.calls == list(range(PRELOAD_CONCURRENCY))
+        last = max(many)
+        event = asyncio.ensure_future(store.ensure(last))  # its preload is still waiting
+        await asyncio.sleep(0)
+        assert loads.calls[-1] == last
+        loads.release.set()
+        await event
+        for _ in range(10):
+            await asyncio.sleep(0)
+        assert sorted(store.states) == sorted(many)
+        assert sorted(loads.calls) == sorted(many)  # each read once
+
+    asyncio.run(run())
+
+
 def test_state_loaded_for_a_partition_revoked_meanwhile_is_not_kept() -> None:
     async def run() -> None:
         loads = _Loads()
@@ -68,6 +91,22 @@ def test_state_loaded_for_a_partition_revoked_meanwhile_is_not_kept() -> None:
         assert store.get(3) is None
         again = await store.ensure(3)  # assigned again: read anew, not the stale state
         assert again is not st and loads.calls == [3, 3] and store.get(3) is again
+
+    asyncio.run(run())
+
+
+def test_a_preload_waiting_its_turn_for_a_partition_revoked_meanwhile_loads_nothing() -> None:
+    async def run() -> None:
+        loads = _Loads()
+        store = _store(loads)
+        store.preload(set(range(PRELOAD_CONCURRENCY + 1)))
+        await asyncio.sleep(0)
+        store.drop({PRELOAD_CONCURRENCY})  # still waiting for a slot
+        loads.release.set()
+        for _ in range(10):
+            await asyncio.sleep(0)
+        assert sorted(loads.calls) == list(range(PRELOAD_CONCURRENCY))
+        assert store.get(PRELOAD_CONCURRENCY) is None
 
     asyncio.run(run())
 
