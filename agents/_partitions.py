@@ -121,6 +121,23 @@ def remember_signal(
     join[signal_id] = _TS.pack(ts) + payload
 
 
+def _join_store(records: list[Any], horizon: int, limits: Limits) -> dict[str, JoinEntry]:
+    """The join store of a partition from its signals records (unusable ones and those older than
+    ``horizon`` left out)."""
+    join: dict[str, JoinEntry] = {}
+    for rec in records:
+        if rec.value is None:
+            continue
+        try:
+            req = decode_signal(rec.value, limits)
+        except ContractViolation:
+            continue
+        entry_ts = req.ts if req.ts is not None else rec.timestamp
+        if entry_ts >= horizon:
+            remember_signal(join, req.signal_id, req.features, entry_ts, req.model_key)
+    return join
+
+
 PRELOAD_CONCURRENCY = 4
 """Most partition states :meth:`PartitionStore.preload` reads at once."""
 
@@ -138,7 +155,7 @@ class PartitionStore:
         self._locks: dict[int, asyncio.Lock] = {}
         self._drops: dict[int, int] = {}  # times each partition was dropped
         self._preloads: set[asyncio.Task[Any]] = set()
-        self._preload_slots: asyncio.Semaphore | None = None  # made on the loop that uses it
+        self._preload_slots = asyncio.Semaphore(PRELOAD_CONCURRENCY)  # binds to a loop on use
 
     def get(self, partition: int) -> PartitionState | None:
         """The loaded state of ``partition``, or None."""
@@ -174,21 +191,18 @@ class PartitionStore:
         event that arrives during a load waits for it; one for a partition still waiting its turn
         loads it at once.
         """
-        if self._preload_slots is None:
-            self._preload_slots = asyncio.Semaphore(PRELOAD_CONCURRENCY)
         for p in sorted(partitions):
             if p in self.states:
                 continue
-            drops = self._drops.get(p, 0)
-            task = asyncio.ensure_future(self._preload(p, drops, self._preload_slots))
+            task = asyncio.ensure_future(self._preload(p, self._drops.get(p, 0)))
             self._preloads.add(task)
             task.add_done_callback(self._preloads.discard)
 
-    async def _preload(self, partition: int, drops: int, slots: asyncio.Semaphore) -> None:
+    async def _preload(self, partition: int, drops: int) -> None:
         try:
-            async with slots:
-                if self._drops.get(partition, 0) != drops or partition in self.states:
-                    return  # revoked before its turn came, or loaded by an event meanwhile
+            async with self._preload_slots:
+                if self._drops.get(partition, 0) != drops:
+                    return  # revoked before its turn came
                 await self._load_once(partition, drops)
         except Exception:  # the first event of the partition tries again and reports it
             log.exception("preloading the state of partition %d failed", partition)
@@ -229,19 +243,11 @@ class PartitionStore:
         t0 = time.monotonic()
         next_offset, keyed = await self._read_checkpoint(partition)
         horizon = int(time.time() * 1000 - self.settings.join_window_s * 1000)
-        join: dict[str, JoinEntry] = {}
         records = await self._read_partition(self.signals_topic, partition, since=horizon)
-        for rec in records:
-            value, ts = rec.value, rec.timestamp
-            if value is None:
-                continue
-            try:
-                req = decode_signal(value, self.limits)
-            except ContractViolation:
-                continue
-            entry_ts = req.ts if req.ts is not None else ts
-            if entry_ts >= horizon:
-                remember_signal(join, req.signal_id, req.features, entry_ts, req.model_key)
+        # Decoding a join window of signals is CPU work: off the event loop, as for checkpoints.
+        join = await asyncio.get_running_loop().run_in_executor(
+            None, _join_store, records, horizon, self.limits
+        )
         log.info(
             "partition %d state loaded in %.2fs: next outcome offset %d, %d model keys, "
             "%d joinable signals",

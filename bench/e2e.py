@@ -226,10 +226,8 @@ async def _latency(bootstrap: str, s: Settings, rate: int, duration: float) -> l
     return lat
 
 
-def _latency_run(
-    bootstrap: str, args: argparse.Namespace, work: Path, prefix: str, floor_cmd: bool
-) -> list[float]:
-    """Latencies of the worker, or of the floor agent (``bench._noop``), on fresh topics."""
+def _fresh_topics(bootstrap: str, prefix: str, work: Path) -> tuple[dict[str, str], Settings]:
+    """A worker environment with its own topics (created) under ``prefix``, and its settings."""
     env = _worker_env(bootstrap, prefix, work)
     s = Settings(
         _env_file=None,
@@ -237,10 +235,22 @@ def _latency_run(
         topic_prefix=prefix,
     )
     asyncio.run(ensure_topics(s))
+    return env, s
+
+
+def _floor_cmd(bootstrap: str, env: dict[str, str], s: Settings) -> list[str]:
+    """The floor agent answering the signals of ``s`` in the group of ``env``."""
+    topics = [s.topic("signals"), env["ALPHAPULSE_APP_ID"], s.topic("outcomes")]
+    return ["-m", "bench._noop", bootstrap, *topics, s.topic("predictions")]
+
+
+def _latency_run(
+    bootstrap: str, args: argparse.Namespace, work: Path, prefix: str, floor_cmd: bool
+) -> list[float]:
+    """Latencies of the worker, or of the floor agent (``bench._noop``), on fresh topics."""
+    env, s = _fresh_topics(bootstrap, prefix, work)
     if floor_cmd:
-        group = env["ALPHAPULSE_APP_ID"]
-        topics = [s.topic("signals"), group, s.topic("outcomes"), s.topic("predictions")]
-        cmd, log = ["-m", "bench._noop", bootstrap, *topics], work / "floor-lat.log"
+        cmd, log = _floor_cmd(bootstrap, env, s), work / "floor-lat.log"
     else:
         cmd, log = ["-m", "stream.cli", "worker"], work / "worker-lat.log"
     proc = _spawn(cmd, env, log)
@@ -270,9 +280,7 @@ def _measure(args: argparse.Namespace, work: Path) -> None:
     try:
         run_id = uuid.uuid4().hex[:6]
         prefix = f"bench{run_id}."
-        env = _worker_env(bootstrap, prefix, work)
-        s = Settings(_env_file=None, KAFKA_BOOTSTRAP_SERVERS=bootstrap, topic_prefix=prefix)  # type: ignore[call-arg]
-        asyncio.run(ensure_topics(s))
+        env, s = _fresh_topics(bootstrap, prefix, work)
         n = args.messages
         noop_topic = f"{prefix}noop"
         asyncio.run(_create(bootstrap, [noop_topic]))
@@ -284,16 +292,9 @@ def _measure(args: argparse.Namespace, work: Path) -> None:
         )
         emit("noop_events_per_s", noop, "events/s", args.json)
 
-        fenv = _worker_env(bootstrap, f"bench{run_id}floortp.", work)
-        fs = Settings(
-            _env_file=None,
-            KAFKA_BOOTSTRAP_SERVERS=bootstrap,  # type: ignore[call-arg]
-            topic_prefix=f"bench{run_id}floortp.",
-        )
-        asyncio.run(ensure_topics(fs))
+        fenv, fs = _fresh_topics(bootstrap, f"bench{run_id}floortp.", work)
         group, topic = fenv["ALPHAPULSE_APP_ID"], fs.topic("signals")
-        cmd = ["-m", "bench._noop", bootstrap, topic, group]
-        cmd += [fs.topic("outcomes"), fs.topic("predictions")]
+        cmd = _floor_cmd(bootstrap, fenv, fs)
         floor_tp = _backlog_rate(
             bootstrap, cmd, fenv, work / "floor.log", topic, group, signals, args
         )
