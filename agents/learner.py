@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Callable
 from typing import Any
 
 from agents._checkpoints import checkpoint_key, full_checkpoint_due, take_checkpoint
@@ -147,6 +148,33 @@ async def _handle(rt: Runtime, st: PartitionState, msg: Any) -> None:
     await _learn(rt, st, msg, out)
 
 
+GIVE_WAY_MAX_S = 0.05
+"""Longest the learner waits, per outcome, for the predictor to take the requests queued for it."""
+
+
+async def give_way(pending: Callable[[], int], limit_s: float = GIVE_WAY_MAX_S) -> None:
+    """Let the event loop run other tasks while ``pending()`` is above 0, for at most ``limit_s``.
+
+    Faust hands each agent one event per turn of the event loop, so without this the predictor
+    took about one queued request per outcome the learner handled, and requests waited behind
+    outcomes. Answers come first: an outcome can wait, a request's answer cannot.
+
+    >>> left = [3]
+    >>> def pending() -> int:
+    ...     left[0] -= 1
+    ...     return left[0]
+    >>> asyncio.run(give_way(pending)); left[0]
+    0
+    """
+    if pending() <= 0:
+        return
+    until = time.perf_counter() + limit_s
+    while True:
+        await asyncio.sleep(0)
+        if pending() <= 0 or time.perf_counter() >= until:
+            return
+
+
 def register(app: Any, rt: Runtime, store: PartitionStore) -> Any:
     """Declare the learner agent and its checkpoint timer on ``app``."""
     settings = rt.settings
@@ -173,6 +201,7 @@ def register(app: Any, rt: Runtime, store: PartitionStore) -> Any:
             st.dirty = True
             if len(st.pending) >= settings.checkpoint_max_events:
                 await checkpoint(rt, store, st, s)
+            await give_way(rt.signals_pending)
 
     @app.timer(interval=settings.checkpoint_interval_s, name="learner-checkpoints")
     async def checkpoints() -> None:

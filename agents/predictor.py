@@ -149,6 +149,7 @@ def register(app: Any, rt: Runtime, store: PartitionStore) -> Any:
     @app.agent(rt.topics["signals"], name="predictor")
     async def predictor(stream: Any) -> None:
         s = stream.noack()
+        rt.signals_pending = lambda: _pending(s)
         events = s.events().__aiter__()
         while True:
             try:

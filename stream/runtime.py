@@ -53,6 +53,8 @@ class Runtime:
     partitions: Any = None
     """The learner state by partition (:class:`agents._partitions.PartitionStore`)."""
     observers: list[Callable[[str, float], None]] = field(default_factory=list)
+    signals_pending: Callable[[], int] = field(default=lambda: 0, repr=False)
+    """How many signal requests wait for the predictor (set by the predictor agent)."""
     app: Any = None
     """The Faust app, whose producer :meth:`send` uses."""
     topic_names: dict[str, str] = field(default_factory=dict)
