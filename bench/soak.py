@@ -1,6 +1,6 @@
 """Soak benchmark: signals and outcomes at a fixed rate for minutes against one worker process.
 
-``python -m bench.soak --json [--rate 500] [--duration 180]`` starts a local broker on free ports
+``python -m bench.soak --json [--rate 500] [--duration 420]`` starts a local broker on free ports
 (or uses ``KAFKA_BOOTSTRAP_SERVERS``), one ``alphapulse worker`` subprocess, and sends ``--rate``
 signals per second for ``--duration`` seconds, and an outcome for each (``--outcome-share``
 of them) about two seconds after its signal: half of the outcomes carry their features, half are
@@ -283,7 +283,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument(
         "--outcome-share", type=float, default=1.0, help="outcomes per signal, 0..1 (default 1)"
     )
-    parser.add_argument("--duration", type=float, default=180.0, help="seconds of traffic")
+    # The soak's own id bound (20,000 per partition, 125 outcomes/s each at the default rate) is
+    # reached after about 160 s; the slope is fitted over the second half, which must come after.
+    parser.add_argument("--duration", type=float, default=420.0, help="seconds of traffic")
     parser.add_argument("--sample", type=float, default=5.0, help="seconds between samples")
     parser.add_argument(
         "--max-slope", type=float, default=1.0, help="largest flat RSS slope, MB/min"
