@@ -166,13 +166,9 @@ async def give_way(pending: Callable[[], int], limit_s: float = GIVE_WAY_MAX_S) 
     >>> asyncio.run(give_way(pending)); left[0]
     0
     """
-    if pending() <= 0:
-        return
     until = time.perf_counter() + limit_s
-    while True:
+    while pending() > 0 and time.perf_counter() < until:
         await asyncio.sleep(0)
-        if pending() <= 0 or time.perf_counter() >= until:
-            return
 
 
 def register(app: Any, rt: Runtime, store: PartitionStore) -> Any:
