@@ -109,14 +109,6 @@ def create_app(settings: Settings) -> Built:
 
     _schedule_retraining(app, rt)
 
-    @app.task
-    async def _library_log_levels() -> None:
-        # Faust's worker leaves its own and aiokafka's loggers at DEBUG, which costs a log record
-        # per message sent; keep them at the configured level (at least INFO).
-        level = max(logging.INFO, logging.getLevelName(settings.log_level))
-        for name in ("faust", "mode", "aiokafka"):
-            logging.getLogger(name).setLevel(level)
-
     @app.on_partitions_revoked.connect
     async def _on_revoked(sender: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:
         revoked = kwargs.get("revoked", args[0] if args else set())

@@ -59,6 +59,14 @@ def run_app(app: Any, loglevel: str) -> None:
     """Run a Faust app's worker until stopped, with the start-up objects frozen."""
     import faust
 
+    @app.task
+    async def _library_log_levels() -> None:
+        # Faust's worker leaves its own and aiokafka's loggers at DEBUG, which costs a log record
+        # per message sent; keep them at the worker's level (at least INFO).
+        level = max(logging.INFO, logging.getLevelName(loglevel.upper()))
+        for name in ("faust", "mode", "aiokafka"):
+            logging.getLogger(name).setLevel(level)
+
     worker = faust.Worker(app, loglevel=loglevel, quiet=True)
     log.debug("objects frozen out of garbage collection: %d", freeze_startup_objects())
     worker.execute_from_commandline()
