@@ -15,6 +15,7 @@ from agents._deadletter import send_dead_letter
 from agents._partitions import PartitionStore, remember_signal
 from models.blend import BlendWeights, blend
 from models.keyed import KeyedOnline
+from stream.batching import micro_batches, queued
 from stream.codec import ContractViolation, decode_signal, encode, now_ms
 from stream.records import Prediction, SignalRequest
 from stream.runtime import Runtime
@@ -62,19 +63,18 @@ def predict(
     )
 
 
-def _pending(stream: Any) -> int:
-    """Events already waiting in the agent's queue (0 when the queue cannot be seen)."""
-    queue = getattr(getattr(stream, "channel", None), "queue", None)
-    try:
-        return int(queue.qsize()) if queue is not None else 0
-    except (AttributeError, TypeError, NotImplementedError):
-        return 0
-
-
 async def _answer_batch(
-    rt: Runtime, store: PartitionStore, weights: BlendWeights, events: list[Any]
+    rt: Runtime,
+    store: PartitionStore,
+    weights: BlendWeights,
+    events: list[Any],
+    sending: list[bool] | None = None,
 ) -> None:
-    """Decode, score (batch models once for the whole batch) and answer ``events`` in order."""
+    """Decode, score (batch models once for the whole batch) and answer ``events`` in order.
+
+    The answers go out together (:meth:`stream.runtime.Runtime.send_many`); ``sending[0]`` is
+    True while they wait for the producer.
+    """
     valid: list[tuple[Any, SignalRequest]] = []
     for event in events:
         msg = event.message
@@ -106,6 +106,8 @@ async def _answer_batch(
             batch_components = [row.components for row in rows]
         except Exception:  # a failing batch model must not stop the online answers
             log.exception("batch scoring failed for %d signals; answering without it", len(valid))
+    answers: list[tuple[bytes, bytes]] = []
+    answered: list[tuple[Any, SignalRequest, Prediction, Any, int]] = []
     for (msg, req), components in zip(valid, batch_components, strict=True):
         msg_ts = int(msg.timestamp * 1000)
         try:
@@ -119,11 +121,25 @@ async def _answer_batch(
                 record_ts=msg_ts,
                 now=now_ms(),
             )
-            await rt.send("predictions", msg.key, encode(pred))
+            answers.append((msg.key, encode(pred)))
         except Exception as exc:  # unknown failure: dead-letter as internal, keep serving
             log.exception("predictor failed on %s[%d]@%d", msg.topic, msg.partition, msg.offset)
             await send_dead_letter(rt, msg, "internal", f"{type(exc).__name__}: {exc}")
             continue
+        answered.append((msg, req, pred, st, msg_ts))
+    if sending is not None:
+        sending[0] = True
+    try:
+        await rt.send_many("predictions", answers)
+    except Exception as exc:  # unknown failure: dead-letter as internal, keep serving
+        log.exception("sending %d predictions failed", len(answers))
+        for msg, *_ in answered:
+            await send_dead_letter(rt, msg, "internal", f"{type(exc).__name__}: {exc}")
+        return
+    finally:
+        if sending is not None:
+            sending[0] = False
+    for _, req, pred, st, msg_ts in answered:
         remember_signal(
             st.join,
             req.signal_id,
@@ -134,7 +150,7 @@ async def _answer_batch(
             pred.components,
         )
         rt.observe("predict_latency_s", max(0.0, (pred.predicted_at - msg_ts) / 1000.0))
-        rt.count("predictions")
+    rt.count("predictions", len(answered))
 
 
 def register(app: Any, rt: Runtime, store: PartitionStore) -> Any:
@@ -149,16 +165,12 @@ def register(app: Any, rt: Runtime, store: PartitionStore) -> Any:
     @app.agent(rt.topics["signals"], name="predictor")
     async def predictor(stream: Any) -> None:
         s = stream.noack()
-        rt.signals_pending = lambda: _pending(s)
-        events = s.events().__aiter__()
-        while True:
-            try:
-                batch = [await events.__anext__()]
-            except StopAsyncIteration:
-                return
-            while len(batch) < max_batch and _pending(s) > 0:
-                batch.append(await events.__anext__())
-            await _answer_batch(rt, store, weights, batch)
+        sending = [False]
+        # Requests waiting while their answers wait for the producer need no CPU: the learner
+        # goes on meanwhile.
+        rt.signals_pending = lambda: 0 if sending[0] else queued(s)
+        async for batch in micro_batches(s, max_batch):
+            await _answer_batch(rt, store, weights, batch, sending)
             for event in batch:
                 await s.ack(event)
 

@@ -6,11 +6,11 @@ signal on PREDICTIONS with :func:`reply` and consumes OUTCOMES doing nothing (th
 
 Both run Faust as the project's worker does: the same consumer and producer settings
 (:func:`stream.app.faust_tuning_kwargs`), event loop, fetch loop and fetch sizes
-(:mod:`stream._faust_consumer`) and garbage collector set-up, and the floor sends through the
-Kafka client under Faust's producer as :meth:`stream.runtime.Runtime.send` does. The floor sends
-each answer to the partition number its signal came from (the topics of ``ensure_topics`` all have
-the same count), so it does not even hash the key. So the figures of ``bench.e2e`` against them
-measure the agents' own work.
+(:mod:`stream._faust_consumer`), logging and garbage collector set-up, and the floor answers
+micro-batches of queued signals with one Kafka batch per partition, as the predictor does
+(:mod:`stream.batching`). The floor sends each answer to the partition number its signal came from
+(the topics of ``ensure_topics`` all have the same count), so it does not even hash the key. So
+the figures of ``bench.e2e`` against them measure the agents' own work.
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ import faust
 import orjson
 
 from stream.app import faust_tuning_kwargs
+from stream.batching import micro_batches, send_batches
 from stream.codec import now_ms
 from stream.settings import Settings
 from stream.worker import prepare_process, run_app
@@ -76,13 +77,17 @@ def main(argv: list[str]) -> None:
         @app.agent(topic, name="floor")
         async def floor(stream: Any) -> None:
             producer = app.producer._ensure_producer()
-            async for event in stream.events():
-                answer = reply(event.message.value, now_ms())
-                if answer is not None:
+            s = stream.noack()
+            async for batch in micro_batches(s, settings.predict_batch_max):
+                answers = []
+                for event in batch:
                     msg = event.message
-                    await producer.send(
-                        predictions_name, answer, key=msg.key, partition=msg.partition
-                    )
+                    answer = reply(msg.value, now_ms())
+                    if answer is not None:
+                        answers.append((msg.partition, msg.key, answer))
+                await send_batches(producer, predictions_name, answers)
+                for event in batch:
+                    await s.ack(event)
 
         @app.agent(outcomes, name="noop")
         async def noop_outcomes(stream: Any) -> None:

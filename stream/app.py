@@ -142,7 +142,8 @@ def faust_tuning_kwargs(settings: Settings) -> dict[str, Any]:
         # fetch loop, flushing the producer first; fetching stopped for up to 48 ms each time.
         broker_commit_every=2**62,
         # Every produce request costs the broker and this process far more than a record in it:
-        # records wait up to 10 ms to share requests (checkpoints do not: Runtime.send_now).
+        # records wait up to 10 ms to share requests. Predictions and checkpoints go as closed
+        # batches, which do not wait (Runtime.send_many, Runtime.send_now).
         producer_linger=0.010,
         producer_max_batch_size=256 * 1024,
         # Large polls: while fetched records wait to be consumed, aiokafka sends no new fetch to

@@ -15,6 +15,7 @@ from aiokafka.partitioner import DefaultPartitioner
 
 from models.monitor import ComponentMonitor
 from stream._throttle import LogThrottle
+from stream.batching import send_batches
 from stream.codec import Limits
 from stream.settings import Settings
 
@@ -95,6 +96,22 @@ class Runtime:
         builder.append(key=key, value=value, timestamp=None)  # an empty batch takes any record
         builder.close()
         return await producer.send_batch(builder, self.topic_names[role], partition=partition)
+
+    async def send_many(self, role: str, records: list[tuple[bytes, bytes]]) -> None:
+        """Send keyed records to the topic of ``role``, one closed batch per partition.
+
+        See :func:`stream.batching.send_batches`: under light load they leave at once, without
+        the producer's linger; under heavy load they leave in large requests.
+        """
+        topic = self.topic_names[role]
+        producer = self.app.producer._ensure_producer()
+        routed: list[tuple[int, bytes | None, bytes]] = []
+        for key, value in records:
+            partition = self._partition_cache.get((topic, key))
+            if partition is None:
+                partition = await self._partition_of(producer, topic, key)
+            routed.append((partition, key, value))
+        await send_batches(producer, topic, routed)
 
     async def _partition_of(self, producer: Any, topic: str, key: bytes) -> int:
         """Kafka's default partition for ``key`` (murmur2, as every Kafka client computes it)."""
