@@ -63,17 +63,16 @@ def predict(
     )
 
 
-async def _answer_batch(
-    rt: Runtime,
-    store: PartitionStore,
-    weights: BlendWeights,
-    events: list[Any],
-    sending: list[bool] | None = None,
-) -> None:
-    """Decode, score (batch models once for the whole batch) and answer ``events`` in order.
+_Answer = tuple[Any, SignalRequest, Prediction, Any, int, bytes]
+"""A scored request: message, request, prediction, partition state, record ms, encoded answer."""
 
-    The answers go out together (:meth:`stream.runtime.Runtime.send_many`); ``sending[0]`` is
-    True while they wait for the producer.
+
+async def _score_batch(
+    rt: Runtime, store: PartitionStore, weights: BlendWeights, events: list[Any]
+) -> list[_Answer]:
+    """Decode and score ``events`` in order (batch models once for the whole batch).
+
+    Unusable messages are dead-lettered and wrongly keyed ones re-routed on the way.
     """
     valid: list[tuple[Any, SignalRequest]] = []
     for event in events:
@@ -97,7 +96,7 @@ async def _answer_batch(
             continue
         valid.append((msg, req))
     if not valid:
-        return
+        return []
     serving = rt.serving  # read once: the reloader swaps it whole
     batch_components: list[dict[str, float]] = [{} for _ in valid]
     if serving.scorer is not None:
@@ -106,8 +105,7 @@ async def _answer_batch(
             batch_components = [row.components for row in rows]
         except Exception:  # a failing batch model must not stop the online answers
             log.exception("batch scoring failed for %d signals; answering without it", len(valid))
-    answers: list[tuple[bytes, bytes]] = []
-    answered: list[tuple[Any, SignalRequest, Prediction, Any, int]] = []
+    answers: list[_Answer] = []
     for (msg, req), components in zip(valid, batch_components, strict=True):
         msg_ts = int(msg.timestamp * 1000)
         try:
@@ -121,25 +119,26 @@ async def _answer_batch(
                 record_ts=msg_ts,
                 now=now_ms(),
             )
-            answers.append((msg.key, encode(pred)))
+            answers.append((msg, req, pred, st, msg_ts, encode(pred)))
         except Exception as exc:  # unknown failure: dead-letter as internal, keep serving
             log.exception("predictor failed on %s[%d]@%d", msg.topic, msg.partition, msg.offset)
             await send_dead_letter(rt, msg, "internal", f"{type(exc).__name__}: {exc}")
-            continue
-        answered.append((msg, req, pred, st, msg_ts))
-    if sending is not None:
-        sending[0] = True
+    return answers
+
+
+async def _deliver(rt: Runtime, answers: list[_Answer]) -> None:
+    """Send the answers together (:meth:`stream.runtime.Runtime.send_many`), then keep each
+    signal for the outcome join; if sending fails, their requests are dead-lettered."""
+    if not answers:
+        return
     try:
-        await rt.send_many("predictions", answers)
+        await rt.send_many("predictions", [(msg.key, value) for msg, *_, value in answers])
     except Exception as exc:  # unknown failure: dead-letter as internal, keep serving
         log.exception("sending %d predictions failed", len(answers))
-        for msg, *_ in answered:
+        for msg, *_ in answers:
             await send_dead_letter(rt, msg, "internal", f"{type(exc).__name__}: {exc}")
         return
-    finally:
-        if sending is not None:
-            sending[0] = False
-    for _, req, pred, st, msg_ts in answered:
+    for _, req, pred, st, msg_ts, _ in answers:
         remember_signal(
             st.join,
             req.signal_id,
@@ -150,7 +149,7 @@ async def _answer_batch(
             pred.components,
         )
         rt.observe("predict_latency_s", max(0.0, (pred.predicted_at - msg_ts) / 1000.0))
-    rt.count("predictions", len(answered))
+    rt.count("predictions", len(answers))
 
 
 def register(app: Any, rt: Runtime, store: PartitionStore) -> Any:
@@ -165,12 +164,16 @@ def register(app: Any, rt: Runtime, store: PartitionStore) -> Any:
     @app.agent(rt.topics["signals"], name="predictor")
     async def predictor(stream: Any) -> None:
         s = stream.noack()
-        sending = [False]
-        # Requests waiting while their answers wait for the producer need no CPU: the learner
-        # goes on meanwhile.
-        rt.signals_pending = lambda: 0 if sending[0] else queued(s)
+        delivering = False
+        # Requests waiting while answers wait for the producer need no CPU: the learner goes on.
+        rt.signals_pending = lambda: 0 if delivering else queued(s)
         async for batch in micro_batches(s, max_batch):
-            await _answer_batch(rt, store, weights, batch, sending)
+            answers = await _score_batch(rt, store, weights, batch)
+            delivering = True
+            try:
+                await _deliver(rt, answers)
+            finally:
+                delivering = False
             for event in batch:
                 await s.ack(event)
 

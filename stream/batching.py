@@ -43,25 +43,28 @@ async def micro_batches(stream: Any, max_batch: int) -> AsyncIterator[list[Any]]
 
 async def send_batches(
     producer: Any, topic: str, records: Iterable[tuple[int, bytes | None, bytes]]
-) -> None:
+) -> list[Any]:
     """Send ``(partition, key, value)`` records as one closed batch per partition, in order.
 
     ``producer`` is an aiokafka producer. A closed batch leaves as soon as the connection to its
     broker is free, without waiting out the producer's linger, and records sent meanwhile gather
     into the next call's batches: answers leave at once under light load and in large requests
     under heavy load. A call waits only while an earlier batch of the same partition has not left
-    yet. The batches join the producer's queue, so a flush of the producer covers them.
+    yet. The batches join the producer's queue, so a flush of the producer covers them. Returns
+    the delivery future of each batch sent.
     """
     builders: dict[int, Any] = {}
+    futures: list[Any] = []
     for partition, key, value in records:
         builder = builders.get(partition)
         if builder is None:
             builder = builders[partition] = producer.create_batch()
         if builder.append(key=key, value=value, timestamp=None) is None:
             builder.close()  # full: send it, and start the next batch with this record
-            await producer.send_batch(builder, topic, partition=partition)
+            futures.append(await producer.send_batch(builder, topic, partition=partition))
             builder = builders[partition] = producer.create_batch()
             builder.append(key=key, value=value, timestamp=None)  # an empty batch takes any record
     for partition, builder in builders.items():
         builder.close()
-        await producer.send_batch(builder, topic, partition=partition)
+        futures.append(await producer.send_batch(builder, topic, partition=partition))
+    return futures

@@ -81,9 +81,7 @@ class Runtime:
         topic = self.topic_names[role]
         producer = self.app.producer._ensure_producer()
         if partition is None and key is not None:
-            partition = self._partition_cache.get((topic, key))
-            if partition is None:
-                partition = await self._partition_of(producer, topic, key)
+            partition = await self._partition_of(producer, topic, key)
         return await producer.send(topic, value, key=key, partition=partition)
 
     async def send_now(self, role: str, key: bytes, value: bytes, partition: int) -> Any:
@@ -92,10 +90,8 @@ class Runtime:
         For records whose delivery the caller awaits (checkpoints); returns the delivery future.
         """
         producer = self.app.producer._ensure_producer()
-        builder = producer.create_batch()
-        builder.append(key=key, value=value, timestamp=None)  # an empty batch takes any record
-        builder.close()
-        return await producer.send_batch(builder, self.topic_names[role], partition=partition)
+        (future,) = await send_batches(producer, self.topic_names[role], [(partition, key, value)])
+        return future
 
     async def send_many(self, role: str, records: list[tuple[bytes, bytes]]) -> None:
         """Send keyed records to the topic of ``role``, one closed batch per partition.
@@ -105,16 +101,15 @@ class Runtime:
         """
         topic = self.topic_names[role]
         producer = self.app.producer._ensure_producer()
-        routed: list[tuple[int, bytes | None, bytes]] = []
-        for key, value in records:
-            partition = self._partition_cache.get((topic, key))
-            if partition is None:
-                partition = await self._partition_of(producer, topic, key)
-            routed.append((partition, key, value))
+        routed = [(await self._partition_of(producer, topic, k), k, v) for k, v in records]
         await send_batches(producer, topic, routed)
 
     async def _partition_of(self, producer: Any, topic: str, key: bytes) -> int:
-        """Kafka's default partition for ``key`` (murmur2, as every Kafka client computes it)."""
+        """Kafka's default partition for ``key`` (murmur2, as every Kafka client computes it),
+        remembered per key."""
+        cached = self._partition_cache.get((topic, key))
+        if cached is not None:
+            return cached
         parts = sorted(await producer.partitions_for(topic))
         partition = int(self._partitioner(key, parts, parts))
         if len(key) <= _PARTITION_CACHE_KEY_MAX:  # keys are producers' input: bound the memory

@@ -23,9 +23,10 @@ class _Producer:
     def create_batch(self) -> BatchBuilder:
         return BatchBuilder(self.batch_size, 0, is_transactional=False)
 
-    async def send_batch(self, batch: BatchBuilder, topic: str, *, partition: int) -> None:
+    async def send_batch(self, batch: BatchBuilder, topic: str, *, partition: int) -> int:
         values = [bytes(r.value) for r in _records(batch)]
         self.sent.append((topic, partition, values, batch._closed))
+        return len(self.sent)  # stands for the batch's delivery future
 
 
 def _records(batch: BatchBuilder) -> list[Any]:
@@ -48,8 +49,9 @@ def test_one_closed_batch_per_partition_in_order() -> None:
 def test_a_full_batch_is_sent_before_the_next_records_and_nothing_is_lost() -> None:
     producer = _Producer(batch_size=300)
     values = [f"{i:03d}".encode() * 20 for i in range(12)]  # 60 bytes each: a few per batch
-    asyncio.run(send_batches(producer, "t", [(0, None, v) for v in values]))
+    futures = asyncio.run(send_batches(producer, "t", [(0, None, v) for v in values]))
     assert len(producer.sent) > 2
+    assert futures == list(range(1, len(producer.sent) + 1))  # one per batch, in sending order
     assert [v for _, _, vs, _ in producer.sent for v in vs] == values
     assert all(closed for *_, closed in producer.sent)
 
