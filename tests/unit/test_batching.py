@@ -70,12 +70,14 @@ def test_no_records_send_nothing() -> None:
 
 
 class _Stream:
-    """Events 0..n-1, of which ``arrived`` are queued; the rest arrive one per ``arrive()``."""
+    """Events 0..n-1, of which ``arrived`` are queued; the rest arrive one per turn of the loop
+    while the queue is empty, and ``during_take`` more while each event is taken."""
 
-    def __init__(self, n: int, arrived: int) -> None:
+    def __init__(self, n: int, arrived: int, during_take: int = 0) -> None:
         self.items = list(range(n))
         self.taken = 0
         self.arrived = arrived
+        self.during_take = during_take
         self.channel = self
         self.queue = self
 
@@ -88,6 +90,7 @@ class _Stream:
                 await asyncio.sleep(0)
                 self.arrived += 1
             self.taken += 1
+            self.arrived = min(len(self.items), self.arrived + self.during_take)
             yield self.items[self.taken - 1]
 
     def events(self) -> AsyncIterator[int]:
@@ -106,6 +109,16 @@ def test_an_event_that_arrives_alone_is_a_batch_of_one() -> None:
         return [b async for b in micro_batches(_Stream(3, arrived=0), max_batch=10)]
 
     assert asyncio.run(run()) == [[0], [1], [2]]
+
+
+def test_a_batch_takes_only_the_events_queued_when_it_began() -> None:
+    # One event arrives while each is taken (Faust's fetch loop runs at every event handed out):
+    # a batch must not grow with them, or its first event waits for all the others.
+    async def run() -> list[list[int]]:
+        return [b async for b in micro_batches(_Stream(9, 3, during_take=1), max_batch=100)]
+
+    # 3 queued, and 1 more while the first was taken: a batch of 4; the next 3 arrive meanwhile.
+    assert asyncio.run(run()) == [[0, 1, 2, 3], [4, 5, 6, 7], [8]]
 
 
 def test_queued_counts_the_channel_queue_or_zero() -> None:
