@@ -17,7 +17,10 @@
 - ``floor_signal_to_prediction_p50_ms`` and ``floor_signal_to_prediction_p99_ms``: the same, in the
   same run, for the floor: a Faust agent with the worker's settings that answers each signal with
   only its id (:mod:`bench._noop`), so no worker can do better on this machine and broker;
-  ``p99_vs_floor`` is the worker's p99 over the floor's.
+  ``p99_vs_floor`` is the worker's p99 over the floor's;
+- ``echo_signal_to_prediction_p50_ms`` and ``echo_signal_to_prediction_p99_ms``: the same for one
+  plain aiokafka consumer and producer that answer each signal with only its id, without Faust
+  (:mod:`bench._echo`): what this machine and broker give any Python answerer.
 
 It uses ``KAFKA_BOOTSTRAP_SERVERS`` when set, else starts a local broker on free ports.
 """
@@ -244,21 +247,28 @@ def _fresh_topics(bootstrap: str, prefix: str, work: Path) -> tuple[dict[str, st
     return env, s
 
 
-def _floor_cmd(bootstrap: str, env: dict[str, str], s: Settings) -> list[str]:
-    """The floor agent answering the signals of ``s`` in the group of ``env``."""
+def _floor_cmd(
+    bootstrap: str, env: dict[str, str], s: Settings, module: str = "bench._noop"
+) -> list[str]:
+    """The floor agent (or ``module``'s answerer) for the signals of ``s`` in ``env``'s group."""
     topics = [s.topic("signals"), env["ALPHAPULSE_APP_ID"], s.topic("outcomes")]
-    return ["-m", "bench._noop", bootstrap, *topics, s.topic("predictions")]
+    return ["-m", module, bootstrap, *topics, s.topic("predictions")]
+
+
+_ANSWERERS = {"worker": "stream.cli", "floor": "bench._noop", "echo": "bench._echo"}
 
 
 def _latency_run(
-    bootstrap: str, args: argparse.Namespace, work: Path, prefix: str, floor_cmd: bool
+    bootstrap: str, args: argparse.Namespace, work: Path, prefix: str, kind: str
 ) -> list[float]:
-    """Latencies of the worker, or of the floor agent (``bench._noop``), on fresh topics."""
+    """Latencies of one answerer on fresh topics: the worker, the floor agent
+    (:mod:`bench._noop`) or the plain aiokafka echo (:mod:`bench._echo`)."""
     env, s = _fresh_topics(bootstrap, prefix, work)
-    if floor_cmd:
-        cmd, log = _floor_cmd(bootstrap, env, s), work / "floor-lat.log"
+    log = work / f"{kind}-lat.log"
+    if kind == "worker":
+        cmd = ["-m", _ANSWERERS[kind], "worker"]
     else:
-        cmd, log = ["-m", "stream.cli", "worker"], work / "worker-lat.log"
+        cmd = _floor_cmd(bootstrap, env, s, _ANSWERERS[kind])
     proc = _spawn(cmd, env, log)
     try:
         time.sleep(12)  # join the group before the clock starts
@@ -324,8 +334,9 @@ def _measure(args: argparse.Namespace, work: Path) -> None:
             "predictor_vs_floor_throughput", pred / floor_tp, "ratio", args.json, baseline=floor_tp
         )
 
-        floor = _latency_run(bootstrap, args, work, f"bench{run_id}floor.", floor_cmd=True)
-        lat = _latency_run(bootstrap, args, work, f"bench{run_id}lat.", floor_cmd=False)
+        echo = _latency_run(bootstrap, args, work, f"bench{run_id}echo.", "echo")
+        floor = _latency_run(bootstrap, args, work, f"bench{run_id}floor.", "floor")
+        lat = _latency_run(bootstrap, args, work, f"bench{run_id}lat.", "worker")
         p99 = float(np.percentile(lat, 99))
         emit("signal_to_prediction_p50_ms", float(np.percentile(lat, 50)), "ms", args.json)
         emit("signal_to_prediction_p99_ms", p99, "ms", args.json, baseline=50.0)
@@ -339,6 +350,8 @@ def _measure(args: argparse.Namespace, work: Path) -> None:
         emit("floor_signal_to_prediction_p50_ms", float(np.percentile(floor, 50)), "ms", args.json)
         emit("floor_signal_to_prediction_p99_ms", floor_p99, "ms", args.json)
         emit("p99_vs_floor", p99 / floor_p99, "ratio", args.json, baseline=floor_p99)
+        emit("echo_signal_to_prediction_p50_ms", float(np.percentile(echo, 50)), "ms", args.json)
+        emit("echo_signal_to_prediction_p99_ms", float(np.percentile(echo, 99)), "ms", args.json)
     finally:
         if kafka is not None:
             kafka.down(progress=lambda m: None)
