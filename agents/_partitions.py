@@ -87,11 +87,16 @@ class PartitionState:
     dirty: bool = False
     last_checkpoint: float = field(default_factory=time.monotonic)
     base_offset: int | None = None
-    """Offset in the checkpoints topic of the last full checkpoint this worker wrote, if any."""
-    ids_at_base: int = 0
-    """``keyed.ids_added`` when that full checkpoint was taken."""
+    """Offset in the checkpoints topic of the newest full checkpoint this worker has delivered;
+    None before the first, and after the newest one sent was not delivered."""
     checkpointing: asyncio.Lock = field(default_factory=asyncio.Lock)
     """Held while a checkpoint is written: a delta must name the newest full checkpoint."""
+    ids_at_base: int = 0
+    """``keyed.ids_added`` when the newest full checkpoint (delivered or not) was taken."""
+    full_in_flight: asyncio.Future[None] | None = None
+    """The delivery task of the newest full checkpoint while it is not delivered yet."""
+    acking: set[asyncio.Future[None]] = field(default_factory=set)
+    """Tasks that ack the events of a checkpoint once it is delivered."""
 
 
 def remember_signal(
