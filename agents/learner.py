@@ -49,8 +49,8 @@ async def checkpoint(rt: Runtime, store: PartitionStore, st: PartitionState, str
     are acked once it is delivered, in a task (see :func:`settle`).
 
     Learning goes on while a checkpoint is delivered: waiting for each delivery took about a
-    tenth of the learner's time on a backlog (14 ms per checkpoint). Only a delta waits, and only
-    for the full checkpoint it extends, whose offset it names.
+    tenth of the learner's time on a backlog (14 to 17 ms per checkpoint). Only a delta waits, and
+    only for the full checkpoint it extends, whose offset it names.
     """
     async with st.checkpointing:
         if not st.pending and not st.dirty:
