@@ -58,11 +58,11 @@ async def checkpoint(rt: Runtime, store: PartitionStore, st: PartitionState, str
         if store.get(st.partition) is not st:
             return  # partition revoked meanwhile: its new owner recovers from the last checkpoint
         keyed = st.keyed
-        full = full_checkpoint_due(keyed.ids_added - st.ids_at_base, len(keyed.seen))
+        new_ids = keyed.ids_added - st.ids_at_base
+        full = full_checkpoint_due(new_ids, len(keyed.seen))
         if not full and st.full_in_flight is not None:
             await st.full_in_flight  # sets base_offset, or clears it if not delivered
         full = full or st.base_offset is None
-        new_ids = keyed.ids_added - st.ids_at_base
         taken = take_checkpoint(st.next_offset, keyed, None if full else st.base_offset, new_ids)
         ids_added = keyed.ids_added
         events, st.pending, st.dirty = st.pending, [], False
@@ -77,11 +77,21 @@ async def checkpoint(rt: Runtime, store: PartitionStore, st: PartitionState, str
         key = checkpoint_key(st.partition, delta=not full)
         fut = await rt.send_now("checkpoints", key, data, st.partition)
         rt.count("checkpoints")
-        task = asyncio.ensure_future(_on_delivery(fut, full, store, st, stream, events))
         if full:
-            st.ids_at_base, st.full_in_flight = ids_added, task
-        st.acking.add(task)
-        task.add_done_callback(st.acking.discard)
+            st.ids_at_base = ids_added
+        _deliver_later(fut, full, store, st, stream, events)
+
+
+def _deliver_later(
+    fut: Any, full: bool, store: PartitionStore, st: PartitionState, stream: Any, events: list[Any]
+) -> None:
+    """Start the task that acks ``events`` once the checkpoint ``fut`` is delivered
+    (:func:`_on_delivery`); a full checkpoint's task is ``st.full_in_flight`` until then."""
+    task = asyncio.ensure_future(_on_delivery(fut, full, store, st, stream, events))
+    if full:
+        st.full_in_flight = task
+    st.acking.add(task)
+    task.add_done_callback(st.acking.discard)
 
 
 async def _on_delivery(

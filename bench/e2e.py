@@ -255,7 +255,8 @@ def _floor_cmd(
     return ["-m", module, bootstrap, *topics, s.topic("predictions")]
 
 
-_ANSWERERS = {"worker": "stream.cli", "floor": "bench._noop", "echo": "bench._echo"}
+_WORKER_CMD = ["-m", "stream.cli", "worker"]
+_ANSWERERS = {"floor": "bench._noop", "echo": "bench._echo"}
 
 
 def _latency_run(
@@ -265,10 +266,7 @@ def _latency_run(
     (:mod:`bench._noop`) or the plain aiokafka echo (:mod:`bench._echo`)."""
     env, s = _fresh_topics(bootstrap, prefix, work)
     log = work / f"{kind}-lat.log"
-    if kind == "worker":
-        cmd = ["-m", _ANSWERERS[kind], "worker"]
-    else:
-        cmd = _floor_cmd(bootstrap, env, s, _ANSWERERS[kind])
+    cmd = _WORKER_CMD if kind == "worker" else _floor_cmd(bootstrap, env, s, _ANSWERERS[kind])
     proc = _spawn(cmd, env, log)
     try:
         time.sleep(12)  # join the group before the clock starts
@@ -320,7 +318,7 @@ def _measure(args: argparse.Namespace, work: Path) -> None:
         # same trades: it restores its state and the join window's signals before it learns.
         # Restored signals carry no prediction, so the blend monitor is not updated (about 3% of
         # the learner's own work offline).
-        cmd, group = ["-m", "stream.cli", "worker"], env["ALPHAPULSE_APP_ID"]
+        cmd, group = _WORKER_CMD, env["ALPHAPULSE_APP_ID"]
         log = work / "worker.log"
         pred = _backlog_rate(bootstrap, cmd, env, log, s.topic("signals"), group, signals, args)
         outcomes = _messages(n, "outcomes")

@@ -8,7 +8,7 @@ import asyncio
 import pytest
 
 from agents._partitions import PartitionState, PartitionStore
-from agents.learner import _on_delivery, settle
+from agents.learner import _deliver_later, settle
 from models.keyed import KeyedOnline
 from stream.settings import Settings
 
@@ -35,11 +35,7 @@ async def _deliver(
     st.pending = [8, 9]  # events processed after the checkpoint was taken
     stream = _Stream()
     fut: asyncio.Future[object] = asyncio.get_running_loop().create_future()
-    task = asyncio.ensure_future(_on_delivery(fut, full, store, st, stream, [5, 6, 7]))
-    if full:
-        st.full_in_flight = task
-    st.acking.add(task)
-    task.add_done_callback(st.acking.discard)
+    _deliver_later(fut, full, store, st, stream, [5, 6, 7])
     await asyncio.sleep(0)
     assert stream.acked == []  # nothing is acked before the delivery
     if outcome is None:
