@@ -1,4 +1,4 @@
-"""What the benchmarks share: their JSON-lines output and their working directory."""
+"""What the benchmarks share: their JSON-lines output, their working directory and messages."""
 
 from __future__ import annotations
 
@@ -9,8 +9,13 @@ import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
-__all__ = ["emit", "work_dir"]
+import orjson
+
+from models.synthetic import TradeGenerator
+
+__all__ = ["emit", "trade_messages", "work_dir"]
 
 
 @contextmanager
@@ -44,3 +49,34 @@ def emit(name: str, value: float, unit: str, json_out: bool, **extra: float) -> 
     """Print one figure, as a JSON line (``name``, ``value``, ``unit``, extras) or as text."""
     rec = {"name": name, "value": round(float(value), 4), "unit": unit, **extra}
     print(json.dumps(rec) if json_out else f"{name}: {value:.4g} {unit} {extra or ''}", flush=True)
+
+
+def trade_messages(n: int, kind: str) -> list[tuple[bytes, bytes]]:
+    """``n`` keyed contract messages of one synthetic trade each: signal requests, or (``kind``
+    ``"outcomes"``) the outcomes of the same trades, with their features.
+
+    >>> key, value = trade_messages(1, "outcomes")[0]
+    >>> sorted(orjson.loads(value)), key in (b"A", b"B", b"C", b"D")
+    (['features', 'label', 'outcome_id', 'realized_rr', 'signal_id', 'symbol'], True)
+    """
+    rows = TradeGenerator(n_features=10, n_informative=5, seed=1, symbols=("A", "B", "C", "D"))
+    out = []
+    for r in rows.rows(n):
+        key = r.symbol.encode()
+        if kind == "signals":
+            doc: dict[str, Any] = {
+                "signal_id": r.signal_id,
+                "symbol": r.symbol,
+                "features": r.features,
+            }
+        else:
+            doc = {
+                "outcome_id": r.outcome_id,
+                "signal_id": r.signal_id,
+                "symbol": r.symbol,
+                "label": r.label,
+                "realized_rr": r.realized_rr,
+                "features": r.features,
+            }
+        out.append((key, orjson.dumps(doc)))
+    return out

@@ -3,6 +3,11 @@
 ``python -m bench._noop BOOTSTRAP TOPIC GROUP`` consumes TOPIC and does nothing (the throughput
 baseline). ``python -m bench._noop BOOTSTRAP SIGNALS GROUP OUTCOMES PREDICTIONS`` answers each
 signal on PREDICTIONS with :func:`reply` and consumes OUTCOMES doing nothing (the latency floor).
+With ``--river`` they do what any agent built on the online model must do, and nothing more
+(:class:`bench._river.RiverFloor`): the no-op updates River's pipeline with each outcome of TOPIC
+(the learn floor), and the floor answers each signal with River's probability from pipelines
+trained first on :data:`TRAINING_OUTCOMES` outcomes of the benchmark's trades, and learns each
+outcome of OUTCOMES (the predict floor).
 
 Both run Faust as the project's worker does: the same consumer and producer settings
 (:func:`stream.app.faust_tuning_kwargs`), event loop, fetch loop and fetch sizes
@@ -17,16 +22,22 @@ from __future__ import annotations
 
 import sys
 import tempfile
+from collections.abc import Callable
 from typing import Any
 
 import faust
 import orjson
 
+from bench._common import trade_messages
+from bench._river import RiverFloor
 from stream.app import faust_tuning_kwargs
 from stream.batching import micro_batches, send_batches
 from stream.codec import now_ms
 from stream.settings import Settings
 from stream.worker import prepare_process, run_app
+
+TRAINING_OUTCOMES = 2_000
+"""Outcomes the predict floor learns before it starts, so that River predicts with weights."""
 
 
 def reply(value: bytes | None, now: int) -> bytes | None:
@@ -44,10 +55,31 @@ def reply(value: bytes | None, now: int) -> bytes | None:
         return None
 
 
+def _consume(app: Any, topic: Any, learn: Callable[[bytes | None], None] | None) -> None:
+    """Declare the agent that consumes ``topic``: it does nothing, or calls ``learn`` on each
+    value."""
+    if learn is None:
+
+        @app.agent(topic, name="noop")
+        async def noop(stream: Any) -> None:
+            async for _ in stream:
+                pass
+
+    else:
+
+        @app.agent(topic, name="noop")
+        async def learn_floor(stream: Any) -> None:
+            async for value in stream:
+                learn(value)
+
+
 def main(argv: list[str]) -> None:
     """Build and run the no-op worker, or the latency floor, until it is terminated."""
+    river = "--river" in argv
+    argv = [a for a in argv if a != "--river"]
     if len(argv) not in (3, 5):
         raise SystemExit(__doc__)
+    models = RiverFloor()
     bootstrap, topic_name, group = argv[:3]
     settings = Settings()
     prepare_process(settings)
@@ -63,14 +95,14 @@ def main(argv: list[str]) -> None:
     )
     topic = app.topic(topic_name, key_type=bytes, value_type=bytes)
 
+    learn = models.learn if river else None
     if len(argv) == 3:
-
-        @app.agent(topic, name="noop")
-        async def noop(stream: Any) -> None:
-            async for _ in stream:
-                pass
-
+        _consume(app, topic, learn)
     else:
+        if river:
+            for _, value in trade_messages(TRAINING_OUTCOMES, "outcomes"):
+                models.learn(value)
+        answer = models.answer if river else reply
         outcomes_name, predictions_name = argv[3:]
         outcomes = app.topic(outcomes_name, key_type=bytes, value_type=bytes)
 
@@ -82,17 +114,14 @@ def main(argv: list[str]) -> None:
                 answers = []
                 for event in batch:
                     msg = event.message
-                    answer = reply(msg.value, now_ms())
-                    if answer is not None:
-                        answers.append((msg.partition, msg.key, answer))
+                    value = answer(msg.value, now_ms())
+                    if value is not None:
+                        answers.append((msg.partition, msg.key, value))
                 await send_batches(producer, predictions_name, answers)
                 for event in batch:
                     await s.ack(event)
 
-        @app.agent(outcomes, name="noop")
-        async def noop_outcomes(stream: Any) -> None:
-            async for _ in stream:
-                pass
+        _consume(app, outcomes, learn)
 
     run_app(app, "WARNING")
 

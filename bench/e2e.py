@@ -11,6 +11,12 @@
   answers each with only its id; ``floor_vs_noop_throughput`` and ``predictor_vs_floor_throughput``
   are ratios against the no-op and the floor (what answering alone costs, and what scoring costs
   on top);
+- ``river_learn_floor_events_per_s`` and ``river_predict_floor_events_per_s``: the same backlogs of
+  outcomes and signals consumed by the no-op and floor agents with ``--river``: one updates River's
+  pipeline with each outcome, the other answers each signal with River's probability, and neither
+  does anything else (:mod:`bench._river`). ``river_learn_floor_vs_noop_throughput`` and
+  ``river_predict_floor_vs_noop_throughput`` are their ratios against the no-op: the most that
+  agents using the online model can reach on this machine;
 - ``signal_to_prediction_p50_ms`` and ``signal_to_prediction_p99_ms``: from producing a signal to
   consuming its prediction, at ``--rate`` signals/s with outcomes flowing at the same rate (goal
   for the p99: <= 50 ms);
@@ -35,7 +41,6 @@ import sys
 import time
 import uuid
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import orjson
@@ -43,8 +48,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaError
 
-from bench._common import emit, work_dir
-from models.synthetic import TradeGenerator
+from bench._common import emit, trade_messages, work_dir
 from stream._procs import stop_process_group
 from stream.broker import LocalKafka
 from stream.settings import Settings
@@ -52,30 +56,6 @@ from stream.topics import ensure_topics
 from tests.support import free_port, free_port_block
 
 PARTITIONS = 4
-
-
-def _messages(n: int, kind: str) -> list[tuple[bytes, bytes]]:
-    rows = TradeGenerator(n_features=10, n_informative=5, seed=1, symbols=("A", "B", "C", "D"))
-    out = []
-    for r in rows.rows(n):
-        key = r.symbol.encode()
-        if kind == "signals":
-            doc: dict[str, Any] = {
-                "signal_id": r.signal_id,
-                "symbol": r.symbol,
-                "features": r.features,
-            }
-        else:
-            doc = {
-                "outcome_id": r.outcome_id,
-                "signal_id": r.signal_id,
-                "symbol": r.symbol,
-                "label": r.label,
-                "realized_rr": r.realized_rr,
-                "features": r.features,
-            }
-        out.append((key, orjson.dumps(doc)))
-    return out
 
 
 async def _create(bootstrap: str, names: list[str]) -> None:
@@ -192,8 +172,8 @@ def _worker_env(bootstrap: str, prefix: str, work: Path) -> dict[str, str]:
 
 
 async def _latency(bootstrap: str, s: Settings, rate: int, duration: float) -> list[float]:
-    sig = _messages(int(rate * duration), "signals")
-    outs = _messages(int(rate * duration), "outcomes")
+    sig = trade_messages(int(rate * duration), "signals")
+    outs = trade_messages(int(rate * duration), "outcomes")
     ids = [orjson.loads(v)["signal_id"] for _, v in sig]
     consumer = AIOKafkaConsumer(
         s.topic("predictions"),
@@ -298,7 +278,7 @@ def _measure(args: argparse.Namespace, work: Path) -> None:
         n = args.messages
         noop_topic = f"{prefix}noop"
         asyncio.run(_create(bootstrap, [noop_topic]))
-        signals = _messages(n, "signals")
+        signals = trade_messages(n, "signals")
         group = f"bench-noop-{run_id}"
         cmd = ["-m", "bench._noop", bootstrap, noop_topic, group]
         noop = _backlog_rate(
@@ -314,15 +294,26 @@ def _measure(args: argparse.Namespace, work: Path) -> None:
         )
         emit("floor_events_per_s", floor_tp, "events/s", args.json)
 
-        # One worker for the signals, then one (same group and state) for the outcomes of the
-        # same trades: it restores its state and the join window's signals before it learns.
-        # Restored signals carry no prediction, so the blend monitor is not updated (about 3% of
-        # the learner's own work offline).
+        outcomes = trade_messages(n, "outcomes")
+        renv, rs = _fresh_topics(bootstrap, f"bench{run_id}river.", work)
+        group = renv["ALPHAPULSE_APP_ID"]
+        cmd = ["-m", "bench._noop", bootstrap, rs.topic("outcomes"), group, "--river"]
+        log = work / "river.log"
+        river_learn = _backlog_rate(
+            bootstrap, cmd, renv, log, rs.topic("outcomes"), group, outcomes, args
+        )
+        cmd = [*_floor_cmd(bootstrap, renv, rs), "--river"]
+        river_predict = _backlog_rate(
+            bootstrap, cmd, renv, log, rs.topic("signals"), group, signals, args
+        )
+
+        # One worker for the outcomes, then one (same group and state) for the signals of the same
+        # trades: it restores the online models the first one learned, so it predicts with them,
+        # and the signals it reads to restore the join window are those it then answers.
         cmd, group = _WORKER_CMD, env["ALPHAPULSE_APP_ID"]
         log = work / "worker.log"
-        pred = _backlog_rate(bootstrap, cmd, env, log, s.topic("signals"), group, signals, args)
-        outcomes = _messages(n, "outcomes")
         learn = _backlog_rate(bootstrap, cmd, env, log, s.topic("outcomes"), group, outcomes, args)
+        pred = _backlog_rate(bootstrap, cmd, env, log, s.topic("signals"), group, signals, args)
         emit("predictor_events_per_s", pred, "events/s", args.json)
         emit("learner_events_per_s", learn, "events/s", args.json)
         emit("predictor_vs_noop_throughput", pred / noop, "ratio", args.json, baseline=noop)
@@ -330,6 +321,22 @@ def _measure(args: argparse.Namespace, work: Path) -> None:
         emit("floor_vs_noop_throughput", floor_tp / noop, "ratio", args.json, baseline=noop)
         emit(
             "predictor_vs_floor_throughput", pred / floor_tp, "ratio", args.json, baseline=floor_tp
+        )
+        emit("river_learn_floor_events_per_s", river_learn, "events/s", args.json)
+        emit("river_predict_floor_events_per_s", river_predict, "events/s", args.json)
+        emit(
+            "river_learn_floor_vs_noop_throughput",
+            river_learn / noop,
+            "ratio",
+            args.json,
+            baseline=noop,
+        )
+        emit(
+            "river_predict_floor_vs_noop_throughput",
+            river_predict / noop,
+            "ratio",
+            args.json,
+            baseline=noop,
         )
 
         echo = _latency_run(bootstrap, args, work, f"bench{run_id}echo.", "echo")
