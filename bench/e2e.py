@@ -24,6 +24,9 @@
   same run, for the floor: a Faust agent with the worker's settings that answers each signal with
   only its id (:mod:`bench._noop`), so no worker can do better on this machine and broker;
   ``p99_vs_floor`` is the worker's p99 over the floor's;
+- ``river_signal_to_prediction_p50_ms`` and ``river_signal_to_prediction_p99_ms``: the same for the
+  floor agent with ``--river``, which answers each signal with River's probability and learns each
+  outcome with River, and does nothing else: the least a worker with the online model does;
 - ``echo_signal_to_prediction_p50_ms`` and ``echo_signal_to_prediction_p99_ms``: the same for one
   plain aiokafka consumer and producer that answer each signal with only its id, without Faust
   (:mod:`bench._echo`): what this machine and broker give any Python answerer.
@@ -236,17 +239,27 @@ def _floor_cmd(
 
 
 _WORKER_CMD = ["-m", "stream.cli", "worker"]
-_ANSWERERS = {"floor": "bench._noop", "echo": "bench._echo"}
+_ANSWERERS = {
+    "floor": ("bench._noop",),
+    "river": ("bench._noop", "--river"),
+    "echo": ("bench._echo",),
+}
+"""Module and options of each answerer other than the worker."""
 
 
 def _latency_run(
     bootstrap: str, args: argparse.Namespace, work: Path, prefix: str, kind: str
 ) -> list[float]:
     """Latencies of one answerer on fresh topics: the worker, the floor agent
-    (:mod:`bench._noop`) or the plain aiokafka echo (:mod:`bench._echo`)."""
+    (:mod:`bench._noop`), the floor agent with ``--river`` or the plain aiokafka echo
+    (:mod:`bench._echo`)."""
     env, s = _fresh_topics(bootstrap, prefix, work)
     log = work / f"{kind}-lat.log"
-    cmd = _WORKER_CMD if kind == "worker" else _floor_cmd(bootstrap, env, s, _ANSWERERS[kind])
+    if kind == "worker":
+        cmd = _WORKER_CMD
+    else:
+        module, *options = _ANSWERERS[kind]
+        cmd = [*_floor_cmd(bootstrap, env, s, module), *options]
     proc = _spawn(cmd, env, log)
     try:
         time.sleep(12)  # join the group before the clock starts
@@ -341,6 +354,7 @@ def _measure(args: argparse.Namespace, work: Path) -> None:
 
         echo = _latency_run(bootstrap, args, work, f"bench{run_id}echo.", "echo")
         floor = _latency_run(bootstrap, args, work, f"bench{run_id}floor.", "floor")
+        river = _latency_run(bootstrap, args, work, f"bench{run_id}riverlat.", "river")
         lat = _latency_run(bootstrap, args, work, f"bench{run_id}lat.", "worker")
         p99 = float(np.percentile(lat, 99))
         emit("signal_to_prediction_p50_ms", float(np.percentile(lat, 50)), "ms", args.json)
@@ -355,6 +369,8 @@ def _measure(args: argparse.Namespace, work: Path) -> None:
         emit("floor_signal_to_prediction_p50_ms", float(np.percentile(floor, 50)), "ms", args.json)
         emit("floor_signal_to_prediction_p99_ms", floor_p99, "ms", args.json)
         emit("p99_vs_floor", p99 / floor_p99, "ratio", args.json, baseline=floor_p99)
+        emit("river_signal_to_prediction_p50_ms", float(np.percentile(river, 50)), "ms", args.json)
+        emit("river_signal_to_prediction_p99_ms", float(np.percentile(river, 99)), "ms", args.json)
         emit("echo_signal_to_prediction_p50_ms", float(np.percentile(echo, 50)), "ms", args.json)
         emit("echo_signal_to_prediction_p99_ms", float(np.percentile(echo, 99)), "ms", args.json)
     finally:
