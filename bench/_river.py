@@ -59,7 +59,12 @@ class RiverFloor:
         try:
             doc = orjson.loads(value or b"")
             probs = self._pipeline(doc).predict_proba_one(doc["features"])
-            answer = {"signal_id": doc["signal_id"], "score": float(probs.get(True, 0.5))}
-            return orjson.dumps({**answer, "predicted_at": now})
+            return orjson.dumps(
+                {
+                    "signal_id": doc["signal_id"],
+                    "score": float(probs.get(True, 0.5)),
+                    "predicted_at": now,
+                }
+            )
         except (orjson.JSONDecodeError, KeyError, TypeError, AttributeError):
             return None

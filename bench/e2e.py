@@ -230,14 +230,6 @@ def _fresh_topics(bootstrap: str, prefix: str, work: Path) -> tuple[dict[str, st
     return env, s
 
 
-def _floor_cmd(
-    bootstrap: str, env: dict[str, str], s: Settings, module: str = "bench._noop"
-) -> list[str]:
-    """The floor agent (or ``module``'s answerer) for the signals of ``s`` in ``env``'s group."""
-    topics = [s.topic("signals"), env["ALPHAPULSE_APP_ID"], s.topic("outcomes")]
-    return ["-m", module, bootstrap, *topics, s.topic("predictions")]
-
-
 _WORKER_CMD = ["-m", "stream.cli", "worker"]
 _ANSWERERS = {
     "floor": ("bench._noop",),
@@ -245,6 +237,13 @@ _ANSWERERS = {
     "echo": ("bench._echo",),
 }
 """Module and options of each answerer other than the worker."""
+
+
+def _answerer_cmd(bootstrap: str, env: dict[str, str], s: Settings, kind: str) -> list[str]:
+    """Answerer ``kind`` (see :data:`_ANSWERERS`) for the signals of ``s`` in ``env``'s group."""
+    module, *options = _ANSWERERS[kind]
+    topics = [s.topic("signals"), env["ALPHAPULSE_APP_ID"], s.topic("outcomes")]
+    return ["-m", module, bootstrap, *topics, s.topic("predictions"), *options]
 
 
 def _latency_run(
@@ -255,11 +254,7 @@ def _latency_run(
     (:mod:`bench._echo`)."""
     env, s = _fresh_topics(bootstrap, prefix, work)
     log = work / f"{kind}-lat.log"
-    if kind == "worker":
-        cmd = _WORKER_CMD
-    else:
-        module, *options = _ANSWERERS[kind]
-        cmd = [*_floor_cmd(bootstrap, env, s, module), *options]
+    cmd = _WORKER_CMD if kind == "worker" else _answerer_cmd(bootstrap, env, s, kind)
     proc = _spawn(cmd, env, log)
     try:
         time.sleep(12)  # join the group before the clock starts
@@ -301,7 +296,7 @@ def _measure(args: argparse.Namespace, work: Path) -> None:
 
         fenv, fs = _fresh_topics(bootstrap, f"bench{run_id}floortp.", work)
         group, topic = fenv["ALPHAPULSE_APP_ID"], fs.topic("signals")
-        cmd = _floor_cmd(bootstrap, fenv, fs)
+        cmd = _answerer_cmd(bootstrap, fenv, fs, "floor")
         floor_tp = _backlog_rate(
             bootstrap, cmd, fenv, work / "floor.log", topic, group, signals, args
         )
@@ -315,7 +310,7 @@ def _measure(args: argparse.Namespace, work: Path) -> None:
         river_learn = _backlog_rate(
             bootstrap, cmd, renv, log, rs.topic("outcomes"), group, outcomes, args
         )
-        cmd = [*_floor_cmd(bootstrap, renv, rs), "--river"]
+        cmd = _answerer_cmd(bootstrap, renv, rs, "river")
         river_predict = _backlog_rate(
             bootstrap, cmd, renv, log, rs.topic("signals"), group, signals, args
         )
