@@ -12,10 +12,10 @@ RUN apt-get update \
 
 WORKDIR /app
 COPY pyproject.toml README.md ./
+COPY alphapulse ./alphapulse
 COPY stream ./stream
 COPY agents ./agents
 COPY models ./models
-COPY bench ./bench
 RUN pip install --no-cache-dir .
 
 RUN useradd --system --home /var/lib/alphapulse alphapulse \

@@ -41,15 +41,15 @@ demo: install
 	$(BIN)/alphapulse demo
 
 lint: install
-	$(BIN)/ruff check stream agents models bench tests
-	$(BIN)/ruff format --check stream agents models bench tests
+	$(BIN)/ruff check alphapulse agents stream models bench tests
+	$(BIN)/ruff format --check alphapulse agents stream models bench tests
 	$(BIN)/mypy
 
 test: lint
 	$(BIN)/pytest --timeout=1200
 
 unit: install
-	$(BIN)/pytest tests/unit agents models stream bench
+	$(BIN)/pytest tests/unit alphapulse agents stream models bench
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -15,9 +15,9 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from agents._checkpoints import checkpoint_key, full_checkpoint_due, take_checkpoint
 from agents._deadletter import send_dead_letter
-from agents._partitions import PartitionState, PartitionStore, join_fields, join_ts
+from agents.state.checkpoints import checkpoint_key, full_checkpoint_due, take_checkpoint
+from agents.state.partitions import PartitionState, PartitionStore, join_fields, join_ts
 from models.keyed import log_loss
 from stream.codec import ContractViolation, decode_outcome, encode, now_ms
 from stream.records import HardExample, ModelEvent, TradeOutcome

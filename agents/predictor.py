@@ -12,7 +12,7 @@ import logging
 from typing import Any
 
 from agents._deadletter import send_dead_letter
-from agents._partitions import PartitionStore, remember_signal
+from agents.state.partitions import PartitionStore, remember_signal
 from models.blend import BlendWeights, blend
 from models.keyed import KeyedOnline
 from stream.batching import micro_batches, queued

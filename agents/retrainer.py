@@ -35,7 +35,7 @@ def train_command(model_type: str, cadence: str) -> list[str]:
     return [
         sys.executable,
         "-m",
-        "stream.cli",
+        "alphapulse.cli",
         "train",
         "--model-type",
         model_type,

@@ -10,7 +10,7 @@ trained first on :data:`TRAINING_OUTCOMES` outcomes of the benchmark's trades, a
 outcome of OUTCOMES (the predict floor).
 
 Both run Faust as the project's worker does: the same consumer and producer settings
-(:func:`stream.app.faust_tuning_kwargs`), event loop, fetch loop and fetch sizes
+(:func:`alphapulse.app.faust_tuning_kwargs`), event loop, fetch loop and fetch sizes
 (:mod:`stream._faust_consumer`), logging and garbage collector set-up, and the floor answers
 micro-batches of queued signals with one Kafka batch per partition, as the predictor does
 (:mod:`stream.batching`). The floor sends each answer to the partition number its signal came from
@@ -28,13 +28,13 @@ from typing import Any
 import faust
 import orjson
 
+from alphapulse.app import faust_tuning_kwargs
+from alphapulse.worker import prepare_process, run_app
 from bench._common import trade_messages
 from bench._river import RiverFloor
-from stream.app import faust_tuning_kwargs
 from stream.batching import micro_batches, send_batches
 from stream.codec import now_ms
 from stream.settings import Settings
-from stream.worker import prepare_process, run_app
 
 TRAINING_OUTCOMES = 2_000
 """Outcomes the predict floor learns before it starts, so that River predicts with weights."""

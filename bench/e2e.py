@@ -51,8 +51,8 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaError
 
+from alphapulse._procs import stop_process_group
 from bench._common import emit, trade_messages, work_dir
-from stream._procs import stop_process_group
 from stream.broker import LocalKafka
 from stream.settings import Settings
 from stream.topics import ensure_topics
@@ -230,7 +230,7 @@ def _fresh_topics(bootstrap: str, prefix: str, work: Path) -> tuple[dict[str, st
     return env, s
 
 
-_WORKER_CMD = ["-m", "stream.cli", "worker"]
+_WORKER_CMD = ["-m", "alphapulse.cli", "worker"]
 _ANSWERERS = {
     "floor": ("bench._noop",),
     "river": ("bench._noop", "--river"),

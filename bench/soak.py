@@ -45,8 +45,8 @@ import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
+from alphapulse._procs import stop_process_group
 from bench._common import emit, work_dir
-from stream._procs import stop_process_group
 from stream.broker import LocalKafka
 from stream.kafka import client_kwargs
 from stream.settings import Settings
@@ -324,7 +324,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         asyncio.run(ensure_topics(settings))
         log = (work / "worker.log").open("ab")
         worker = subprocess.Popen(
-            [sys.executable, "-m", "stream.cli", "worker"],
+            [sys.executable, "-m", "alphapulse.cli", "worker"],
             env=env,
             stdout=log,
             stderr=subprocess.STDOUT,

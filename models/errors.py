@@ -11,12 +11,10 @@ from __future__ import annotations
 
 __all__ = [
     "AlphaPulseError",
-    "BrokerError",
     "ConfigError",
     "DataError",
     "ModelError",
     "RegistryError",
-    "ValidationError",
 ]
 
 
@@ -32,17 +30,9 @@ class DataError(AlphaPulseError, ValueError):
     """Training or scoring data is unusable (empty, one class, NaN labels, ...)."""
 
 
-class ValidationError(AlphaPulseError, ValueError):
-    """A message does not satisfy the wire contract."""
-
-
 class ModelError(AlphaPulseError):
     """A model cannot be trained, loaded or used."""
 
 
 class RegistryError(AlphaPulseError):
     """The model registry (MLflow) refused or failed an operation."""
-
-
-class BrokerError(AlphaPulseError):
-    """The local Kafka broker cannot be started, stopped or reached."""

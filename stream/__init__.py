@@ -1,1 +1,2 @@
-"""Kafka and Faust plumbing for AlphaPulse: settings, records, topics, codecs, broker, CLI."""
+"""The wire contract (settings, records, codec, schemas, topics), the Kafka runtime, the broker
+and MLflow launchers, and the PostgreSQL store."""

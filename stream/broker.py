@@ -25,8 +25,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from models.errors import BrokerError
 from stream._broker_files import LOG4J2_XML, pom_xml, server_properties
+from stream.errors import BrokerError
 from stream.settings import Settings
 
 # The launcher's defaults are the settings' defaults (ALPHAPULSE_BROKER_HOST / _PORT).

@@ -25,7 +25,7 @@ from typing import Any
 
 import orjson
 
-from models.errors import ValidationError
+from stream.errors import ContractViolation
 from stream.records import DeadLetter, HardExample, Prediction, SignalRequest, TradeOutcome
 
 __all__ = [
@@ -40,22 +40,13 @@ __all__ = [
 ]
 
 
-class ContractViolation(ValidationError):
-    """A message breaks the wire contract. ``reason`` is a dead-letter reason code."""
-
-    def __init__(self, reason: str, detail: str) -> None:
-        super().__init__(f"{reason}: {detail}")
-        self.reason = reason
-        self.detail = detail
-
-
 class Limits:
     """Size limits that protect memory; anything over them is ``too_large``.
 
     >>> Limits(max_bytes=10).check_size(b"x" * 11)
     Traceback (most recent call last):
     ...
-    stream.codec.ContractViolation: too_large: message is 11 bytes, limit 10
+    stream.errors.ContractViolation: too_large: message is 11 bytes, limit 10
     """
 
     __slots__ = ("max_bytes", "max_features")

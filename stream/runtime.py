@@ -1,6 +1,6 @@
 """What the agents share inside one worker process: settings, topics, limits, models, counters.
 
-An instance is built once by the composition root (:mod:`stream.app`) and handed to each agent;
+An instance is built once by the composition root (:mod:`alphapulse.app`) and handed to each agent;
 there is no module-level state.
 """
 
@@ -52,7 +52,7 @@ class Runtime:
     monitor: ComponentMonitor = field(default_factory=ComponentMonitor)
     """Rolling metrics of each component and of the blend, from joined outcomes."""
     partitions: Any = None
-    """The learner state by partition (:class:`agents._partitions.PartitionStore`)."""
+    """The learner state by partition (:class:`agents.state.partitions.PartitionStore`)."""
     observers: list[Callable[[str, float], None]] = field(default_factory=list)
     signals_pending: Callable[[], int] = field(default=lambda: 0, repr=False)
     """How many signal requests wait for the predictor (set by the predictor agent)."""

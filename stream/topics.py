@@ -26,7 +26,7 @@ from aiokafka.errors import (
     UnsupportedSaslMechanismError,
 )
 
-from models.errors import BrokerError
+from stream.errors import BrokerError
 from stream.kafka import client_kwargs
 from stream.settings import TOPIC_ROLES, Settings
 

@@ -21,7 +21,7 @@ pytestmark = pytest.mark.integration
 
 def _cli(env: dict[str, str], *args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "stream.cli", *args],
+        [sys.executable, "-m", "alphapulse.cli", *args],
         env=env,
         capture_output=True,
         text=True,

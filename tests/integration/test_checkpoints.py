@@ -13,8 +13,8 @@ from aiokafka.admin import AIOKafkaAdminClient, RecordsToDelete
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 
 from agents import learner
-from agents._partitions import PartitionStore
 from agents.learner import checkpoint, settle
+from agents.state.partitions import PartitionStore
 from stream.runtime import Runtime
 from stream.settings import Settings
 from stream.topics import ensure_topics
@@ -166,7 +166,7 @@ async def _run_missing_base(settings: Settings) -> tuple[list[str], list[str], i
 def test_delta_whose_full_checkpoint_is_gone_restores_model_offset_and_its_own_ids(
     settings: Settings, caplog: pytest.LogCaptureFixture
 ) -> None:
-    with caplog.at_level(logging.ERROR, logger="agents._partitions"):
+    with caplog.at_level(logging.ERROR, logger="agents.state.partitions"):
         restored, live, next_offset = asyncio.run(_run_missing_base(settings))
     assert next_offset == 210
     assert restored == live[-5:] == [f"o{i}" for i in range(205, 210)]

@@ -13,8 +13,8 @@ import orjson
 import pytest
 from typer.testing import CliRunner
 
+from alphapulse.cli import app
 from models.synthetic import TradeGenerator
-from stream.cli import app
 from tests.support import consume_until
 
 pytestmark = pytest.mark.integration
@@ -22,7 +22,7 @@ pytestmark = pytest.mark.integration
 
 def _cli(env: dict[str, str], *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "stream.cli", *args],
+        [sys.executable, "-m", "alphapulse.cli", *args],
         env={**os.environ, **env},
         capture_output=True,
         text=True,

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from rich.console import Console
 
-from stream.demo import run_demo
+from alphapulse.demo import run_demo
 from stream.settings import Settings
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -54,7 +54,7 @@ def test_live_view_shows_real_changing_numbers(
 
 def test_unattended_run_without_a_terminal(settings_env: dict[str, str], tmp_path: Path) -> None:
     out = subprocess.run(
-        [sys.executable, "-m", "stream.cli", "demo", "--duration", "20", "--rate", "30"],
+        [sys.executable, "-m", "alphapulse.cli", "demo", "--duration", "20", "--rate", "30"],
         env={**os.environ, **settings_env},
         capture_output=True,
         text=True,

@@ -78,7 +78,7 @@ def test_history_joins_dedupes_filters_and_trains(
         [
             sys.executable,
             "-m",
-            "stream.cli",
+            "alphapulse.cli",
             "train",
             "--model-type",
             "lightgbm",

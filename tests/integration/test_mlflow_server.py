@@ -36,7 +36,7 @@ def test_cli_mlflow_up_and_down(tmp_path: Path) -> None:
 
     def cli(*args: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
-            [sys.executable, "-m", "stream.cli", "mlflow", *args],
+            [sys.executable, "-m", "alphapulse.cli", "mlflow", *args],
             env=env,
             capture_output=True,
             text=True,

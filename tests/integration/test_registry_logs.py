@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 from mlflow.tracking import MlflowClient
 
-from agents._partitions import PartitionState, PartitionStore
 from agents.reloader import Reloader
+from agents.state.partitions import PartitionState, PartitionStore
 from models.ensembler import Ensemble, evaluate
 from models.keyed import KeyedOnline
 from models.registry import ModelRegistry

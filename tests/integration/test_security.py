@@ -152,7 +152,7 @@ def test_wrong_password_fails_at_once_with_a_clear_error(
     env = {**os.environ, **_sasl_env(sasl_kafka, tmp_path, wrong)}
     t0 = time.monotonic()
     proc = subprocess.run(
-        [sys.executable, "-m", "stream.cli", "worker"],
+        [sys.executable, "-m", "alphapulse.cli", "worker"],
         env=env,
         capture_output=True,
         text=True,

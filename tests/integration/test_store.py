@@ -304,7 +304,7 @@ def test_train_from_store_equals_train_from_the_same_rows_as_csv(
             [
                 sys.executable,
                 "-m",
-                "stream.cli",
+                "alphapulse.cli",
                 "train",
                 "--model-type",
                 "xgboost",

@@ -23,10 +23,10 @@ from mlflow import MlflowClient
 from sklearn.datasets import load_breast_cancer
 from typer.testing import CliRunner, Result
 
+from alphapulse.cli_train import register
 from models.registry import ModelRegistry
 from models.synthetic import TradeGenerator
 from models.trainer import evaluate
-from stream.cli_train import register
 
 pytestmark = pytest.mark.integration
 

@@ -7,8 +7,8 @@ import asyncio
 
 import pytest
 
-from agents._partitions import PartitionState, PartitionStore
 from agents.learner import _deliver_later, settle
+from agents.state.partitions import PartitionState, PartitionStore
 from models.keyed import KeyedOnline
 from stream.settings import Settings
 

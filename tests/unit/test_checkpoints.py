@@ -6,7 +6,7 @@ import random
 
 import pytest
 
-from agents._checkpoints import (
+from agents.state.checkpoints import (
     checkpoint_base,
     decode_checkpoint,
     encode_checkpoint,

@@ -57,7 +57,7 @@ def test_every_variable_in_compose_is_a_setting() -> None:
 
 def test_dockerfile_installs_the_packages_and_runs_the_worker() -> None:
     text = (ROOT / "Dockerfile").read_text()
-    for pkg in ("stream", "agents", "models"):
+    for pkg in ("alphapulse", "agents", "stream", "models"):
         assert f"COPY {pkg} ./{pkg}" in text
     assert 'ENTRYPOINT ["alphapulse"]' in text and 'CMD ["worker"]' in text
     assert "EXPOSE 6066" in text
@@ -75,8 +75,8 @@ def _exported_metric_names() -> set[str]:
 
     from prometheus_client.parser import text_string_to_metric_families
 
+    from alphapulse.metrics import WorkerMetrics
     from models.keyed import KeyedOnline
-    from stream.metrics import WorkerMetrics
     from stream.runtime import Runtime, Serving
 
     rt = Runtime(Settings(_env_file=None), topics={})

@@ -6,7 +6,7 @@ import gc
 
 import orjson
 
-from agents._partitions import (
+from agents.state.partitions import (
     JoinEntry,
     PartitionState,
     PartitionStore,

@@ -11,11 +11,11 @@ import prometheus_client
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from alphapulse.metrics import WorkerMetrics, consumer_lag
+from alphapulse.web import dashboard_html
 from models.keyed import KeyedOnline
-from stream.metrics import WorkerMetrics, consumer_lag
 from stream.runtime import Runtime, Serving
 from stream.settings import Settings
-from stream.web import dashboard_html
 
 
 def _runtime() -> Runtime:

@@ -9,7 +9,7 @@ import asyncio
 
 import pytest
 
-from agents._partitions import PRELOAD_CONCURRENCY, PartitionState, PartitionStore
+from agents.state.partitions import PRELOAD_CONCURRENCY, PartitionState, PartitionStore
 from models.keyed import KeyedOnline
 from stream.settings import Settings
 

@@ -10,14 +10,14 @@ import numpy as np
 import orjson
 import pytest
 
+from alphapulse._replay import replay
+from alphapulse._rows import read_rows
+from alphapulse.report import write_replay_report, write_training_report
 from models.blend import blend
 from models.keyed import KeyedOnline
 from models.scoring import BatchScorer
 from models.synthetic import TradeGenerator
 from models.trainer import Trainer, TrainingConfig, TrainingData, evaluate, train
-from stream._replay import replay
-from stream._rows import read_rows
-from stream.report import write_replay_report, write_training_report
 
 
 def _write_jsonl(path: Path, rows: list[dict]) -> Path:

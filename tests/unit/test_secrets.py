@@ -16,14 +16,16 @@ import numpy as np
 import pytest
 
 from agents.reloader import Reloader
-from models.errors import BrokerError, RegistryError
+from models.errors import RegistryError
 from models.registry import ModelRegistry
 from stream.broker import LocalKafka
+from stream.errors import BrokerError
 from stream.kafka import client_kwargs, faust_broker_kwargs
 from stream.runtime import Runtime
 from stream.settings import Settings
 
 ROOT = Path(__file__).parents[2]
+PACKAGES = ("alphapulse", "agents", "stream", "models")
 SECRET = "correct-horse-battery-staple"
 
 
@@ -188,10 +190,10 @@ def _unpacks_options(call: ast.Call, scope: ast.AST) -> bool:
 
 
 def test_every_kafka_client_the_project_creates_gets_the_security_options() -> None:
-    """Every aiokafka client and Faust app in stream/ and agents/ is built from the settings'
+    """Every aiokafka client and Faust app in the project's packages is built from the settings'
     security options, so SASL and TLS reach them all."""
     found, missing = [], []
-    for path in sorted([*ROOT.glob("stream/*.py"), *ROOT.glob("agents/*.py")]):
+    for path in sorted(p for pkg in PACKAGES for p in ROOT.glob(f"{pkg}/**/*.py")):
         tree = ast.parse(path.read_text())
         for fn in ast.walk(tree):
             if not isinstance(fn, ast.FunctionDef | ast.AsyncFunctionDef):

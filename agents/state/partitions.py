@@ -5,8 +5,8 @@ holds a :class:`PartitionState`: the online learners of the model keys routed to
 the outcomes already learned, ``next_offset`` (the first outcomes offset the state does not yet
 cover), and the join store of recent signals' features.
 
-Checkpoints (:mod:`agents._checkpoints`) go to partition ``p`` of a compacted topic. The learner
-acknowledges outcome events only after a checkpoint covering them has been written, so the
+Checkpoints (:mod:`agents.state.checkpoints`) go to partition ``p`` of a compacted topic. The
+learner acknowledges outcome events only after a checkpoint covering them has been written, so the
 committed offsets never run ahead of the saved state. On (re)assignment the state of ``p`` is
 rebuilt from the newest checkpoint (read from the end of the partition, with the full checkpoint
 it extends) and the signals topic (its records of the last join window), and outcomes below
@@ -26,7 +26,7 @@ from typing import Any
 import orjson
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
-from agents._checkpoints import checkpoint_base, decode_checkpoint
+from agents.state.checkpoints import checkpoint_base, decode_checkpoint
 from models.keyed import KeyedOnline
 from models.online import OnlineConfig
 from stream.codec import ContractViolation, Limits, decode_signal

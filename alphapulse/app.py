@@ -71,14 +71,14 @@ def create_app(settings: Settings) -> Built:
         topic_names=names,
     )
     from agents import learner, predictor, store_sink
-    from agents._partitions import PartitionStore
+    from agents.state.partitions import PartitionStore
 
     store = PartitionStore(settings)
     rt.partitions = store
     predictor.register(app, rt, store)
     learner.register(app, rt, store)
     store_sink.register(app, rt)
-    from stream.web import register_web
+    from alphapulse.web import register_web
 
     register_web(app, rt)
     outcomes_topic = settings.topic("outcomes")

@@ -7,7 +7,7 @@ import gc
 import logging
 from typing import Any
 
-from stream.app import create_app
+from alphapulse.app import create_app
 from stream.settings import Settings
 from stream.topics import ensure_topics
 

@@ -31,7 +31,7 @@ _BATCH_ROLES = ("monthly_full", "weekly_quick")
 
 
 def _rows(file: Path | None, generate: int, seed: int, features: int, drift_at: list[int]) -> Any:
-    from stream._rows import generated_rows, read_rows
+    from alphapulse._rows import generated_rows, read_rows
 
     if (file is None) == (generate <= 0):
         raise ConfigError("give exactly one source: --file PATH or --generate N")
@@ -92,7 +92,7 @@ def _make_produce(err: Console) -> Any:
         """
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
-        from stream._kafka_io import KINDS, produce_rows
+        from alphapulse._kafka_io import KINDS, produce_rows
 
         if kind not in KINDS:
             raise ConfigError(f"KIND must be one of {', '.join(KINDS)}, got {kind!r}")
@@ -141,7 +141,7 @@ def consume(
 
     Reads without a consumer group, so it never moves anyone's committed offsets. Ctrl-C stops.
     """
-    from stream._kafka_io import tail
+    from alphapulse._kafka_io import tail
 
     if topic not in TOPIC_ROLES:
         raise ConfigError(f"--topic must be one of {', '.join(TOPIC_ROLES)}, got {topic!r}")
@@ -210,9 +210,9 @@ def _make_replay(err: Console) -> Any:
         alarms (and regime changes when the rows carry a regime column), each component against
         the blend, and feature importances; the JSON beside it holds the same figures.
         """
-        from stream._replay import replay
-        from stream._rows import read_rows
-        from stream.report import write_replay_report
+        from alphapulse._replay import replay
+        from alphapulse._rows import read_rows
+        from alphapulse.report import write_replay_report
 
         rows = read_rows(file)
         if not rows:

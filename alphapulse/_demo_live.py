@@ -15,7 +15,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from rich.console import Console
 from rich.live import Live
 
-from stream._demo_view import DemoState, progress_line, render_view
+from alphapulse._demo_view import DemoState, progress_line, render_view
 from stream.kafka import client_kwargs
 from stream.settings import Settings
 

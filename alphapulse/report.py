@@ -17,8 +17,8 @@ Examples
 --------
 >>> import tempfile
 >>> from pathlib import Path
->>> from stream._replay import replay
->>> from stream._rows import generated_rows
+>>> from alphapulse._replay import replay
+>>> from alphapulse._rows import generated_rows
 >>> result = replay(generated_rows(300, seed=1))
 >>> tmp = tempfile.TemporaryDirectory()
 >>> html_path, json_path = write_replay_report(result, Path(tmp.name) / "r.html", window=100)
@@ -39,7 +39,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from stream._figures import (
+from alphapulse._figures import (
     booster_importance,
     calibration,
     component_metrics,
@@ -49,8 +49,8 @@ from stream._figures import (
 )
 
 if TYPE_CHECKING:
+    from alphapulse._replay import ReplayResult
     from models.trainer import TrainingResult
-    from stream._replay import ReplayResult
 
 __all__ = [
     "replay_figures",
@@ -187,7 +187,12 @@ def _table(header: list[str], rows: list[list[Any]]) -> str:
 
 
 def _render_html(fig: Mapping[str, Any], json_name: str) -> str:
-    from stream._plots import plot_calibration, plot_components, plot_importance, plot_rolling_auc
+    from alphapulse._plots import (
+        plot_calibration,
+        plot_components,
+        plot_importance,
+        plot_rolling_auc,
+    )
 
     images = [
         ("Calibration", plot_calibration(fig["calibration"])),

@@ -35,10 +35,11 @@ from typing import Any
 
 from rich.console import Console
 
-from models.errors import AlphaPulseError, BrokerError
-from stream._demo_live import get_json, stream_live
-from stream._demo_view import DemoState, summary_text
-from stream._procs import stop_process_group
+from alphapulse._demo_live import get_json, stream_live
+from alphapulse._demo_view import DemoState, summary_text
+from alphapulse._procs import stop_process_group
+from models.errors import AlphaPulseError
+from stream.errors import BrokerError
 from stream.settings import Settings
 from stream.topics import ensure_topics
 
@@ -190,7 +191,7 @@ def _worker(settings: Settings, log_path: Path) -> Iterator[subprocess.Popen[byt
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with log_path.open("ab") as log:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "stream.cli", "worker"],
+            [sys.executable, "-m", "alphapulse.cli", "worker"],
             stdout=log,
             stderr=subprocess.STDOUT,
             env=_worker_env(settings),
@@ -288,7 +289,7 @@ def _run(
     say = _say(console)
     kafka = None
     if settings.uses_local_broker:
-        from stream.cli import local_kafka
+        from alphapulse.cli import local_kafka
 
         kafka = local_kafka(settings)
         if not kafka.up(progress=say):

@@ -218,7 +218,7 @@ def _train(
             outcome = run.register(result, force=force, warm_start_from=ref)
             progress.update(step, completed=1)
         step = progress.add_task("writing the report", total=1)
-        from stream.report import write_training_report
+        from alphapulse.report import write_training_report
 
         target = report or (
             settings.data_dir / "reports" / f"train-{outcome.name}-v{outcome.version}.html"

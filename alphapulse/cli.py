@@ -157,7 +157,7 @@ def worker(
     ),
 ) -> None:
     """Run a worker: the agents of this process, until interrupted."""
-    from stream.worker import run_worker
+    from alphapulse.worker import run_worker
 
     s = _settings()
     if start_broker and s.uses_local_broker:
@@ -182,7 +182,7 @@ def demo(
     signals and their outcomes with a regime change midway, retrains weekly_quick once, and shows
     requests/s, latency, rolling AUC, drift alarms and model versions. Ctrl-C stops everything.
     """
-    from stream.demo import run_demo
+    from alphapulse.demo import run_demo
 
     _, summary = run_demo(
         _settings(), console=err, duration=duration, rate=rate, keep_broker=keep_broker
@@ -193,7 +193,7 @@ def demo(
 def _register_optional() -> None:
     import importlib
 
-    for name in ("stream.cli_train", "stream.cli_ops"):
+    for name in ("alphapulse.cli_train", "alphapulse.cli_ops"):
         try:
             module = importlib.import_module(name)
         except ModuleNotFoundError as exc:

@@ -11,7 +11,7 @@ from typing import Any
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
-from stream._rows import outcome_message, signal_message
+from alphapulse._rows import outcome_message, signal_message
 from stream.kafka import client_kwargs
 from stream.settings import Settings
 

@@ -89,7 +89,7 @@ def replay(
     weights: Mapping[str, float] | None = None,
     online_config: OnlineConfig | None = None,
 ) -> ReplayResult:
-    """Replay ``rows`` (see :mod:`stream._rows`) and return what happened at each outcome.
+    """Replay ``rows`` (see :mod:`alphapulse._rows`) and return what happened at each outcome.
 
     Parameters
     ----------

@@ -4,7 +4,7 @@
 (``ALPHAPULSE_WEB_HOST``:``ALPHAPULSE_WEB_PORT``):
 
 ``/metrics``
-    Prometheus text format, every series prefixed ``alphapulse_`` (see :mod:`stream.metrics`).
+    Prometheus text format, every series prefixed ``alphapulse_`` (see :mod:`alphapulse.metrics`).
 ``/dashboard``
     A self-contained HTML page (inline script and SVG charts, nothing fetched from elsewhere)
     that polls ``/dashboard/data``.
@@ -20,7 +20,7 @@ from typing import Any
 
 from prometheus_client import CONTENT_TYPE_LATEST
 
-from stream.metrics import WorkerMetrics, consumer_lag
+from alphapulse.metrics import WorkerMetrics, consumer_lag
 from stream.runtime import Runtime
 
 __all__ = ["dashboard_html", "register_web"]
@@ -35,13 +35,13 @@ def dashboard_html() -> str:
     >>> "<svg" in page, "src=" in page, "<link" in page, "@import" in page
     (True, False, False, False)
     """
-    return resources.files("stream").joinpath("dashboard.html").read_text(encoding="utf-8")
+    return resources.files("alphapulse").joinpath("dashboard.html").read_text(encoding="utf-8")
 
 
 def register_web(app: Any, rt: Runtime, sample_interval_s: float = 1.0) -> WorkerMetrics:
     """Add the metrics and dashboard pages and the sampling timer to the Faust ``app``.
 
-    Returns the :class:`~stream.metrics.WorkerMetrics` that serves them (its latency observer is
+    Returns the :class:`~alphapulse.metrics.WorkerMetrics` that serves them (its latency observer is
     registered in ``rt.observers``).
     """
     metrics = WorkerMetrics(rt)

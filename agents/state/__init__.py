@@ -1,0 +1,1 @@
+"""A learner partition's state: the join store, the online models and their checkpoints."""

@@ -1,0 +1,1 @@
+"""The AlphaPulse application: composition root, worker, CLI, demo, replay, reports, web."""
