@@ -8,28 +8,21 @@ STAMP := $(VENV)/.installed
 
 .PHONY: install demo test lint unit clean
 
+# $(call apt_need,CHECK,PACKAGES,WHY): as root with apt-get, install PACKAGES unless CHECK succeeds.
+define apt_need
+	@$(1) || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    echo "installing $(2) ($(3))"; \
+	    apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q $(2); \
+	  else \
+	    echo "$(2) needed ($(3)): install it from your distribution" >&2; \
+	  fi; }
+endef
+
 $(STAMP): pyproject.toml
-	@command -v java >/dev/null && command -v mvn >/dev/null || { \
-	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
-	    echo "installing Java and Maven (needed to run the local Kafka broker)"; \
-	    apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q default-jre-headless maven; \
-	  else \
-	    echo "Java 17+ and Maven are needed for the local Kafka broker; install them, or set KAFKA_BOOTSTRAP_SERVERS" >&2; \
-	  fi; }
-	@ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1 || command -v pg_ctl >/dev/null || { \
-	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
-	    echo "installing PostgreSQL (the store tests run a real server on loopback)"; \
-	    apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q postgresql; \
-	  else \
-	    echo "PostgreSQL server binaries are needed for the store tests; install the 'postgresql' package" >&2; \
-	  fi; }
-	@command -v chromium >/dev/null || command -v chromium-browser >/dev/null || { \
-	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
-	    echo "installing Chromium (the dashboard test loads the page in headless Chromium)"; \
-	    apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium; \
-	  else \
-	    echo "Chromium is needed for the dashboard test; install the 'chromium' package" >&2; \
-	  fi; }
+	$(call apt_need,command -v java >/dev/null && command -v mvn >/dev/null,default-jre-headless maven,the local Kafka broker; or set KAFKA_BOOTSTRAP_SERVERS)
+	$(call apt_need,ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1 || command -v pg_ctl >/dev/null,postgresql,the store tests run a real server on loopback)
+	$(call apt_need,command -v chromium >/dev/null || command -v chromium-browser >/dev/null,chromium,the dashboard test loads the page in headless Chromium)
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q -e '.[dev]'

@@ -1,4 +1,4 @@
-"""Three changes to how Faust drives its Kafka consumer in a worker, measured with bench.e2e.
+"""Three changes to how Faust drives its Kafka consumer in a worker (figures in docs/benchmarks.md).
 
 1. The fetch loop without a task per message. Faust's ``Consumer._drain_messages`` hands every
    fetched record to the conductor through ``Service.wait_first(callback(message),
@@ -13,16 +13,15 @@
    than its records. After a fetch that brought records, the next one lets the broker gather up
    to ``ALPHAPULSE_FETCH_MIN_BYTES`` for at most ``ALPHAPULSE_FETCH_MAX_WAIT_MS``; after an empty
    one, it goes back to Faust's long poll (1 byte, 1.5 s), so an idle worker stays idle. The
-   default of 1 byte turns this off (Faust's fetches): 8 KB used a tenth less worker CPU at a steady
-   1,000 + 1,000 records/s, but consumed a backlog more slowly in the runs measured.
+   default of 1 byte turns this off (Faust's fetches): a larger minimum saves CPU under steady
+   traffic but consumes a backlog more slowly.
 3. No long poll while fetched records wait. aiokafka sends one fetch at a time per broker, and a
    partition whose fetched records are not consumed yet is left out of the next fetch. When every
    partition with traffic still had records waiting, the next fetch held only idle partitions
    (Faust's ``__assignor-__leader`` topic is always one), the broker held it for Faust's 1.5 s,
-   and the busy partitions could not be fetched again until it came back. In 4 of 15 latency
-   runs at 1,000 + 1,000 records/s this happened: the median latency rose to 0.7 to 2.7 s in
-   three (with the worker half idle), p99 to 1.7 s in the fourth. While any fetched records
-   wait, fetches now wait at most ``ALPHAPULSE_FETCH_MAX_WAIT_MS``
+   and the busy partitions could not be fetched again until it came back, which showed as
+   latencies of seconds. While any fetched records wait, fetches now wait at most
+   ``ALPHAPULSE_FETCH_MAX_WAIT_MS``
    (tests/integration/test_fetch_waits.py).
 
 The worker and the benchmark's no-op baseline both install these, so its ratios compare like

@@ -30,11 +30,8 @@ async def micro_batches(stream: Any, max_batch: int) -> AsyncIterator[list[Any]]
 
     A batch never waits for events to arrive: an event that arrives alone is a batch of one. Nor
     does it take events that arrive while it is being taken: Faust's stream yields to the event
-    loop for every event it hands out, and the fetch loop then queues more, so a batch that took
-    whatever was queued kept growing while events arrived about as fast as it took them. At
-    1,000 + 1,000 records/s, after a pause of a few milliseconds, batches of 110 to 150 signals
-    formed over 90 to 120 ms, and their first signals were answered that much later (the floor
-    agent of ``bench.e2e``, logged by hand).
+    loop for every event it hands out and the fetch loop queues more meanwhile, so such a batch
+    would keep growing under steady traffic while its first event waits (docs/benchmarks.md).
     """
     events = stream.events().__aiter__()
     while True:

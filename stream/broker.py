@@ -410,10 +410,8 @@ class LocalKafka:
                     "-Xms128m",
                     f"-Xmx{self.heap}",
                     "-XX:+UseG1GC",
-                    # C1 only. A local broker lives minutes to hours; in that time the C2
-                    # compiler took 46-53% of a core at 3,000 records/s on 2 cores, more than
-                    # the request handlers, and the CPU it took from the worker showed up as
-                    # latency (bench.e2e, one run each: p99 1,586 ms with C2, 152 ms with C1).
+                    # C1 only: a local broker lives minutes to hours, and on a small machine the
+                    # C2 compiler's CPU shows up as the worker's latency (docs/benchmarks.md).
                     "-XX:TieredStopAtLevel=1",
                     "-Djava.awt.headless=true",
                     f"-Dlog4j2.configurationFile={d}/log4j2.xml",

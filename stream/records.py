@@ -40,6 +40,15 @@ MODEL_EVENTS = ("loaded", "rejected", "promoted", "drift", "checkpoint")
 
 
 @dataclass(frozen=True, slots=True)
+class _Output:
+    """An output record: ``to_dict`` gives the plain JSON-ready dict of the contract's fields."""
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON-ready dict, exactly the contract's fields."""
+        return asdict(self)
+
+
+@dataclass(frozen=True, slots=True)
 class SignalRequest:
     """A request for a prediction (``alphapulse.signals``).
 
@@ -71,7 +80,7 @@ class TradeOutcome:
 
 
 @dataclass(frozen=True, slots=True)
-class Prediction:
+class Prediction(_Output):
     """The answer to one SignalRequest (``alphapulse.predictions``)."""
 
     signal_id: str
@@ -85,13 +94,9 @@ class Prediction:
     ts: int
     predicted_at: int
 
-    def to_dict(self) -> dict[str, Any]:
-        """Plain JSON-ready dict, exactly the contract's fields."""
-        return asdict(self)
-
 
 @dataclass(frozen=True, slots=True)
-class DeadLetter:
+class DeadLetter(_Output):
     """A message an agent could not use (``alphapulse.deadletter``)."""
 
     reason: str
@@ -107,13 +112,9 @@ class DeadLetter:
         if self.reason not in DEADLETTER_REASONS:
             raise ValueError(f"unknown dead-letter reason {self.reason!r}")
 
-    def to_dict(self) -> dict[str, Any]:
-        """Plain JSON-ready dict, exactly the contract's fields."""
-        return asdict(self)
-
 
 @dataclass(frozen=True, slots=True)
-class HardExample:
+class HardExample(_Output):
     """A confidently wrong prediction, for the batch trainer (``alphapulse.retrain-queue``)."""
 
     outcome_id: str
@@ -127,13 +128,9 @@ class HardExample:
     loss: float
     ts: int
 
-    def to_dict(self) -> dict[str, Any]:
-        """Plain JSON-ready dict."""
-        return asdict(self)
-
 
 @dataclass(frozen=True, slots=True)
-class ModelEvent:
+class ModelEvent(_Output):
     """Something that happened to a model (``alphapulse.model-events``)."""
 
     event: str
