@@ -136,10 +136,8 @@ def _backlog_rate(
 ) -> float:
     """Fill ``topic`` with ``msgs``, then start ``cmd`` in ``group`` and measure its rate.
 
-    The backlog is in place before the agent starts: filling it while the agent consumed gave the
-    producer's CPU to the fill for the first 4 to 6 s, most of a fast agent's run and less of a
-    slow one's, which lifted the slow agents' ratios (by hand, two runs each: the worker's
-    signals against the no-op 0.51 and 0.69 with the fill running, 0.47 and 0.54 filled first).
+    The backlog is in place before the agent starts: a fill running while the agent consumes
+    takes CPU from most of a fast agent's run and less of a slow one's, which skews the ratios.
     """
     asyncio.run(_fill(bootstrap, topic, msgs))
     proc = _spawn(cmd, env, log)

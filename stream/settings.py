@@ -1,6 +1,6 @@
 """The one settings object.
 
-Every environment variable AlphaPulse reads is a field here; the README lists them all. Fields use
+Every environment variable AlphaPulse reads is a field here; docs/configuration.md lists them all. Fields use
 the ``ALPHAPULSE_`` prefix, except the two standard variables ``KAFKA_BOOTSTRAP_SERVERS`` and
 ``MLFLOW_TRACKING_URI``.
 
