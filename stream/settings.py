@@ -1,8 +1,8 @@
 """The one settings object.
 
-Every environment variable AlphaPulse reads is a field here; docs/configuration.md lists them all. Fields use
-the ``ALPHAPULSE_`` prefix, except the two standard variables ``KAFKA_BOOTSTRAP_SERVERS`` and
-``MLFLOW_TRACKING_URI``.
+Every environment variable AlphaPulse reads is a field here; docs/configuration.md lists them
+all. Fields use the ``ALPHAPULSE_`` prefix, except the two standard variables
+``KAFKA_BOOTSTRAP_SERVERS`` and ``MLFLOW_TRACKING_URI``.
 
 >>> s = Settings(_env_file=None)
 >>> s.topic("signals")
