@@ -101,8 +101,7 @@ async def _score_batch(
     batch_components: list[dict[str, float]] = [{} for _ in valid]
     if serving.scorer is not None:
         try:
-            rows = serving.scorer.score_many([req.features for _, req in valid])
-            batch_components = [row.components for row in rows]
+            batch_components = serving.scorer.components_many([req.features for _, req in valid])
         except Exception:  # a failing batch model must not stop the online answers
             log.exception("batch scoring failed for %d signals; answering without it", len(valid))
     answers: list[_Answer] = []

@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from models.errors import AlphaPulseError, ModelError, RegistryError
+from models.roles import BATCH_ROLES
 from models.scoring import BatchScorer
 from stream.codec import encode, now_ms
 from stream.records import ModelEvent
@@ -26,8 +27,6 @@ from stream.runtime import Runtime, Serving
 __all__ = ["BATCH_ROLES", "Reloader", "validate_model"]
 
 log = logging.getLogger(__name__)
-
-BATCH_ROLES = ("monthly_full", "weekly_quick")
 
 
 def validate_model(model: Any, expected_features: list[str] | None, probe_rows: int = 64) -> None:

@@ -19,9 +19,11 @@ from rich.console import Group
 from rich.table import Table
 from rich.text import Text
 
+from models.roles import BLEND, ROLES
+
 __all__ = ["DemoState", "progress_line", "render_view", "sparkline", "summary_text"]
 
-_ROLES = ("blend", "monthly_full", "weekly_quick", "online")
+_ROLES = (BLEND, *ROLES)
 _BARS = "▁▂▃▄▅▆▇█"
 
 

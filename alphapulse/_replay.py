@@ -1,10 +1,11 @@
 """Offline replay: history through the predictor's and the learner's model code, in time order.
 
 Each row is handled as the worker handles its messages: a row with features is a signal request,
-scored like the predictor does (batch components from a :class:`models.scoring.BatchScorer`, the
-online model of its key from a :class:`models.keyed.KeyedOnline`, blended by
-:func:`models.blend.blend`); a row with a label is an outcome, joined to its signal's features and
-prediction and learned like the learner does (``KeyedOnline.learn``, deduplicated by outcome id).
+scored like the predictor does (batch components from
+:meth:`models.scoring.BatchScorer.components_many`, the online model of its key from a
+:class:`models.keyed.KeyedOnline`, blended by :func:`models.blend.blend`); a row with a label is
+an outcome, joined to its signal's features and prediction and learned like the learner does
+(``KeyedOnline.learn``, deduplicated by outcome id).
 A row with both is a signal followed at once by its outcome. Rows are processed in ``ts`` order
 (file order when a row has no ``ts``), so every prediction only uses outcomes that came before it:
 a prequential evaluation.
@@ -29,6 +30,8 @@ from typing import Any
 from models.blend import BlendWeights, blend
 from models.keyed import KeyedOnline
 from models.online import OnlineConfig
+from models.roles import ONLINE
+from models.scoring import BatchScorer
 
 __all__ = ["ReplayResult", "ReplayStep", "replay"]
 
@@ -103,11 +106,7 @@ def replay(
         Configuration of the online models; default as in the worker.
     """
     w = weights if isinstance(weights, BlendWeights) else BlendWeights(weights)
-    scorer = None
-    if batch_models:
-        from models.scoring import BatchScorer
-
-        scorer = BatchScorer(dict(batch_models), weights=w)
+    scorer = BatchScorer(dict(batch_models), weights=w) if batch_models else None
     keyed = KeyedOnline(online_config)
     result = ReplayResult(steps=[], keyed=keyed, batch_models=dict(batch_models or {}))
     pending: dict[str, tuple[dict[str, Any], float, dict[str, float]]] = {}
@@ -115,9 +114,9 @@ def replay(
         result.n_rows += 1
         sid, key, feats = row["signal_id"], row["model_key"], row.get("features")
         if feats is not None and sid not in pending:
-            batch = scorer.score_one(feats).components if scorer is not None else {}
+            batch = scorer.components_many([feats])[0] if scorer is not None else {}
             online, _ = keyed.predict(key, feats)
-            components = {**batch, "online": online}
+            components = {**batch, ONLINE: online}
             pending[sid] = (feats, blend(components, w).score, components)
             result.n_signals += 1
         if "label" not in row:

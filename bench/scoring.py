@@ -23,6 +23,7 @@ import numpy as np
 
 from models.blend import blend
 from models.online import OnlineLearner
+from models.roles import ONLINE
 from models.scoring import BatchScorer
 from models.synthetic import TradeGenerator
 
@@ -122,7 +123,7 @@ def run() -> list[dict[str, Any]]:
     for r in gen.rows(2000):
         online.learn_one(r.features, r.label)
     roles = ["xgboost", "lightgbm", "catboost"]
-    weights = {**{r: 0.8 / 3 for r in roles}, "online": 0.2}
+    weights = {**{r: 0.8 / 3 for r in roles}, ONLINE: 0.2}
     rows = [r.features for r in TradeGenerator(seed=1).rows(512)]
     fast = BatchScorer(dict(zip(roles, natives, strict=True)), online=online, weights=weights)
     slow = BatchScorer(
@@ -135,7 +136,7 @@ def run() -> list[dict[str, Any]]:
             comps = {
                 r: float(m.predict_proba(x)[0, 1]) for r, m in zip(roles, wrappers, strict=True)
             }
-            comps["online"] = online.predict_proba_one(row)
+            comps[ONLINE] = online.predict_proba_one(row)[True]
             blend(comps, weights)
 
     # the compiled path must agree with the native one

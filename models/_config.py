@@ -8,11 +8,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from models.errors import ConfigError
+from models.roles import CADENCES
 
 __all__ = ["CADENCES", "MODEL_TYPES", "TrainingConfig"]
 
 MODEL_TYPES = ("xgboost", "lightgbm", "catboost")
-CADENCES = ("nightly_incremental", "weekly_quick", "monthly_full")
 
 _PRESETS: dict[str, dict[str, Any]] = {
     # Continue the current champion with a few rounds on the last week of outcomes.

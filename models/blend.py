@@ -1,12 +1,13 @@
 """Blend component probabilities into the final score of a prediction.
 
 The final score is the weighted mean of the probabilities of the components present. The roles
-of the wire contract are ``monthly_full`` and ``weekly_quick`` (batch models) and ``online``; by
-default the batch models share 0.8 equally and the online model has 0.2. Any other role name may
-be configured too. A component is *configured* when its weight is above zero; when a configured
-component is missing (absent, ``None`` or NaN), the weights of the others are renormalised to sum
-to 1 and the result is flagged ``degraded``. When only zero-weight components are present, they
-share the score equally (so an online model alone still answers), also flagged ``degraded``.
+of the wire contract (:data:`models.roles.ROLES`) are ``monthly_full`` and ``weekly_quick``
+(batch models) and ``online``; by default the batch models share 0.8 equally and the online model
+has 0.2. Any other role name may be configured too. A component is *configured* when its weight
+is above zero; when a configured component is missing (absent, ``None`` or NaN), the weights of
+the others are renormalised to sum to 1 and the result is flagged ``degraded``. When only
+zero-weight components are present, they share the score equally (so an online model alone still
+answers), also flagged ``degraded``.
 
 Examples
 --------
@@ -30,10 +31,7 @@ from typing import NamedTuple
 
 from models.errors import ConfigError, DataError
 
-__all__ = ["ROLES", "BlendResult", "BlendWeights", "blend"]
-
-ROLES: tuple[str, ...] = ("monthly_full", "weekly_quick", "online")
-"""The component roles of the wire contract's Prediction."""
+__all__ = ["BlendResult", "BlendWeights", "blend"]
 
 
 class BlendWeights(Mapping[str, float]):
@@ -117,8 +115,8 @@ class BlendWeights(Mapping[str, float]):
 class BlendResult(NamedTuple):
     """The blended score, the weights applied to the components present, and the degraded flag.
 
-    A named tuple rather than a frozen dataclass: one is made per prediction, at a fifth of the
-    cost.
+    A named tuple rather than a frozen dataclass: one is made per prediction, and a named tuple
+    is cheaper to make.
     """
 
     score: float

@@ -24,10 +24,19 @@ Monitoring
 ----------
 ``learn_one`` first predicts the outcome (prequential evaluation), then learns it. The
 prediction and the label feed rolling metrics over the last ``metrics_window`` outcomes (ROC AUC,
-log loss, accuracy) and the 0/1 error feeds a drift detector (ADWIN or Page-Hinkley). When the
-detector fires, ``learn_one`` returns ``True`` and the 0-based index of that outcome is appended
-to ``drift_points``. Only rises of the error count: ADWIN also signals falls (for instance while
-the model is still learning), and those are not reported; Page-Hinkley runs in ``"up"`` mode.
+log loss, accuracy) and the 0/1 error feeds a drift detector (ADWIN or Page-Hinkley). Like any
+River classifier, ``learn_one`` returns nothing: what it found is left in attributes.
+``drift_detected`` tells whether the detector fired on the last outcome learned (the 0-based
+index of each such outcome is appended to ``drift_points``) and ``last_prediction`` what the
+model predicted for it. Only rises of the error count: ADWIN also signals falls (for instance
+while the model is still learning), and those are not reported; Page-Hinkley runs in ``"up"``
+mode.
+
+River contract
+--------------
+:class:`OnlineLearner` is a ``river.base.Classifier``: ``predict_proba_one`` returns
+``{True: p, False: 1 - p}``, ``learn_one`` returns None, the hyperparameters are the constructor's
+only argument, and River's own conformance suite (``river.checks.check_estimator``) runs on it.
 
 Snapshots
 ---------
@@ -47,7 +56,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
-from river import compose, drift, linear_model, optim, preprocessing, tree
+from river import base, compose, drift, linear_model, optim, preprocessing, tree
 from scipy.stats import rankdata
 
 from models.errors import ConfigError, DataError, ModelError
@@ -221,7 +230,7 @@ def _build_detector(cfg: OnlineConfig) -> Any:
     return None
 
 
-def clean_features(x: Mapping[str, Any]) -> dict[str, float]:
+def clean_features(x: Mapping[Any, Any]) -> dict[str, float]:
     """A new dict of ``x``'s finite numeric values, sorted by name; None and NaN are dropped.
 
     >>> clean_features({"b": 2, "a": None, "c": float("nan"), "d": 1.5})
@@ -242,20 +251,27 @@ def clean_features(x: Mapping[str, Any]) -> dict[str, float]:
 
 
 def _label(y: object) -> bool:
-    if y is True or y is False:
-        return y
+    if isinstance(y, bool | np.bool_):
+        return bool(y)
     if isinstance(y, int | np.integer) and y in (0, 1):
         return bool(y)
     raise DataError(f"label must be a bool or 0/1, got {y!r}")
 
 
-class OnlineLearner:
+class OnlineLearner(base.Classifier):
     """A River pipeline with decay, rolling metrics, drift detection and exact snapshots.
 
     Parameters
     ----------
     config : OnlineConfig, optional
         Hyperparameters; default ``OnlineConfig()``.
+
+    Attributes
+    ----------
+    drift_detected : bool
+        Whether the drift detector fired on the last outcome learned.
+    drift_points : list of int
+        0-based indices of the outcomes on which the detector fired.
 
     Notes
     -----
@@ -265,13 +281,20 @@ class OnlineLearner:
 
     Examples
     --------
+    A prequential run: predict each outcome, then learn it.
+
     >>> learner = OnlineLearner()
     >>> learner.predict_proba_one({"rsi": 30.0})
-    0.5
+    {True: 0.5, False: 0.5}
+    >>> hits = 0
     >>> for i in range(200):
-    ...     _ = learner.learn_one({"rsi": float(i % 10), "vol": None}, y=i % 10 >= 5)
-    >>> learner.n_learned, learner.predict_proba_one({"rsi": 9.0}) > 0.5
-    (200, True)
+    ...     x, y = {"rsi": float(i % 10), "vol": None}, i % 10 >= 5
+    ...     hits += learner.predict_one(x) == y
+    ...     learner.learn_one(x, y)
+    >>> learner.n_learned, hits > 150, learner.drift_detected
+    (200, True, False)
+    >>> learner.win_probability({"rsi": 9.0}) > 0.5
+    True
     >>> clone = OnlineLearner.restore(learner.snapshot())
     >>> clone.predict_proba_one({"rsi": 2.0}) == learner.predict_proba_one({"rsi": 2.0})
     True
@@ -281,6 +304,7 @@ class OnlineLearner:
         self.config = config if config is not None else OnlineConfig()
         self.pipeline = _build_pipeline(self.config)
         self.detector = _build_detector(self.config)
+        self.drift_detected = False
         self.drift_points: list[int] = []
         self._lam = self.config.per_outcome_decay
         self._recent: deque[tuple[bool, float]] = deque(maxlen=self.config.metrics_window)
@@ -306,32 +330,42 @@ class OnlineLearner:
             return 0.5
         return p_true if total == 1.0 else p_true / total
 
-    def predict_proba_one(self, x: Mapping[str, Any]) -> float:
+    def win_probability(self, x: Mapping[Any, Any]) -> float:
         """Probability that the trade wins; 0.5 before any outcome has been learned."""
         return self._proba(clean_features(x))
 
-    def predict_proba_many(self, xs: Iterable[Mapping[str, Any]]) -> list[float]:
-        """:meth:`predict_proba_one` for each row."""
+    def win_probabilities(self, xs: Iterable[Mapping[Any, Any]]) -> list[float]:
+        """:meth:`win_probability` for each row."""
         return [self._proba(clean_features(x)) for x in xs]
 
-    def learn_one(self, x: Mapping[str, Any], y: bool | int, weight: float = 1.0) -> bool:
+    def predict_proba_one(
+        self, x: Mapping[Any, Any], **kwargs: Any
+    ) -> dict[base.typing.ClfTarget, float]:
+        """``{True: p, False: 1 - p}`` with ``p`` the :meth:`win_probability` of ``x``."""
+        p = self._proba(clean_features(x))
+        return {True: p, False: 1.0 - p}
+
+    def predict_one(self, x: Mapping[Any, Any], **kwargs: Any) -> bool:
+        """Whether the trade wins, by the same rule as the prequential error (``p > 0.5``)."""
+        return self._proba(clean_features(x)) > 0.5
+
+    def learn_one(self, x: Mapping[Any, Any], y: base.typing.ClfTarget, w: float = 1.0) -> None:
         """Predict ``x``, record the metrics and the error, then learn ``(x, y)``.
 
-        Returns True when the drift detector fired on this outcome. ``x`` is not modified.
-        ``weight`` must be 0 or within [:data:`MIN_WEIGHT`, :data:`MAX_WEIGHT`]. An
-        outcome of weight 0 counts in the metrics, the drift detector and ``n_learned`` but does
-        not change the pipeline (decay still ticks).
+        Sets :attr:`drift_detected` (and extends :attr:`drift_points` when it is True) and
+        :attr:`last_prediction`. ``x`` is not modified. ``y`` is a bool or 0/1. The sample
+        weight ``w`` must be 0 or within [:data:`MIN_WEIGHT`, :data:`MAX_WEIGHT`]; an outcome
+        of weight 0 counts in the metrics, the drift detector and ``n_learned`` but does not
+        change the pipeline (decay still ticks).
         """
         label = _label(y)
-        if not (weight == 0 or MIN_WEIGHT <= weight <= MAX_WEIGHT):
-            raise DataError(
-                f"weight must be 0 or within [{MIN_WEIGHT}, {MAX_WEIGHT}], got {weight!r}"
-            )
+        if not (w == 0 or MIN_WEIGHT <= w <= MAX_WEIGHT):
+            raise DataError(f"weight must be 0 or within [{MIN_WEIGHT}, {MAX_WEIGHT}], got {w!r}")
         xc = clean_features(x)
         p = self._proba(xc)
         self._recent.append((label, p))
-        if weight > 0:
-            self.pipeline.learn_one(xc, label, w=float(weight))
+        if w > 0:
+            self.pipeline.learn_one(xc, label, w=float(w))
         if self._lam != 1.0:
             self.pipeline[-1]._weights *= self._lam
         fired = False
@@ -342,23 +376,20 @@ class OnlineLearner:
             if det.drift_detected and getattr(det, "estimation", math.inf) > before:
                 self.drift_points.append(self._n_learned)
                 fired = True
+        self.drift_detected = fired
         self._n_learned += 1
-        return fired
 
     def learn_many(
         self,
-        xs: Sequence[Mapping[str, Any]],
+        xs: Sequence[Mapping[Any, Any]],
         ys: Sequence[bool | int],
         weights: Sequence[float] | None = None,
-    ) -> list[int]:
-        """Learn the rows in order; returns the indices (in the whole stream) of drifts found."""
+    ) -> None:
+        """:meth:`learn_one` for each row in order; drifts found extend :attr:`drift_points`."""
         if len(xs) != len(ys) or (weights is not None and len(weights) != len(xs)):
             raise DataError("xs, ys and weights must have the same length")
-        found = []
         for i, (x, y) in enumerate(zip(xs, ys, strict=True)):
-            if self.learn_one(x, y, 1.0 if weights is None else weights[i]):
-                found.append(self.drift_points[-1])
-        return found
+            self.learn_one(x, y, 1.0 if weights is None else weights[i])
 
     def metrics(self) -> RollingMetrics:
         """Prequential ROC AUC, log loss and accuracy over the last ``metrics_window`` outcomes."""
@@ -371,6 +402,7 @@ class OnlineLearner:
             "pipeline": self.pipeline,
             "detector": self.detector,
             "drift_points": self.drift_points,
+            "drift_detected": self.drift_detected,
             "recent": list(self._recent),
             "n_learned": self._n_learned,
         }
@@ -394,6 +426,7 @@ class OnlineLearner:
         learner.pipeline = state["pipeline"]
         learner.detector = state["detector"]
         learner.drift_points = list(state["drift_points"])
+        learner.drift_detected = bool(state.get("drift_detected", False))
         learner._recent.extend(state["recent"])
         learner._n_learned = int(state["n_learned"])
         return learner

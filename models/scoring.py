@@ -1,8 +1,11 @@
-"""Fast scoring: many feature dicts in, one blended prediction per row out.
+"""Fast scoring: many feature dicts in, each row's batch components (and a blended score) out.
 
 :class:`BatchScorer` builds one float matrix per distinct feature order (NaN for a missing,
-``None`` or non-finite value), asks each batch model for all rows in one call, asks the online
-model row by row (River is row-wise anyway), and blends with :mod:`models.blend` rules, vectorised.
+``None`` or non-finite value) and asks each batch model for all rows in one call:
+:meth:`BatchScorer.components_many` returns, for each row, the probability of every batch model
+that answered it. :meth:`BatchScorer.score_many` adds the online model's probability (asked row
+by row, as River is row-wise) and blends with :func:`models.blend.blend`, the one place the
+blend rules live.
 
 A batch model answers a row only when the row carries at least ``min_feature_share`` of the
 model's features (default 1.0: all of them); otherwise it is left out of that row, whose
@@ -10,17 +13,15 @@ prediction is then ``degraded`` (see the wire contract's Prediction).
 
 Compiled path
 -------------
-Small batches are dominated by the libraries' per-call overhead (a single XGBoost
-``inplace_predict`` costs over 100 us). When a batch model exposes its native ``booster``
-(XGBoost, LightGBM or CatBoost), the scorer also lays its trees out as numpy arrays
-(:mod:`models._forest`) and scores batches of up to ``fast_max_rows`` rows for all such models at
-once. A model joins this path only after its compiled form has matched ``predict_proba`` to
-within 1e-5 on probe rows placed on and next to every split threshold (and with NaN); otherwise
-it is always scored natively. Larger batches always use the native predictors. Construction
-compiles and checks the models (about 0.2 s for three 100-tree models), so build a new scorer
-off the event loop and swap it in. Besides the per-call overhead, calling the three libraries
-one after another on single rows costs more again (their thread pools contend; measured about
-2x), which the compiled path avoids too.
+Small batches are dominated by the libraries' per-call overhead. When a batch model exposes its
+native ``booster`` (XGBoost, LightGBM or CatBoost), the scorer also lays its trees out as numpy
+arrays (:mod:`models._forest`) and scores batches of up to ``fast_max_rows`` rows for all such
+models at once, which also spares calling the three libraries one after another (their thread
+pools contend). A model joins this path only after its compiled form has matched
+``predict_proba`` to within 1e-5 on probe rows placed on and next to every split threshold (and
+with NaN); otherwise it is always scored natively. Larger batches always use the native
+predictors. Construction compiles and checks the models, so build a new scorer off the event
+loop and swap it in.
 
 Examples
 --------
@@ -31,12 +32,14 @@ Examples
 ...         return np.clip(np.nanmean(X, axis=1), 0.0, 1.0)
 >>> class Prior:
 ...     def predict_proba_one(self, x):
-...         return 0.5
+...         return {True: 0.5, False: 0.5}
 >>> weights = {"monthly_full": 0.8, "online": 0.2}
 >>> scorer = BatchScorer({"monthly_full": Mean()}, online=Prior(), weights=weights)
->>> rows = scorer.score_many([{"a": 0.2, "b": 0.4}, {"a": 0.2, "b": None}])
+>>> scorer.components_many([{"a": 0.5, "b": 1.0}, {"a": 0.5, "b": None}])
+[{'monthly_full': 0.75}, {}]
+>>> rows = scorer.score_many([{"a": 0.5, "b": 1.0}, {"a": 0.5, "b": None}])
 >>> round(rows[0].score, 6), rows[0].degraded
-(0.34, False)
+(0.7, False)
 >>> rows[1]
 ScoredRow(score=0.5, components={'online': 0.5}, weights={'online': 1.0}, degraded=True)
 """
@@ -51,8 +54,9 @@ from typing import Any, Protocol
 import numpy as np
 
 from models._forest import PackedForests, UnsupportedModel, compile_forests, pack, probe_rows
-from models.blend import BlendWeights
+from models.blend import BlendWeights, blend
 from models.errors import ConfigError, DataError
+from models.roles import ONLINE
 
 __all__ = ["BatchModel", "BatchScorer", "OnlineModel", "ScoredRow"]
 
@@ -73,9 +77,22 @@ class BatchModel(Protocol):
 
 
 class OnlineModel(Protocol):
-    """The online model as the scorer sees it (an :class:`models.online.OnlineLearner`)."""
+    """The online model as the scorer sees it: a River binary classifier.
 
-    def predict_proba_one(self, x: Mapping[str, Any]) -> float: ...
+    :class:`models.online.OnlineLearner` is one. ``predict_proba_one`` returns probabilities by
+    label; the scorer uses ``True``'s, and an empty dict means the model did not answer.
+    """
+
+    def predict_proba_one(self, x: Mapping[str, Any]) -> Mapping[Any, float]: ...
+
+
+def _win_probability(probs: Mapping[Any, float]) -> float:
+    """P(True) of a River ``predict_proba_one`` answer; NaN (no answer) when it is empty.
+
+    >>> _win_probability({True: 0.7, False: 0.3}), _win_probability({False: 1.0})
+    (0.7, 0.0)
+    """
+    return float(probs.get(True, 0.0)) if probs else math.nan
 
 
 @dataclass(frozen=True, slots=True)
@@ -129,12 +146,12 @@ class BatchScorer:
         fast_max_rows: int = 128,
     ) -> None:
         self.weights = weights if isinstance(weights, BlendWeights) else BlendWeights(weights)
-        roles = [*batch_models, *(["online"] if online is not None else [])]
+        roles = [*batch_models, *([ONLINE] if online is not None else [])]
         unknown = [r for r in roles if r not in self.weights]
         if unknown:
             raise ConfigError(f"no blend weight for role(s) {unknown}; add them to the weights")
-        if "online" in batch_models:
-            raise ConfigError("'online' is the online model's role; rename that batch model")
+        if ONLINE in batch_models:
+            raise ConfigError(f"{ONLINE!r} is the online model's role; rename that batch model")
         if not 0.0 < min_feature_share <= 1.0:
             raise ConfigError(f"min_feature_share must be in (0, 1], got {min_feature_share}")
         if fast_max_rows < 0:
@@ -148,7 +165,6 @@ class BatchScorer:
         self.fast_max_rows = fast_max_rows
         self.roles = tuple(roles)
         self._names = {r: list(m.feature_names) for r, m in self.batch_models.items()}
-        self._always_degraded = any(r not in self.roles for r in self.weights.configured())
         self._fast: PackedForests | None = None
         self._fast_roles: tuple[str, ...] = ()
         self._fast_cols: list[np.ndarray | None] = []
@@ -227,34 +243,48 @@ class BatchScorer:
             out[role] = p.tolist()
         return out
 
-    def score_many(self, rows: Sequence[Mapping[str, Any]]) -> list[ScoredRow]:
-        """Score every row; the result is in the order of ``rows``."""
+    def components_many(self, rows: Sequence[Mapping[str, Any]]) -> list[dict[str, float]]:
+        """Each row's batch components that answered it, by role, in the order of ``rows``.
+
+        A role is absent from a row when its model did not answer it (too few of its features).
+
+        Raises
+        ------
+        DataError
+            A feature value is not a number or null, or a model returned a probability outside
+            [0, 1].
+        """
         if not rows:
             return []
         comps = self._batch_components(rows)
-        if self.online is not None:
-            comps["online"] = [self.online.predict_proba_one(r) for r in rows]
-        columns = [comps[r] for r in self.roles]
-        weights = self.weights
-        configured = weights.configured()
+        roles = list(comps)
         out = []
-        for values in zip(*columns, strict=True):
-            present = {r: v for r, v in zip(self.roles, values, strict=True) if v == v}
+        for values in zip(*(comps[r] for r in roles), strict=True):
+            present = {r: v for r, v in zip(roles, values, strict=True) if v == v}
             for r, v in present.items():
                 if not 0.0 <= v <= 1.0:
                     raise DataError(f"model {r!r} returned probability {v!r} outside [0, 1]")
+            out.append(present)
+        return out if roles else [{} for _ in rows]
+
+    def score_many(self, rows: Sequence[Mapping[str, Any]]) -> list[ScoredRow]:
+        """Score every row, in the order of ``rows``.
+
+        Each row's :meth:`components_many`, plus the online model's probability, blended by
+        :func:`models.blend.blend` with this scorer's weights.
+        """
+        out = []
+        online = self.online
+        for row, present in zip(rows, self.components_many(rows), strict=True):
+            if online is not None:
+                p = _win_probability(online.predict_proba_one(row))
+                if p == p:
+                    present[ONLINE] = p
             if not present:
                 out.append(ScoredRow(math.nan, {}, {}, True))
                 continue
-            degraded = self._always_degraded or any(r not in present for r in configured)
-            total = sum(weights[r] for r in present)
-            if total > 0:
-                applied = {r: weights[r] / total for r in present}
-            else:  # only zero-weight components answered: they share the score equally
-                applied = {r: 1.0 / len(present) for r in present}
-                degraded = True
-            score = sum(applied[r] * v for r, v in present.items())
-            out.append(ScoredRow(min(max(score, 0.0), 1.0), present, applied, degraded))
+            result = blend(present, self.weights)
+            out.append(ScoredRow(result.score, present, result.weights_applied, result.degraded))
         return out
 
     def score_one(self, row: Mapping[str, Any]) -> ScoredRow:

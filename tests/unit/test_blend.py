@@ -9,8 +9,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from models.blend import ROLES, BlendResult, BlendWeights, blend
+from models.blend import BlendResult, BlendWeights, blend
 from models.errors import ConfigError, DataError
+from models.roles import ROLES
 
 
 def test_default_weights_split_batch_and_online() -> None:

@@ -38,7 +38,7 @@ def _online_case(classifier: str) -> Case:
     return Case(
         make=lambda seed: OnlineLearner(OnlineConfig(classifier=classifier, seed=seed)),
         learn=lambda m, x, y: m.learn_one(x, y),
-        predict=lambda m, x: m.predict_proba_one(x),
+        predict=lambda m, x: m.predict_proba_one(x)[True],
     )
 
 

@@ -50,12 +50,23 @@ def test_config_rejects_bad_values(kwargs: dict[str, Any]) -> None:
 
 def test_prior_before_learning_and_count() -> None:
     learner = OnlineLearner()
-    assert learner.predict_proba_one({"a": 1.0}) == 0.5
-    assert learner.predict_proba_many([{}, {"a": 2.0}]) == [0.5, 0.5]
-    assert learner.n_learned == 0
-    learner.learn_one({"a": 1.0}, True)
+    assert learner.predict_proba_one({"a": 1.0}) == {True: 0.5, False: 0.5}
+    assert learner.win_probabilities([{}, {"a": 2.0}]) == [0.5, 0.5]
+    assert learner.n_learned == 0 and learner.last_prediction is None
+    assert learner.learn_one({"a": 1.0}, True) is None
+    assert learner.last_prediction == 0.5 and not learner.drift_detected
     learner.learn_many([{"a": 1.0}, {"a": -1.0}], [1, 0], weights=[2.0, 0.5])
     assert learner.n_learned == 3
+
+
+def test_predict_proba_one_is_a_river_binary_distribution() -> None:
+    learner = OnlineLearner()
+    for i in range(50):
+        learner.learn_one({"a": float(i % 2)}, i % 2 == 1)
+    probs = learner.predict_proba_one({"a": 1.0})
+    assert set(probs) == {True, False} and probs[True] + probs[False] == pytest.approx(1.0)
+    assert probs[True] == learner.win_probability({"a": 1.0}) > 0.5
+    assert learner.predict_one({"a": 1.0}) is True and learner.predict_one({"a": 0.0}) is False
 
 
 def test_matches_river_progressive_val_score_on_phishing() -> None:
@@ -68,7 +79,7 @@ def test_matches_river_progressive_val_score_on_phishing() -> None:
     learner = OnlineLearner(OnlineConfig(decay=False))
     correct = total = 0
     for x, y in datasets.Phishing():
-        correct += (learner.predict_proba_one(x) > 0.5) == y
+        correct += learner.predict_one(x) == y
         total += 1
         learner.learn_one(x, y)
     assert correct / total == reference.get()
@@ -79,7 +90,10 @@ def test_drift_detected_soon_after_each_regime_change(
     drifting_rows: list[Any], detector: str
 ) -> None:
     learner = OnlineLearner(OnlineConfig(drift_detector=detector))
-    fired = [learner.learn_one(r.features, r.label) for r in drifting_rows]
+    fired = []
+    for r in drifting_rows:
+        learner.learn_one(r.features, r.label)
+        fired.append(learner.drift_detected)
     assert [i for i, f in enumerate(fired) if f] == learner.drift_points
     bound = 250
     for point in DRIFTS:
@@ -91,7 +105,7 @@ def _prequential(rows: list[Any], config: OnlineConfig) -> np.ndarray:
     learner = OnlineLearner(config)
     hits = []
     for r in rows:
-        hits.append((learner.predict_proba_one(r.features) > 0.5) == r.label)
+        hits.append((learner.predict_proba_one(r.features)[True] > 0.5) == r.label)
         learner.learn_one(r.features, r.label)
     return np.array(hits)
 
@@ -109,7 +123,7 @@ def test_rolling_metrics_match_sklearn() -> None:
     learner = OnlineLearner(OnlineConfig(metrics_window=300))
     preds = []
     for r in rows:
-        preds.append(learner.predict_proba_one(r.features))
+        preds.append(learner.win_probability(r.features))
         learner.learn_one(r.features, r.label)
     y = np.array([r.label for r in rows[-300:]])
     p = np.array(preds[-300:])
@@ -134,7 +148,7 @@ def test_input_validation_and_no_mutation() -> None:
         learner.learn_one({"a": 1.0}, 2)
     for weight in (-1.0, 1e-300, 1e7, math.nan, math.inf):
         with pytest.raises(DataError):
-            learner.learn_one({"a": 1.0}, 1, weight=weight)
+            learner.learn_one({"a": 1.0}, 1, w=weight)
     with pytest.raises(DataError):
         learner.learn_many([{"a": 1.0}], [1, 0])
 
@@ -144,17 +158,18 @@ def test_zero_weight_leaves_linear_weights_alone() -> None:
     learner.learn_one({"a": 1.0}, 1)
     learner.learn_one({"a": 3.0}, 0)
     w = learner.export()["weights"]
-    learner.learn_one({"a": 2.0}, 1, weight=0.0)
+    learner.learn_one({"a": 2.0}, 1, w=0.0)
     assert learner.export()["weights"] == w
 
 
 def test_learn_many_equals_learn_one_loop(drifting_rows: list[Any]) -> None:
     rows = drifting_rows[:2500]
     a, b = OnlineLearner(), OnlineLearner()
-    found = a.learn_many([r.features for r in rows], [r.label for r in rows])
+    a.learn_many([r.features for r in rows], [r.label for r in rows])
     for r in rows:
         b.learn_one(r.features, r.label)
-    assert found == a.drift_points == b.drift_points
+    assert a.drift_points == b.drift_points
+    assert a.drift_detected == b.drift_detected
     assert a.snapshot() == b.snapshot()
 
 
@@ -206,10 +221,14 @@ def test_snapshot_restore_is_exact(
         original.learn_one(x, y, w)
     clone = OnlineLearner.restore(original.snapshot())
     probes = [x for x, _, _ in events] + [{}, {"f0": 1.0, "zz": 2.0}]
-    assert clone.predict_proba_many(probes) == original.predict_proba_many(probes)
+    assert clone.win_probabilities(probes) == original.win_probabilities(probes)
+    assert clone.drift_detected == original.drift_detected
     for x, y, w in events[cut:]:
-        assert clone.learn_one(x, y, w) == original.learn_one(x, y, w)
-    assert clone.predict_proba_many(probes) == original.predict_proba_many(probes)
+        clone.learn_one(x, y, w)
+        original.learn_one(x, y, w)
+        assert clone.drift_detected == original.drift_detected
+        assert clone.last_prediction == original.last_prediction
+    assert clone.win_probabilities(probes) == original.win_probabilities(probes)
     assert clone.drift_points == original.drift_points
     assert clone.n_learned == original.n_learned
     assert clone.metrics() == original.metrics()

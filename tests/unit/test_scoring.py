@@ -111,7 +111,7 @@ def test_scores_are_the_blend_of_native_predictions(
     native = {role: m.predict_proba(X) for role, m in models.items()}
     for i, got in enumerate(scorer.score_many(rows)):
         comps = {role: float(p[i]) for role, p in native.items()}
-        comps["online"] = online.predict_proba_one(rows[i])
+        comps["online"] = online.predict_proba_one(rows[i])[True]
         want = blend(comps, WEIGHTS)
         assert got.components == pytest.approx(comps, abs=1e-12)
         assert got.score == pytest.approx(want.score, abs=1e-12)
@@ -259,3 +259,55 @@ def test_errors(models: dict[str, Any], online: OnlineLearner) -> None:
     scorer = BatchScorer(models, weights=WEIGHTS)
     with pytest.raises(DataError):
         scorer.score_one({"f0": "high"})
+
+
+def test_components_many_is_what_score_many_blends(
+    models: dict[str, Any], online: OnlineLearner
+) -> None:
+    for fast_max_rows in (128, 0):
+        scorer = BatchScorer(
+            models,
+            online=online,
+            weights=WEIGHTS,
+            min_feature_share=5 / 6,
+            fast_max_rows=fast_max_rows,
+        )
+        rows = _rows(40, seed=7, nan_share=0.1)
+        comps = scorer.components_many(rows)
+        assert len(comps) == len(rows) and all("online" not in c for c in comps)
+        assert any(len(c) < 3 for c in comps) and any(len(c) == 3 for c in comps)
+        for row, c, got in zip(rows, comps, scorer.score_many(rows), strict=True):
+            want = blend({**c, "online": online.predict_proba_one(row)[True]}, WEIGHTS)
+            assert got.components == {**c, "online": pytest.approx(got.components["online"])}
+            assert (got.score, got.weights, got.degraded) == (
+                want.score,
+                want.weights_applied,
+                want.degraded,
+            )
+    assert scorer.components_many([]) == []
+
+
+def test_components_many_refuses_probabilities_outside_unit_interval() -> None:
+    class Broken:
+        feature_names = NAMES
+
+        def predict_proba(self, X: np.ndarray) -> np.ndarray:
+            return np.full(len(X), 1.5)
+
+    scorer = BatchScorer({"bad": Broken()}, weights={"bad": 1.0})
+    with pytest.raises(DataError, match="outside"):
+        scorer.components_many(_rows(2))
+
+
+class _EmptyOnline:
+    """A River classifier that has not answered yet: an empty distribution."""
+
+    def predict_proba_one(self, x: dict[str, Any]) -> dict[bool, float]:
+        return {}
+
+
+def test_an_online_model_without_an_answer_is_left_out(models: dict[str, Any]) -> None:
+    scorer = BatchScorer({"xgb": models["xgb"]}, online=_EmptyOnline(), weights=WEIGHTS)
+    r = scorer.score_one(_rows(1)[0])
+    assert set(r.components) == {"xgb"} and r.degraded
+    assert math.isnan(scorer.score_one({}).score)
