@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from models.online import rolling_metrics
+from models.metrics import rolling_metrics
 from models.trainer import evaluate
 
 __all__ = [

@@ -13,7 +13,7 @@ from collections import deque
 from collections.abc import Mapping
 
 from models.errors import ConfigError
-from models.online import RollingMetrics, rolling_metrics
+from models.metrics import RollingMetrics, rolling_metrics
 
 __all__ = ["ComponentMonitor"]
 

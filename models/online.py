@@ -57,18 +57,16 @@ from typing import Any
 
 import numpy as np
 from river import base, compose, drift, linear_model, optim, preprocessing, tree
-from scipy.stats import rankdata
 
 from models.errors import ConfigError, DataError, ModelError
+from models.metrics import RollingMetrics, rolling_metrics
 
 __all__ = [
     "CLASSIFIERS",
     "DRIFT_DETECTORS",
     "OnlineConfig",
     "OnlineLearner",
-    "RollingMetrics",
     "clean_features",
-    "rolling_metrics",
 ]
 
 CLASSIFIERS: tuple[str, ...] = (
@@ -83,7 +81,6 @@ SNAPSHOT_MAGIC = b"ALPHAPULSE-ONLINE\n"
 SNAPSHOT_VERSION = 1
 MIN_WEIGHT, MAX_WEIGHT = 1e-6, 1e6
 """Sample weights outside these bounds (other than 0) make River's trees divide by ~0."""
-_EPS = 1e-15
 
 
 @dataclass(frozen=True)
@@ -166,40 +163,6 @@ class OnlineConfig:
     def per_outcome_decay(self) -> float:
         """Factor applied to the linear weights after each outcome (1.0 when decay is off)."""
         return self.decay_factor ** (1.0 / self.decay_window) if self.decay else 1.0
-
-
-@dataclass(frozen=True)
-class RollingMetrics:
-    """Prequential metrics over the last ``n`` outcomes; ``roc_auc`` is None with one class."""
-
-    n: int
-    roc_auc: float | None
-    log_loss: float | None
-    accuracy: float | None
-
-
-def rolling_metrics(
-    recent: Sequence[tuple[bool, float]] | deque[tuple[bool, float]],
-) -> RollingMetrics:
-    """ROC AUC, log loss and accuracy of ``(label, probability)`` pairs.
-
-    >>> rolling_metrics([(True, 0.9), (False, 0.2), (True, 0.6)]).accuracy
-    1.0
-    """
-    n = len(recent)
-    if n == 0:
-        return RollingMetrics(0, None, None, None)
-    y = np.fromiter((r[0] for r in recent), dtype=bool, count=n)
-    p = np.fromiter((r[1] for r in recent), dtype=float, count=n)
-    pc = np.clip(p, _EPS, 1 - _EPS)
-    log_loss = float(-np.mean(np.where(y, np.log(pc), np.log1p(-pc))))
-    accuracy = float(np.mean((p > 0.5) == y))
-    n_pos = int(y.sum())
-    roc_auc = None
-    if 0 < n_pos < n:
-        ranks = rankdata(p)
-        roc_auc = float((ranks[y].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * (n - n_pos)))
-    return RollingMetrics(n, roc_auc, log_loss, accuracy)
 
 
 def _build_pipeline(cfg: OnlineConfig) -> compose.Pipeline:
