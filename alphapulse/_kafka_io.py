@@ -6,14 +6,17 @@ import asyncio
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
+from contextlib import aclosing
 from typing import Any
 
 import orjson
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka import AIOKafkaProducer
 
 from alphapulse._rows import outcome_message, signal_message
 from stream.kafka import client_kwargs
+from stream.reader import PartitionReader
 from stream.settings import Settings
+from stream.topics import ensure_topics
 
 __all__ = ["KINDS", "produce_rows", "tail"]
 
@@ -58,8 +61,6 @@ async def produce_rows(
     created first when missing (a topic the producer auto-creates would get the broker's default
     partition count). Returns the numbers of signals and outcomes sent.
     """
-    from stream.topics import ensure_topics
-
     if kind not in KINDS:
         raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
     await ensure_topics(settings)
@@ -119,31 +120,16 @@ async def tail(
     Stops after ``max_messages`` (0: no limit) or ``timeout`` seconds without a message
     (0: never). A value that is not JSON is written as a JSON string.
     """
-    consumer = AIOKafkaConsumer(
-        topic,
-        **client_kwargs(settings),
-        group_id=None,
-        auto_offset_reset="earliest" if from_beginning else "latest",
-        enable_auto_commit=False,
-    )
-    await consumer.start()
     n = 0
-    last = time.monotonic()
-    try:
-        while True:
-            batch = await consumer.getmany(timeout_ms=500)
-            for records in batch.values():
-                for rec in records:
-                    write(_json_line(rec.value))
-                    n += 1
-                    if max_messages and n >= max_messages:
-                        return n
-            if batch:
-                last = time.monotonic()
-            elif timeout and time.monotonic() - last >= timeout:
-                return n
-    finally:
-        await consumer.stop()
+    async with PartitionReader(settings) as reader:
+        records = reader.follow(topic, from_beginning=from_beginning, idle_timeout=timeout)
+        async with aclosing(records):
+            async for rec in records:
+                write(_json_line(rec.value))
+                n += 1
+                if max_messages and n >= max_messages:
+                    break
+    return n
 
 
 def _json_line(value: bytes | None) -> bytes:

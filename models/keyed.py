@@ -16,7 +16,8 @@ from typing import Any
 
 import orjson
 
-from models.errors import ConfigError, ModelError
+from models._snapshot import Header
+from models.errors import ConfigError
 from models.online import OnlineConfig, OnlineLearner
 
 __all__ = ["KeyedOnline", "LearnResult", "Snapshot", "log_loss", "rr_weight"]
@@ -24,6 +25,7 @@ __all__ = ["KeyedOnline", "LearnResult", "Snapshot", "log_loss", "rr_weight"]
 _MAGIC = b"APKO"
 _VERSION = 2  # 2: the seen ids as JSON bytes (an array or an object). 1: a pickled list
 _READABLE_VERSIONS = (1, 2)
+_HEADER = Header(_MAGIC, ">B", "a keyed online-state snapshot")  # one field: the version
 
 
 def _pack_ids(ids: list[str]) -> bytes | list[str]:
@@ -111,7 +113,7 @@ class Snapshot:
         }
         if self.seen_count is not None:
             state["seen_count"] = self.seen_count
-        return _MAGIC + bytes([_VERSION]) + pickle.dumps(state, protocol=pickle.HIGHEST_PROTOCOL)
+        return _HEADER.pack(pickle.dumps(state, protocol=pickle.HIGHEST_PROTOCOL), _VERSION)
 
 
 class KeyedOnline:
@@ -251,9 +253,7 @@ class KeyedOnline:
         A delta snapshot (``newest_ids``) takes the ids before its own from ``older_ids``: the
         seen ids of the full snapshot it extends, oldest first.
         """
-        if not data.startswith(_MAGIC) or data[len(_MAGIC)] not in _READABLE_VERSIONS:
-            raise ModelError("not a keyed online-state snapshot of a supported version")
-        state = pickle.loads(data[len(_MAGIC) + 1 :])
+        state = pickle.loads(_HEADER.unpack_versioned(data, _READABLE_VERSIONS)[1])
         scale, w_max = state["rr"]
         out = cls(state["config"], state["max_seen_ids"], scale, w_max)
         out.learners = {k: OnlineLearner.restore(b) for k, b in state["learners"].items()}
@@ -273,9 +273,8 @@ class KeyedOnline:
     @staticmethod
     def snapshot_ids(data: bytes) -> list[str]:
         """The seen ids of :meth:`snapshot` bytes, oldest first, without restoring the learners."""
-        if not data.startswith(_MAGIC) or data[len(_MAGIC)] not in _READABLE_VERSIONS:
-            raise ModelError("not a keyed online-state snapshot of a supported version")
-        return _unpack_ids(pickle.loads(data[len(_MAGIC) + 1 :])["seen"])
+        payload = _HEADER.unpack_versioned(data, _READABLE_VERSIONS)[1]
+        return _unpack_ids(pickle.loads(payload)["seen"])
 
 
 def log_loss(p: float, label: bool) -> float:

@@ -58,7 +58,8 @@ from typing import Any
 import numpy as np
 from river import base, compose, drift, linear_model, optim, preprocessing, tree
 
-from models.errors import ConfigError, DataError, ModelError
+from models._snapshot import Header
+from models.errors import ConfigError, DataError
 from models.metrics import RollingMetrics, rolling_metrics
 
 __all__ = [
@@ -79,6 +80,7 @@ LINEAR: tuple[str, ...] = ("logistic_regression", "perceptron")
 DRIFT_DETECTORS: tuple[str, ...] = ("adwin", "page_hinkley", "none")
 SNAPSHOT_MAGIC = b"ALPHAPULSE-ONLINE\n"
 SNAPSHOT_VERSION = 1
+_HEADER = Header(SNAPSHOT_MAGIC, ">H", "an online-learner snapshot")
 MIN_WEIGHT, MAX_WEIGHT = 1e-6, 1e6
 """Sample weights outside these bounds (other than 0) make River's trees divide by ~0."""
 
@@ -370,21 +372,12 @@ class OnlineLearner(base.Classifier):
             "n_learned": self._n_learned,
         }
         payload = pickle.dumps(state, protocol=pickle.HIGHEST_PROTOCOL)
-        return SNAPSHOT_MAGIC + SNAPSHOT_VERSION.to_bytes(2, "big") + payload
+        return _HEADER.pack(payload, SNAPSHOT_VERSION)
 
     @classmethod
     def restore(cls, data: bytes) -> OnlineLearner:
         """Rebuild a learner from :meth:`snapshot` bytes (only trust snapshots you wrote)."""
-        head = len(SNAPSHOT_MAGIC)
-        if not data.startswith(SNAPSHOT_MAGIC):
-            raise ModelError("not an online-learner snapshot (bad header); check the source")
-        version = int.from_bytes(data[head : head + 2], "big")
-        if version != SNAPSHOT_VERSION:
-            raise ModelError(
-                f"snapshot format {version} is not supported (this code reads "
-                f"{SNAPSHOT_VERSION}); retrain or upgrade"
-            )
-        state = pickle.loads(data[head + 2 :])
+        state = pickle.loads(_HEADER.unpack_versioned(data, (SNAPSHOT_VERSION,))[1])
         learner = cls(OnlineConfig(**state["config"]))
         learner.pipeline = state["pipeline"]
         learner.detector = state["detector"]

@@ -14,12 +14,10 @@ import logging
 from typing import Any
 
 import pandas as pd
-from aiokafka import AIOKafkaConsumer, TopicPartition
-from aiokafka.admin import AIOKafkaAdminClient
 
 from models.errors import DataError
 from stream.codec import ContractViolation, decode_outcome, decode_signal
-from stream.kafka import client_kwargs
+from stream.reader import PartitionReader
 from stream.settings import Settings
 
 __all__ = ["read_outcome_history"]
@@ -27,53 +25,19 @@ __all__ = ["read_outcome_history"]
 log = logging.getLogger(__name__)
 
 
-async def _partitions(settings: Settings, topic: str) -> list[int]:
-    admin = AIOKafkaAdminClient(**client_kwargs(settings))
-    await admin.start()
-    try:
-        described = await admin.describe_topics([topic])
-    finally:
-        await admin.close()
-    return [p["partition"] for d in described if d.get("error_code") == 0 for p in d["partitions"]]
-
-
-async def _read_topic(settings: Settings, topic: str, since: int | None) -> list[tuple[int, bytes]]:
-    consumer = AIOKafkaConsumer(**client_kwargs(settings), group_id=None, enable_auto_commit=False)
-    await consumer.start()
-    out: list[tuple[int, bytes]] = []
-    try:
-        parts = await _partitions(settings, topic)
-        tps = [TopicPartition(topic, p) for p in sorted(parts)]
-        if not tps:
-            return out
-        consumer.assign(tps)
-        ends = await consumer.end_offsets(tps)
-        if since is None:
-            starts_at = await consumer.beginning_offsets(tps)
-            for tp in tps:
-                consumer.seek(tp, starts_at[tp])
-        else:
-            starts = await consumer.offsets_for_times({tp: since for tp in tps})
-            for tp in tps:
-                found = starts.get(tp)
-                consumer.seek(tp, found.offset if found is not None else ends[tp])
-        remaining = {tp for tp in tps if await consumer.position(tp) < ends[tp]}
-        while remaining:
-            batch = await consumer.getmany(*remaining, timeout_ms=1000)
-            for tp, records in batch.items():
-                for r in records:
-                    if r.offset < ends[tp] and r.value is not None:
-                        out.append((r.timestamp, r.value))
-            remaining = {tp for tp in remaining if await consumer.position(tp) < ends[tp]}
-    finally:
-        await consumer.stop()
-    return out
+async def _read_topic(
+    reader: PartitionReader, topic: str, since: int | None
+) -> list[tuple[int, bytes]]:
+    """``(timestamp, value)`` of every record of ``topic`` from ``since`` (None: the beginning)."""
+    records = await reader.read(topic, since=since)
+    return [(r.timestamp, r.value) for r in records if r.value is not None]
 
 
 async def _history(settings: Settings, since: int | None, until: int | None) -> pd.DataFrame:
-    outcomes = await _read_topic(settings, settings.topic("outcomes"), since)
     join_from = None if since is None else since - int(settings.join_window_s * 1000)
-    signals = await _read_topic(settings, settings.topic("signals"), join_from)
+    async with PartitionReader(settings) as reader:
+        outcomes = await _read_topic(reader, settings.topic("outcomes"), since)
+        signals = await _read_topic(reader, settings.topic("signals"), join_from)
     features: dict[str, dict[str, float]] = {}
     for _, raw in signals:
         try:

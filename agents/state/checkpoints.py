@@ -15,7 +15,7 @@ about 40 ids written per outcome learned instead of 800.
 
 A checkpoint is taken (:func:`take_checkpoint`: the learners as bytes and the ids as a list,
 3 ms for 200,000 ids) and encoded afterwards, so that a big one can be encoded in another thread
-while the event loop goes on (:mod:`agents.learner`).
+while the event loop goes on (:mod:`agents.state.checkpointer`).
 
 Both kinds go to partition ``p`` of the compacted checkpoints topic: full ones under the key
 ``p``, deltas under ``p.delta``. Compaction keeps the newest record of each key, and a delta
@@ -25,9 +25,9 @@ checkpoint it names, is the state.
 
 from __future__ import annotations
 
-import struct
 from dataclasses import dataclass
 
+from models._snapshot import Header, SnapshotError
 from models.keyed import KeyedOnline, Snapshot
 
 __all__ = [
@@ -41,9 +41,8 @@ __all__ = [
     "take_checkpoint",
 ]
 
-_FULL = b"APCK"
-_DELTA = b"APCD"
-_OFFSET = struct.Struct(">q")
+_FULL = Header(b"APCK", ">q", "a full learner checkpoint")  # next_offset
+_DELTA = Header(b"APCD", ">qq", "a delta learner checkpoint")  # next_offset, base_offset
 
 
 @dataclass(frozen=True)
@@ -58,10 +57,9 @@ class TakenCheckpoint:
 
     def encode(self) -> bytes:
         """The record's bytes."""
-        head = _OFFSET.pack(self.next_offset)
         if self.base_offset is None:
-            return _FULL + head + self.state.encode()
-        return _DELTA + head + _OFFSET.pack(self.base_offset) + self.state.encode()
+            return _FULL.pack(self.state.encode(), self.next_offset)
+        return _DELTA.pack(self.state.encode(), self.next_offset, self.base_offset)
 
 
 def take_checkpoint(
@@ -107,8 +105,8 @@ def encode_delta_checkpoint(
 
 def checkpoint_base(data: bytes) -> int | None:
     """The offset of the full checkpoint that the delta ``data`` extends; None for a full one."""
-    if data.startswith(_DELTA):
-        return int(_OFFSET.unpack_from(data, 12)[0])
+    if _DELTA.matches(data):
+        return _DELTA.fields_of(data)[1]
     return None
 
 
@@ -117,16 +115,18 @@ def decode_checkpoint(data: bytes, base: bytes | None = None) -> tuple[int, Keye
 
     A delta whose ``base`` is missing restores with the delta's own ids only.
     """
-    if data.startswith(_FULL):
-        return int(_OFFSET.unpack_from(data, 4)[0]), KeyedOnline.restore(data[12:])
-    if not data.startswith(_DELTA):
-        raise ValueError("not a learner checkpoint")
+    if _FULL.matches(data):
+        (next_offset,), state = _FULL.unpack(data)
+        return next_offset, KeyedOnline.restore(state)
+    if not _DELTA.matches(data):
+        raise SnapshotError("not a learner checkpoint")
     older: list[str] = []
     if base is not None:
-        if not base.startswith(_FULL):
-            raise ValueError("the base of a delta checkpoint is not a full checkpoint")
-        older = KeyedOnline.snapshot_ids(base[12:])
-    return int(_OFFSET.unpack_from(data, 4)[0]), KeyedOnline.restore(data[20:], older)
+        if not _FULL.matches(base):
+            raise SnapshotError("the base of a delta checkpoint is not a full checkpoint")
+        older = KeyedOnline.snapshot_ids(_FULL.unpack(base)[1])
+    (next_offset, _), state = _DELTA.unpack(data)
+    return next_offset, KeyedOnline.restore(state, older)
 
 
 def full_checkpoint_due(new_ids: int, seen: int) -> bool:

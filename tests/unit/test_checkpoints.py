@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+import struct
 
 import pytest
 
@@ -107,3 +108,24 @@ def test_a_taken_checkpoint_encodes_the_state_it_was_taken_from() -> None:
     assert taken.encode() == expected
     _, restored = decode_checkpoint(taken.encode())
     assert list(restored.seen) == [f"a{i}" for i in range(40)]
+
+
+def test_the_record_layout_is_the_one_written_before_the_shared_header() -> None:
+    # Checkpoints already in the topic must still decode: magic, big-endian offsets, the state.
+    rng = random.Random(7)
+    live = KeyedOnline()
+    for oid in ("a", "b", "c"):
+        _learn(live, oid, rng)
+    full = b"APCK" + struct.pack(">q", 42) + live.snapshot()
+    delta = b"APCD" + struct.pack(">qq", 43, 120) + live.snapshot(newest_ids=1)
+    assert encode_checkpoint(42, live) == full
+    assert encode_delta_checkpoint(43, live, base_offset=120, new_ids=1) == delta
+    assert checkpoint_base(delta) == 120 and checkpoint_base(full) is None
+    off, restored = decode_checkpoint(delta, base=full)
+    assert off == 43 and list(restored.seen) == ["a", "b", "c"]
+
+
+def test_a_short_or_foreign_record_is_refused() -> None:
+    with pytest.raises(ValueError, match="not a learner checkpoint"):
+        decode_checkpoint(b"APCK\x00")
+    assert checkpoint_base(b"APCD") is None
