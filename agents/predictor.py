@@ -9,14 +9,16 @@ rebalance the join store is rebuilt from the signals topic itself.
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from typing import Any
 
-from agents._deadletter import send_dead_letter
-from agents.state.partitions import PartitionStore, remember_signal
+from agents._decode import decode_or_divert, send_dead_letter
+from agents.backlog import SignalBacklog
+from agents.state import PartitionState, PartitionStore, remember_signal
 from models.blend import BlendWeights, blend
 from models.keyed import KeyedOnline
-from stream.batching import micro_batches, queued
-from stream.codec import ContractViolation, decode_signal, encode, now_ms
+from stream.batching import micro_batches
+from stream.codec import decode_signal, encode, now_ms
 from stream.records import Prediction, SignalRequest
 from stream.runtime import Runtime
 
@@ -63,8 +65,20 @@ def predict(
     )
 
 
-_Answer = tuple[Any, SignalRequest, Prediction, Any, int, bytes]
-"""A scored request: message, request, prediction, partition state, record ms, encoded answer."""
+@dataclass(frozen=True)
+class _Answer:
+    """A scored request, ready to send."""
+
+    message: Any
+    """The Faust message of the request."""
+    request: SignalRequest
+    prediction: Prediction
+    state: PartitionState
+    """The state of the request's partition, whose join store keeps the signal once answered."""
+    record_ms: int
+    """The request record's Kafka timestamp (epoch ms)."""
+    value: bytes
+    """The encoded prediction."""
 
 
 async def _score_batch(
@@ -77,24 +91,9 @@ async def _score_batch(
     valid: list[tuple[Any, SignalRequest]] = []
     for event in events:
         msg = event.message
-        try:
-            req = decode_signal(msg.value, rt.limits)
-        except ContractViolation as exc:
-            await send_dead_letter(rt, msg, exc.reason, exc.detail)
-            continue
-        if msg.key != req.model_key.encode():
-            # Wrong or missing key: send it on to the partition of its model key.
-            try:
-                await rt.send("signals", req.model_key.encode(), msg.value)
-            except Exception as exc:  # unknown failure: dead-letter as internal, keep serving
-                log.exception(
-                    "re-routing failed on %s[%d]@%d", msg.topic, msg.partition, msg.offset
-                )
-                await send_dead_letter(rt, msg, "internal", f"{type(exc).__name__}: {exc}")
-                continue
-            rt.count("signals.rerouted")
-            continue
-        valid.append((msg, req))
+        req = await decode_or_divert(rt, msg, decode_signal, "signals")
+        if req is not None:
+            valid.append((msg, req))
     if not valid:
         return []
     serving = rt.serving  # read once: the reloader swaps it whole
@@ -118,7 +117,7 @@ async def _score_batch(
                 record_ts=msg_ts,
                 now=now_ms(),
             )
-            answers.append((msg, req, pred, st, msg_ts, encode(pred)))
+            answers.append(_Answer(msg, req, pred, st, msg_ts, encode(pred)))
         except Exception as exc:  # unknown failure: dead-letter as internal, keep serving
             log.exception("predictor failed on %s[%d]@%d", msg.topic, msg.partition, msg.offset)
             await send_dead_letter(rt, msg, "internal", f"{type(exc).__name__}: {exc}")
@@ -131,15 +130,16 @@ async def _deliver(rt: Runtime, answers: list[_Answer]) -> None:
     if not answers:
         return
     try:
-        await rt.send_many("predictions", [(msg.key, value) for msg, *_, value in answers])
+        await rt.send_many("predictions", [(a.message.key, a.value) for a in answers])
     except Exception as exc:  # unknown failure: dead-letter as internal, keep serving
         log.exception("sending %d predictions failed", len(answers))
-        for msg, *_ in answers:
-            await send_dead_letter(rt, msg, "internal", f"{type(exc).__name__}: {exc}")
+        for a in answers:
+            await send_dead_letter(rt, a.message, "internal", f"{type(exc).__name__}: {exc}")
         return
-    for _, req, pred, st, msg_ts, _ in answers:
+    for a in answers:
+        req, pred = a.request, a.prediction
         remember_signal(
-            st.join,
+            a.state.join,
             req.signal_id,
             req.features,
             pred.ts,
@@ -147,12 +147,12 @@ async def _deliver(rt: Runtime, answers: list[_Answer]) -> None:
             pred.score,
             pred.components,
         )
-        rt.observe("predict_latency_s", max(0.0, (pred.predicted_at - msg_ts) / 1000.0))
+        rt.observe("predict_latency_s", max(0.0, (pred.predicted_at - a.record_ms) / 1000.0))
     rt.count("predictions", len(answers))
 
 
-def register(app: Any, rt: Runtime, store: PartitionStore) -> Any:
-    """Declare the predictor agent on ``app``.
+def register(app: Any, rt: Runtime, store: PartitionStore, backlog: SignalBacklog) -> Any:
+    """Declare the predictor agent on ``app``; it reports the requests waiting in ``backlog``.
 
     Micro-batches form only from events already queued for the agent: when one event arrives
     alone it is answered at once, so batching adds no waiting.
@@ -163,16 +163,15 @@ def register(app: Any, rt: Runtime, store: PartitionStore) -> Any:
     @app.agent(rt.topics["signals"], name="predictor")
     async def predictor(stream: Any) -> None:
         s = stream.noack()
-        delivering = False
-        # Requests waiting while answers wait for the producer need no CPU: the learner goes on.
-        rt.signals_pending = lambda: 0 if delivering else queued(s)
+        backlog.watch(s)
         async for batch in micro_batches(s, max_batch):
             answers = await _score_batch(rt, store, weights, batch)
-            delivering = True
+            # Requests waiting while answers wait for the producer need no CPU: the learner goes on.
+            backlog.delivering = True
             try:
                 await _deliver(rt, answers)
             finally:
-                delivering = False
+                backlog.delivering = False
             for event in batch:
                 await s.ack(event)
 

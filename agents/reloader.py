@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from agents.state import PartitionStore
 from models.errors import AlphaPulseError, ModelError, RegistryError
 from models.roles import BATCH_ROLES
 from models.scoring import BatchScorer
@@ -70,11 +71,13 @@ def validate_model(model: Any, expected_features: list[str] | None, probe_rows: 
 
 @dataclass
 class Reloader:
-    """Polls the registry and swaps validated champions into ``rt.serving``."""
+    """Polls the registry and swaps validated champions into ``rt.serving``; logs the online
+    models of ``store`` (the worker's learner state) to MLflow."""
 
     rt: Runtime
     registry_factory: Any
     roles: tuple[str, ...] = BATCH_ROLES
+    store: PartitionStore | None = None
     rejected: set[tuple[str, str]] = field(default_factory=set)
     models: dict[str, tuple[str, Any]] = field(default_factory=dict)
     failures: int = 0
@@ -160,14 +163,9 @@ class Reloader:
 
     def online_exports(self) -> dict[str, dict[str, Any]]:
         """Compact weights and metrics of every online model this worker holds, by model key."""
-        store = self.rt.partitions
-        if store is None:
+        if self.store is None:
             return {}
-        return {
-            key: learner.export()
-            for st in list(store.states.values())
-            for key, learner in st.keyed.learners.items()
-        }
+        return {om.model_key: om.learner.export() for om in self.store.online_models()}
 
     async def log_online(self) -> str | None:
         """Log the online models to MLflow (in a thread); returns the run id, None if no model."""

@@ -7,18 +7,31 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 import faust
 
+from agents import learner, predictor, store_sink
+from agents.backlog import SignalBacklog
+from agents.learner import DriftHook
+from agents.reloader import Reloader
+from agents.retrainer import Retrainer
+from agents.state import PartitionStore
+from alphapulse.web import register_web
+from models.roles import CADENCES
 from stream.codec import Limits
 from stream.kafka import faust_broker_kwargs
+from stream.registry import open_registry
 from stream.runtime import Runtime
 from stream.settings import TOPIC_ROLES, Settings
 
-__all__ = ["INTERNAL_ROLES", "Built", "create_app", "faust_tuning_kwargs"]
+__all__ = ["INTERNAL_ROLES", "Built", "create_app", "faust_tuning_kwargs", "retrain_intervals"]
+
+log = logging.getLogger(__name__)
 
 INTERNAL_ROLES = ("checkpoints",)
 
@@ -70,44 +83,21 @@ def create_app(settings: Settings) -> Built:
         app=app,
         topic_names=names,
     )
-    from agents import learner, predictor, store_sink
-    from agents.state.partitions import PartitionStore
-
     store = PartitionStore(settings)
-    rt.partitions = store
-    predictor.register(app, rt, store)
-    learner.register(app, rt, store)
+    backlog = SignalBacklog()
+    on_drift = _schedule_retraining(app, rt)
+    predictor.register(app, rt, store, backlog)
+    learner.register(app, rt, store, backlog, on_drift)
     store_sink.register(app, rt)
-    from alphapulse.web import register_web
-
-    register_web(app, rt)
+    register_web(app, rt, store)
     outcomes_topic = settings.topic("outcomes")
 
     if settings.reload_interval_s > 0:
-        import os
-
-        from agents.reloader import Reloader
-
-        # MLflow draws a progress bar for every artifact download; the worker logs instead.
-        os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
-
-        def registry() -> Any:
-            from models.registry import ModelRegistry
-
-            local = settings.tracking_uri.startswith("sqlite:")
-            return ModelRegistry(
-                settings.tracking_uri,
-                settings.mlflow_experiment,
-                artifact_location=str(settings.artifact_root) if local else None,
-            )
-
-        reloader = Reloader(rt, registry)
+        reloader = Reloader(rt, partial(open_registry, settings), store=store)
 
         @app.task
         async def _reload_models() -> None:
             await reloader.run_forever(settings.reload_interval_s)
-
-    _schedule_retraining(app, rt)
 
     @app.on_partitions_revoked.connect
     async def _on_revoked(sender: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:
@@ -120,9 +110,7 @@ def create_app(settings: Settings) -> Built:
         assigned = kwargs.get("assigned", args[0] if args else set())
         store.preload({tp.partition for tp in assigned if tp.topic == outcomes_topic})
 
-    logging.getLogger(__name__).debug(
-        "app %s built for %s", settings.app_id, settings.bootstrap_servers
-    )
+    log.debug("app %s built for %s", settings.app_id, settings.bootstrap_servers)
     return Built(app=app, runtime=rt)
 
 
@@ -139,7 +127,7 @@ def faust_tuning_kwargs(settings: Settings) -> dict[str, Any]:
         broker_heartbeat_interval=3.0,
         broker_commit_interval=settings.commit_interval_s,
         # Commits on the interval only. Faust also commits every 10,000 acks from inside its
-        # fetch loop, flushing the producer first; fetching stopped for up to 48 ms each time.
+        # fetch loop, flushing the producer first, and fetching stops meanwhile.
         broker_commit_every=2**62,
         # Every produce request costs the broker and this process far more than a record in it:
         # records wait up to 10 ms to share requests. Predictions and checkpoints go as closed
@@ -147,9 +135,8 @@ def faust_tuning_kwargs(settings: Settings) -> dict[str, Any]:
         producer_linger=0.010,
         producer_max_batch_size=256 * 1024,
         # Large polls: while fetched records wait to be consumed, aiokafka sends no new fetch to
-        # their broker (for up to 100 ms), so records handed out 16 at a time held back the next
-        # fetch. With the learner giving way to the predictor (agents.learner.give_way), 256 gave
-        # a lower p99 at 1,000 + 1,000 records/s and a faster backlog than 16 (measured by hand).
+        # their broker, so small polls hold back the next fetch. The learner gives way to the
+        # predictor (agents.learner.give_way), so a large poll of outcomes does not delay answers.
         broker_max_poll_records=256,
         # Un-acked learner events wait for a checkpoint; on shutdown they are simply redelivered
         # to the next owner, so do not wait for them.
@@ -157,20 +144,24 @@ def faust_tuning_kwargs(settings: Settings) -> dict[str, Any]:
     )
 
 
-def _schedule_retraining(app: faust.App, rt: Runtime) -> None:
-    """Timers (on the leader worker) for each cadence with an interval, and retrain on drift."""
-    import asyncio
+def retrain_intervals(settings: Settings) -> dict[str, float]:
+    """Seconds between scheduled runs of each training cadence (0: not scheduled), from the
+    ``ALPHAPULSE_RETRAIN_<CADENCE>_S`` settings.
 
-    from agents.retrainer import Retrainer
+    >>> retrain_intervals(Settings(_env_file=None, retrain_weekly_quick_s=60.0))["weekly_quick"]
+    60.0
+    >>> list(retrain_intervals(Settings(_env_file=None))) == list(CADENCES)
+    True
+    """
+    return {cadence: float(getattr(settings, f"retrain_{cadence}_s")) for cadence in CADENCES}
 
+
+def _schedule_retraining(app: faust.App, rt: Runtime) -> DriftHook | None:
+    """Timers (on the leader worker) for each cadence with an interval; returns the learner's
+    drift hook, which retrains after drift, or None when drift does not retrain."""
     settings = rt.settings
     retrainer = Retrainer(rt)
-    intervals = {
-        "nightly_incremental": settings.retrain_nightly_incremental_s,
-        "weekly_quick": settings.retrain_weekly_quick_s,
-        "monthly_full": settings.retrain_monthly_full_s,
-    }
-    for cadence, interval in intervals.items():
+    for cadence, interval in retrain_intervals(settings).items():
         if interval <= 0:
             continue
 
@@ -181,13 +172,15 @@ def _schedule_retraining(app: faust.App, rt: Runtime) -> None:
             return run
 
         app.timer(interval, on_leader=True, name=f"retrain-{cadence}")(job())
-    if settings.retrain_on_drift:
-        tasks: set[asyncio.Task[None]] = set()
+    if not settings.retrain_on_drift:
+        return None
+    tasks: set[asyncio.Task[None]] = set()
 
-        def on_drift(name: str, _value: float) -> None:
-            if name == "drift":
-                task = asyncio.ensure_future(retrainer.on_drift())
-                tasks.add(task)
-                task.add_done_callback(tasks.discard)
+    def on_drift(model_key: str) -> None:
+        """Start a drift retraining (the retrainer skips it if one ran within its minimum gap)."""
+        log.info("drift on model key %s: retraining", model_key)
+        task = asyncio.ensure_future(retrainer.on_drift())
+        tasks.add(task)
+        task.add_done_callback(tasks.discard)
 
-        rt.observers.append(on_drift)
+    return on_drift

@@ -2,7 +2,8 @@
 
 :class:`WorkerMetrics` owns its own :class:`prometheus_client.CollectorRegistry` (never the global
 default one). Counters, rolling model metrics and model versions are read from the
-:class:`~stream.runtime.Runtime` at each scrape; latencies arrive through ``rt.observers``; the
+:class:`~stream.runtime.Runtime` at each scrape, and the online models from the worker's
+:class:`~agents.state.PartitionStore`; latencies arrive through ``rt.observers``; the
 consumer lag is set by the web layer (:func:`consumer_lag`) before each scrape, because reading it
 needs the running Faust consumer. Every series is prefixed ``alphapulse_``.
 
@@ -35,6 +36,7 @@ import numpy as np
 from prometheus_client import CollectorRegistry, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
+from agents.state import PartitionStore
 from stream.runtime import Runtime
 
 __all__ = ["LATENCY_BUCKETS", "WorkerMetrics", "consumer_lag"]
@@ -64,6 +66,8 @@ class WorkerMetrics:
     ----------
     rt
         The worker's runtime; an observer is added to ``rt.observers``.
+    store
+        The worker's learner state, whose online models the figures show; None for none.
     latency_window
         Most recent latencies the dashboard's quantiles cover.
     latency_window_s
@@ -75,6 +79,7 @@ class WorkerMetrics:
     def __init__(
         self,
         rt: Runtime,
+        store: PartitionStore | None = None,
         latency_window: int = 4096,
         latency_window_s: float = 60.0,
         history: int = 600,
@@ -82,6 +87,7 @@ class WorkerMetrics:
         if latency_window < 1 or history < 1 or latency_window_s <= 0:
             raise ValueError("latency_window, latency_window_s and history must be above 0")
         self.rt = rt
+        self.store = store
         self.registry = CollectorRegistry(auto_describe=False)
         self.histograms: dict[str, Histogram] = {}
         self.recent: dict[str, deque[tuple[float, float]]] = {}
@@ -98,8 +104,7 @@ class WorkerMetrics:
     def observe(self, name: str, value: float) -> None:
         """Record a duration: a name ending in ``_s`` (``predict_latency_s``) is in seconds.
 
-        Other names (such as the learner's ``drift`` signal) are not durations and are left to
-        the other observers; the counters already count them.
+        Other names are not durations and are left to the other observers.
         """
         if not name.endswith("_s") or not math.isfinite(value):
             return
@@ -140,20 +145,20 @@ class WorkerMetrics:
     def online_models(self) -> dict[str, dict[str, Any]]:
         """Per model key: outcomes learned, rolling metrics and drift points of its online model."""
         out: dict[str, dict[str, Any]] = {}
-        store = self.rt.partitions
-        states = list(getattr(store, "states", {}).values()) if store is not None else []
-        for st in states:
-            for key, learner in list(st.keyed.learners.items()):
-                m = learner.metrics()
-                out[key] = {
-                    "partition": st.partition,
-                    "n_learned": learner.n_learned,
-                    "roc_auc": m.roc_auc,
-                    "log_loss": m.log_loss,
-                    "accuracy": m.accuracy,
-                    "drift_points": list(learner.drift_points[-20:]),
-                    "drifts": len(learner.drift_points),
-                }
+        if self.store is None:
+            return out
+        for om in self.store.online_models():
+            learner = om.learner
+            m = learner.metrics()
+            out[om.model_key] = {
+                "partition": om.partition,
+                "n_learned": learner.n_learned,
+                "roc_auc": m.roc_auc,
+                "log_loss": m.log_loss,
+                "accuracy": m.accuracy,
+                "drift_points": list(learner.drift_points[-20:]),
+                "drifts": len(learner.drift_points),
+            }
         return dict(sorted(out.items()))
 
     def sample(self, now: float | None = None) -> dict[str, Any]:

@@ -20,6 +20,7 @@ from typing import Any
 
 from prometheus_client import CONTENT_TYPE_LATEST
 
+from agents.state import PartitionStore
 from alphapulse.metrics import WorkerMetrics, consumer_lag
 from stream.runtime import Runtime
 
@@ -38,13 +39,15 @@ def dashboard_html() -> str:
     return resources.files("alphapulse").joinpath("dashboard.html").read_text(encoding="utf-8")
 
 
-def register_web(app: Any, rt: Runtime, sample_interval_s: float = 1.0) -> WorkerMetrics:
+def register_web(
+    app: Any, rt: Runtime, store: PartitionStore | None, sample_interval_s: float = 1.0
+) -> WorkerMetrics:
     """Add the metrics and dashboard pages and the sampling timer to the Faust ``app``.
 
-    Returns the :class:`~alphapulse.metrics.WorkerMetrics` that serves them (its latency observer is
-    registered in ``rt.observers``).
+    Returns the :class:`~alphapulse.metrics.WorkerMetrics` that serves them, with the online
+    models of ``store`` (its latency observer is registered in ``rt.observers``).
     """
-    metrics = WorkerMetrics(rt)
+    metrics = WorkerMetrics(rt, store)
     page = dashboard_html()
     headers = {"Cache-Control": "no-store"}
 

@@ -51,11 +51,8 @@ class Runtime:
     """The batch models in service; the reloader replaces it in one assignment."""
     monitor: ComponentMonitor = field(default_factory=ComponentMonitor)
     """Rolling metrics of each component and of the blend, from joined outcomes."""
-    partitions: Any = None
-    """The learner state by partition (:class:`agents.state.partitions.PartitionStore`)."""
     observers: list[Callable[[str, float], None]] = field(default_factory=list)
-    signals_pending: Callable[[], int] = field(default=lambda: 0, repr=False)
-    """How many signal requests wait for the predictor (set by the predictor agent)."""
+    """Called with each measurement the agents report (:meth:`observe`)."""
     app: Any = None
     """The Faust app, whose producer :meth:`send` uses."""
     topic_names: dict[str, str] = field(default_factory=dict)

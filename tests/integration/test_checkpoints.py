@@ -8,13 +8,12 @@ import random
 from typing import Any
 
 import pytest
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka import AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, RecordsToDelete
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 
-from agents import learner
-from agents.learner import checkpoint, settle
-from agents.state.partitions import PartitionStore
+from agents.state import PartitionStore, checkpoint, checkpointer, settle
+from stream.reader import PartitionReader
 from stream.runtime import Runtime
 from stream.settings import Settings
 from stream.topics import ensure_topics
@@ -42,19 +41,8 @@ class _Stream:
 
 
 async def _records(settings: Settings, partition: int) -> list[Any]:
-    tp = TopicPartition(settings.internal_topic("checkpoints"), partition)
-    consumer = AIOKafkaConsumer(bootstrap_servers=settings.bootstrap_servers, group_id=None)
-    await consumer.start()
-    try:
-        consumer.assign([tp])
-        end = (await consumer.end_offsets([tp]))[tp]
-        consumer.seek(tp, (await consumer.beginning_offsets([tp]))[tp])
-        out: list[Any] = []
-        while await consumer.position(tp) < end:
-            out.extend((await consumer.getmany(tp, timeout_ms=1000)).get(tp, []))
-        return out
-    finally:
-        await consumer.stop()
+    async with PartitionReader(settings) as reader:
+        return await reader.read(settings.internal_topic("checkpoints"), [partition])
 
 
 async def _run(settings: Settings) -> None:
@@ -114,7 +102,7 @@ def test_checkpoints_are_mostly_deltas_and_restore_exactly(
 ) -> None:
     # With a limit of 100 ids, nearly every checkpoint is encoded in a thread while learning
     # could go on.
-    monkeypatch.setattr(learner, "_ENCODE_INLINE_IDS", inline_ids)
+    monkeypatch.setattr(checkpointer, "ENCODE_INLINE_IDS", inline_ids)
     settings = settings.model_copy(update={"max_seen_ids": 2000})
     asyncio.run(_run(settings))
 

@@ -52,8 +52,9 @@ def test_reloader_logs_the_online_models(mlflow_server: str, tmp_path: Path) -> 
     for r in TradeGenerator(n_features=3, n_informative=2, seed=2).rows(200):
         keyed.learn(r.outcome_id, "BTC", r.features, bool(r.label), r.realized_rr)
     store.states[0] = PartitionState(0, 200, keyed)
-    rt.partitions = store
-    reloader = Reloader(rt, lambda: ModelRegistry(mlflow_server, experiment="online-logs"))
+    reloader = Reloader(
+        rt, lambda: ModelRegistry(mlflow_server, experiment="online-logs"), store=store
+    )
     run_id = asyncio.run(reloader.log_online())
     assert run_id is not None
     client = MlflowClient(mlflow_server)

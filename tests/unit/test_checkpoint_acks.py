@@ -7,8 +7,8 @@ import asyncio
 
 import pytest
 
-from agents.learner import _deliver_later, settle
-from agents.state.partitions import PartitionState, PartitionStore
+from agents.state import PartitionState, PartitionStore, settle
+from agents.state.checkpointer import _deliver_later
 from models.keyed import KeyedOnline
 from stream.settings import Settings
 

@@ -74,10 +74,9 @@ def test_configuration_page_lists_every_setting() -> None:
 
 def _exported_metric_names() -> set[str]:
     """Every series name the worker's /metrics can expose (with histogram suffixes)."""
-    from types import SimpleNamespace
-
     from prometheus_client.parser import text_string_to_metric_families
 
+    from agents.state import PartitionState, PartitionStore
     from alphapulse.metrics import WorkerMetrics
     from models.keyed import KeyedOnline
     from stream.runtime import Runtime, Serving
@@ -86,13 +85,14 @@ def _exported_metric_names() -> set[str]:
     keyed = KeyedOnline()
     for i in range(10):
         keyed.learn(f"o{i}", "K", {"x": float(i)}, i % 2 == 0, 1.0)
-    rt.partitions = SimpleNamespace(states={0: SimpleNamespace(partition=0, keyed=keyed)})
+    store = PartitionStore(Settings(_env_file=None))  # type: ignore[call-arg]
+    store.states[0] = PartitionState(0, 10, keyed)
     rt.serving = Serving(None, {"monthly_full": 1})
     rt.monitor.update({"online": 0.7, "blend": 0.6}, True)
     rt.monitor.update({"online": 0.3, "blend": 0.4}, False)
     for name in ("predictions", "deadletter.schema", "signals.rerouted", "other"):
         rt.count(name)
-    m = WorkerMetrics(rt)
+    m = WorkerMetrics(rt, store)
     rt.observe("predict_latency_s", 0.01)
     m.lag = {("t", 0): 1}
     return {s.name for f in text_string_to_metric_families(m.render().decode()) for s in f.samples}

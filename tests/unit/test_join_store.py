@@ -1,4 +1,4 @@
-"""The join store (agents/_partitions.py): out of the garbage collector's sight, and pruning."""
+"""The join store (agents/state/join.py): out of the garbage collector's sight, and pruning."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import gc
 
 import orjson
 
-from agents.state.partitions import (
+from agents.state import (
     JoinEntry,
     PartitionState,
     PartitionStore,

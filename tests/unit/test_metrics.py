@@ -11,6 +11,7 @@ import prometheus_client
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from agents.state import PartitionState, PartitionStore
 from alphapulse.metrics import WorkerMetrics, consumer_lag
 from alphapulse.web import dashboard_html
 from models.keyed import KeyedOnline
@@ -18,13 +19,18 @@ from stream.runtime import Runtime, Serving
 from stream.settings import Settings
 
 
-def _runtime() -> Runtime:
-    rt = Runtime(Settings(_env_file=None), topics={})
+def _store() -> PartitionStore:
+    store = PartitionStore(Settings(_env_file=None))  # type: ignore[call-arg]
     keyed = KeyedOnline()
     for i in range(40):
         keyed.learn(f"o{i}", "BTC", {"x": float(i % 4)}, i % 4 >= 2, 1.0)
     keyed.learn("e0", "ETH", {"x": 1.0}, True, None)
-    rt.partitions = SimpleNamespace(states={2: SimpleNamespace(partition=2, keyed=keyed)})
+    store.states[2] = PartitionState(2, 41, keyed)
+    return store
+
+
+def _runtime() -> Runtime:
+    rt = Runtime(Settings(_env_file=None), topics={})  # type: ignore[call-arg]
     rt.serving = Serving(scorer=None, versions={"monthly_full": 3, "weekly_quick": 7})
     for i in range(10):
         label = i % 2 == 0
@@ -48,7 +54,7 @@ def _samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
 
 def test_every_series_is_prefixed_and_carries_the_runtime_figures() -> None:
     rt = _runtime()
-    m = WorkerMetrics(rt)
+    m = WorkerMetrics(rt, _store())
     for v in (0.002, 0.004, 0.030):
         rt.observe("predict_latency_s", v)
     m.lag = {("alphapulse.signals", 0): 7, ("alphapulse.outcomes", 1): 2}
@@ -86,7 +92,7 @@ def test_own_registry_only() -> None:
 
 def test_snapshot_quantiles_and_rates() -> None:
     rt = _runtime()
-    m = WorkerMetrics(rt)
+    m = WorkerMetrics(rt, _store())
     for ms in range(1, 101):
         rt.observe("predict_latency_s", ms / 1000)
     snap = m.snapshot()
@@ -94,6 +100,8 @@ def test_snapshot_quantiles_and_rates() -> None:
     assert snap["deadletters"] == {"schema": 2, "unjoinable": 1}
     assert snap["versions"] == {"monthly_full": 3, "weekly_quick": 7}
     assert snap["online"]["BTC"]["n_learned"] == 40
+    assert snap["online"]["BTC"]["partition"] == 2
+    assert WorkerMetrics(rt).snapshot()["online"] == {}  # no learner state: no online models
     assert snap["components"]["blend"]["roc_auc"] == 1.0
     m.sample(now=100.0)
     rt.count("predictions", 20)
@@ -107,9 +115,9 @@ def test_non_finite_and_non_duration_observations_are_ignored() -> None:
     rt = _runtime()
     m = WorkerMetrics(rt)
     rt.observe("predict_latency_s", float("nan"))
-    rt.observe("drift", 1.0)  # the learner's signal to the retrainer, not a duration
+    rt.observe("queue_depth", 1.0)  # not a duration
     assert m.quantiles()["n"] == 0
-    assert "alphapulse_drift" not in m.render().decode().replace("alphapulse_drifts", "")
+    assert "queue_depth" not in m.render().decode()
 
 
 class _TP(NamedTuple):

@@ -1,0 +1,63 @@
+"""Drift reaches retraining through the learner's typed hook, wired by the composition root."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+from alphapulse import app as composition
+from stream.runtime import Runtime
+from stream.settings import Settings
+
+
+class _App:
+    """What _schedule_retraining needs of a Faust app: timers, recorded by name."""
+
+    def __init__(self) -> None:
+        self.timers: list[str] = []
+
+    def timer(self, interval: float, **kwargs: Any) -> Callable[[Any], Any]:
+        self.timers.append(kwargs["name"])
+        return lambda fn: fn
+
+
+class _Retrainer:
+    def __init__(self, rt: Runtime) -> None:
+        self.drifts = 0
+
+    async def on_drift(self) -> None:
+        self.drifts += 1
+
+
+def _schedule(monkeypatch: pytest.MonkeyPatch, **settings: Any) -> tuple[_App, Any, list[Any]]:
+    made: list[_Retrainer] = []
+
+    def retrainer(rt: Runtime) -> _Retrainer:
+        made.append(_Retrainer(rt))
+        return made[-1]
+
+    monkeypatch.setattr(composition, "Retrainer", retrainer)
+    app = _App()
+    rt = Runtime(Settings(_env_file=None, **settings), topics={})  # type: ignore[call-arg]
+    hook = composition._schedule_retraining(app, rt)  # type: ignore[arg-type]
+    return app, hook, made
+
+
+def test_no_hook_when_drift_does_not_retrain(monkeypatch: pytest.MonkeyPatch) -> None:
+    app, hook, _ = _schedule(monkeypatch, retrain_on_drift=False, retrain_nightly_incremental_s=0)
+    assert hook is None
+    assert app.timers == ["retrain-weekly_quick", "retrain-monthly_full"]
+
+
+def test_the_hook_starts_a_drift_retraining(monkeypatch: pytest.MonkeyPatch) -> None:
+    _, hook, made = _schedule(monkeypatch, retrain_on_drift=True)
+
+    async def drift() -> None:
+        hook("BTCUSDT")
+        await asyncio.sleep(0)
+
+    asyncio.run(drift())
+    assert made[0].drifts == 1
