@@ -15,7 +15,7 @@ import orjson
 
 from models.synthetic import TradeGenerator
 
-__all__ = ["emit", "trade_messages", "work_dir"]
+__all__ = ["emit", "print_records", "trade_messages", "work_dir"]
 
 
 @contextmanager
@@ -49,6 +49,25 @@ def emit(name: str, value: float, unit: str, json_out: bool, **extra: float) -> 
     """Print one figure, as a JSON line (``name``, ``value``, ``unit``, extras) or as text."""
     rec = {"name": name, "value": round(float(value), 4), "unit": unit, **extra}
     print(json.dumps(rec) if json_out else f"{name}: {value:.4g} {unit} {extra or ''}", flush=True)
+
+
+def print_records(records: list[dict[str, Any]], json_out: bool) -> None:
+    """Print a benchmark's records as JSON lines, or as aligned text with any baseline and ratio.
+
+    >>> rec = {"name": "a", "value": 2.0, "unit": "x", "baseline": 1.0, "ratio": 2.0}
+    >>> print_records([rec], False)
+    a 2.0 x  (baseline 1.0, ratio 2.0)
+    """
+    width = max((len(rec["name"]) for rec in records), default=0)
+    for rec in records:
+        if json_out:
+            print(json.dumps(rec))
+            continue
+        extra = ", ".join(f"{k} {rec[k]}" for k in ("baseline", "ratio") if k in rec)
+        print(
+            f"{rec['name']:<{width}} {rec['value']} {rec['unit']}"
+            + (f"  ({extra})" if extra else "")
+        )
 
 
 def trade_messages(n: int, kind: str) -> list[tuple[bytes, bytes]]:

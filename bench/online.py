@@ -13,13 +13,13 @@ ratio = baseline / value.
 from __future__ import annotations
 
 import argparse
-import json
 import time
 from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 
+from bench._common import print_records
 from models.online import OnlineConfig, OnlineLearner
 from models.synthetic import TradeGenerator
 
@@ -65,14 +65,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description="Online learner latency benchmark.")
     parser.add_argument("--json", action="store_true", help="print JSON lines")
     args = parser.parse_args(argv)
-    for rec in run():
-        if args.json:
-            print(json.dumps(rec))
-        else:
-            extra = (
-                f"  (baseline {rec['baseline']}, ratio {rec['ratio']})" if "baseline" in rec else ""
-            )
-            print(f"{rec['name']:<28} {rec['value']:>10} {rec['unit']}{extra}")
+    print_records(run(), args.json)
 
 
 if __name__ == "__main__":

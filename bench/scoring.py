@@ -13,7 +13,6 @@ Run ``python -m bench.scoring --json`` for JSON lines ``{"name", "value", "unit"
 from __future__ import annotations
 
 import argparse
-import json
 import time
 from collections.abc import Callable, Sequence
 from functools import partial
@@ -21,6 +20,7 @@ from typing import Any
 
 import numpy as np
 
+from bench._common import print_records
 from models.blend import blend
 from models.online import OnlineLearner
 from models.roles import ONLINE
@@ -181,14 +181,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--json", action="store_true", help="print JSON lines")
     args = parser.parse_args(argv)
-    for rec in run():
-        if args.json:
-            print(json.dumps(rec))
-        else:
-            extra = (
-                f"  (baseline {rec['baseline']}, ratio {rec['ratio']})" if "baseline" in rec else ""
-            )
-            print(f"{rec['name']:<44} {rec['value']:>12} {rec['unit']}{extra}")
+    print_records(run(), args.json)
 
 
 if __name__ == "__main__":

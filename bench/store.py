@@ -18,7 +18,6 @@ COPY rows/s (goal: at least 0.5).
 from __future__ import annotations
 
 import argparse
-import json
 import random
 import time
 from typing import Any
@@ -27,6 +26,7 @@ import orjson
 import psycopg
 
 from agents.store_sink import Item, collect
+from bench._common import print_records
 from stream.codec import Limits
 from stream.store import TABLES, Batch, Store
 from tests.pg import PgServer
@@ -133,12 +133,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--rows", type=int, default=100_000, help="rows per path")
     p.add_argument("--batch", type=int, default=1000, help="rows per sink transaction")
     args = p.parse_args(argv)
-    for rec in run(args.rows, args.batch):
-        if args.json:
-            print(json.dumps(rec))
-        else:
-            extra = f" (baseline {rec['baseline']})" if "baseline" in rec else ""
-            print(f"{rec['name']}: {rec['value']} {rec['unit']}{extra}")
+    print_records(run(args.rows, args.batch), args.json)
 
 
 if __name__ == "__main__":
