@@ -3,19 +3,15 @@
 A checkpoint holds the offset of the first outcome it does not cover and the keyed online state
 (:class:`models.keyed.KeyedOnline`): the learners, and the ids of the outcomes learned, up to
 ``ALPHAPULSE_MAX_SEEN_IDS`` per partition. The ids are almost all of it, and the learner writes a
-checkpoint per partition every ``ALPHAPULSE_CHECKPOINT_INTERVAL_S``. Until these deltas, every
-checkpoint held all the ids: at the default cap of 200,000, 8.8 MB that took 16-39 ms to encode
-on the event loop, every second on every partition. So most checkpoints are deltas: the whole
-state except the ids, which are only those learned since the last full checkpoint, and the offset
-of that full checkpoint in the checkpoints topic. A full checkpoint is written again once the
-delta would carry more than a twentieth of the ids (:func:`full_checkpoint_due`). At the default
-cap, 250 outcomes/s per partition and a checkpoint every second, a full checkpoint (now 7.8 MB)
-comes every 40 s and the deltas hold 5,000 ids on average (0.2 MB, well under 1 ms to encode):
-about 40 ids written per outcome learned instead of 800.
+checkpoint per partition every ``ALPHAPULSE_CHECKPOINT_INTERVAL_S``, so most checkpoints are
+deltas: the whole state except the ids, which are only those learned since the last full
+checkpoint, and the offset of that full checkpoint in the checkpoints topic. A full checkpoint is
+written again once the delta would carry more than a twentieth of the ids
+(:func:`full_checkpoint_due`). Sizes and encoding times are in docs/benchmarks.md.
 
-A checkpoint is taken (:func:`take_checkpoint`: the learners as bytes and the ids as a list,
-3 ms for 200,000 ids) and encoded afterwards, so that a big one can be encoded in another thread
-while the event loop goes on (:mod:`agents.state.checkpointer`).
+A checkpoint is taken (:func:`take_checkpoint`: the learners as bytes and the ids as a list) and
+encoded afterwards, so that a big one can be encoded in another thread while the event loop goes
+on (:mod:`agents.state.checkpointer`).
 
 Both kinds go to partition ``p`` of the compacted checkpoints topic: full ones under the key
 ``p``, deltas under ``p.delta``. Compaction keeps the newest record of each key, and a delta
