@@ -80,11 +80,11 @@ async def decode_or_divert(
 
     Examples
     --------
+    >>> sent = []
     >>> import asyncio
     >>> from types import SimpleNamespace
     >>> from stream.codec import decode_signal
     >>> from stream.settings import Settings
-    >>> sent = []
     >>> class Rt(Runtime):
     ...     async def send(self, role, key, value, partition=None):
     ...         sent.append((role, key))

@@ -1,9 +1,9 @@
-"""Scheduled retraining: the trainer's cadences run as child processes of the leader worker.
+"""Scheduled retraining: the trainer's cadences run as jobs of the leader worker.
 
-Each cadence with a non-zero interval runs ``alphapulse train --model-type T --cadence C --json``
-every interval (the first run one interval after the worker starts), and ``weekly_quick`` can also
-run after a drift event (at most once per ``retrain_drift_min_gap_s``). Training runs in its own
-process, so the worker's event loop and memory are untouched; the registry decides promotion
+Each cadence with a non-zero interval runs :func:`agents.training.run_training` every interval
+(the first run one interval after the worker starts), and ``weekly_quick`` can also run after a
+drift event (at most once per ``retrain_drift_min_gap_s``). Each job runs in a fresh child process,
+so the worker's event loop and memory are untouched; the registry decides promotion
 (champion/challenger) and the reloader picks up a promoted version, which closes the loop.
 """
 
@@ -11,67 +11,61 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import sys
+import multiprocessing
 import time
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
+from typing import Any
 
-import orjson
-
+from agents.training import ReportWriter, TrainingRequest, run_training
+from models.errors import AlphaPulseError
 from stream.codec import encode, now_ms
 from stream.records import ModelEvent
 from stream.runtime import Runtime
 
-__all__ = ["Retrainer", "train_command"]
+__all__ = ["Retrainer"]
 
 log = logging.getLogger(__name__)
 
 
-def train_command(model_type: str, cadence: str) -> list[str]:
-    """The command line of one training job.
-
-    >>> train_command("lightgbm", "weekly_quick")[-5:]
-    ['--model-type', 'lightgbm', '--cadence', 'weekly_quick', '--json']
-    """
-    return [
-        sys.executable,
-        "-m",
-        "alphapulse.cli",
-        "train",
-        "--model-type",
-        model_type,
-        "--cadence",
-        cadence,
-        "--json",
-    ]
-
-
 @dataclass
 class Retrainer:
-    """Runs training jobs one at a time and reports each as a ModelEvent."""
+    """Runs training jobs one at a time and reports each promotion as a ModelEvent."""
 
     rt: Runtime
+    write_report: ReportWriter | None = None
+    """Writes each job's report (the composition root passes the application's writer)."""
     running: asyncio.Lock = field(default_factory=asyncio.Lock)
     last_drift_run: float = -1e18
     runs: int = 0
 
+    async def _train(self, request: TrainingRequest) -> dict[str, Any]:
+        """Run the job in a child process started afresh (spawn: no copy of the worker's state)."""
+        pool = ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn"))
+        try:
+            loop = asyncio.get_running_loop()
+            return await loop.run_in_executor(
+                pool, run_training, self.rt.settings, request, None, self.write_report
+            )
+        finally:
+            pool.shutdown(wait=False)
+
     async def run(self, cadence: str, reason: str) -> dict[str, object] | None:
-        """Train one cadence now (waits for a job already running); returns its JSON summary."""
+        """Train one cadence now (waits for a job already running); returns its summary."""
         settings = self.rt.settings
         async with self.running:
             t0 = time.monotonic()
             log.info("retraining %s with %s (%s)", cadence, settings.retrain_model_type, reason)
-            proc = await asyncio.create_subprocess_exec(
-                *train_command(settings.retrain_model_type, cadence),
-                stdout=asyncio.subprocess.PIPE,
-                stderr=asyncio.subprocess.PIPE,
-            )
-            out, err = await proc.communicate()
-            self.runs += 1
-            if proc.returncode != 0:
-                tail = err.decode(errors="replace").strip().splitlines()[-1:] or ["no output"]
-                log.warning("retraining %s failed (exit %s): %s", cadence, proc.returncode, tail[0])
+            try:
+                summary = await self._train(TrainingRequest(settings.retrain_model_type, cadence))
+            except AlphaPulseError as exc:  # the job's own errors: one line, keep serving
+                log.warning("retraining %s failed: %s", cadence, exc)
                 return None
-            summary: dict[str, object] = orjson.loads(out.decode().strip().splitlines()[-1])
+            except Exception:  # a failed side job must not stop the worker's agents
+                log.exception("retraining %s failed", cadence)
+                return None
+            finally:
+                self.runs += 1
             log.info("retrained %s in %.1fs: %s", cadence, time.monotonic() - t0, summary)
             if summary.get("promoted"):
                 version = summary.get("version")
@@ -88,7 +82,7 @@ class Retrainer:
                 )
             return summary
 
-    async def on_drift(self) -> None:
+    async def on_drift(self, model_key: str | None = None) -> None:
         """Retrain ``weekly_quick`` after a drift event, unless one ran within the minimum gap."""
         settings = self.rt.settings
         now = time.monotonic()

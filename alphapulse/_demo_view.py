@@ -36,14 +36,17 @@ class DemoState:
     rate: float
     topic: str
     phase: str = "starting"
+    worker: dict[str, Any] = field(default_factory=dict)
+    """The worker's ``/dashboard/data``, as last read."""
+    events: list[str] = field(default_factory=list)
     signals_sent: int = 0
     outcomes_sent: int = 0
     predictions: int = 0
     drift_signal: int | None = None
+    """Index of the live signal at which the synthetic market changes its rules."""
     drift_at_s: float | None = None
+    """Seconds into the run when that signal was sent."""
     retrained: str | None = None
-    worker: dict[str, Any] = field(default_factory=dict)
-    events: list[str] = field(default_factory=list)
     drift_events: int = 0
     ended: float | None = None
 

@@ -58,11 +58,16 @@ class ReplayResult:
     steps: list[ReplayStep]
     keyed: KeyedOnline
     batch_models: dict[str, Any] = field(default_factory=dict)
+    """Batch models by role, scored beside the online model when given."""
     n_rows: int = 0
     n_signals: int = 0
-    n_outcomes: int = 0
     unjoinable: int = 0
     duplicates: int = 0
+
+    @property
+    def n_outcomes(self) -> int:
+        """Outcomes learned, one per step."""
+        return len(self.steps)
 
     @property
     def drift_steps(self) -> list[int]:
@@ -143,5 +148,4 @@ def replay(
                 regime=row.get("regime"),
             )
         )
-        result.n_outcomes += 1
     return result

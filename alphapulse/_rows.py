@@ -26,6 +26,7 @@ from typing import Any
 import orjson
 
 from models.errors import DataError
+from models.synthetic import TradeGenerator
 from stream.codec import parse_ts
 
 __all__ = [
@@ -147,8 +148,6 @@ def generated_rows(
     n: int, seed: int = 0, n_features: int = 8, drift_at: tuple[int, ...] = ()
 ) -> list[dict[str, Any]]:
     """``n`` rows of :class:`models.synthetic.TradeGenerator` (half its features informative)."""
-    from models.synthetic import TradeGenerator
-
     gen = TradeGenerator(
         n_features=n_features,
         n_informative=max(1, n_features // 2),

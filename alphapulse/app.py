@@ -21,6 +21,7 @@ from agents.learner import DriftHook
 from agents.reloader import Reloader
 from agents.retrainer import Retrainer
 from agents.state import PartitionStore
+from alphapulse.report import write_training_report
 from alphapulse.web import register_web
 from models.roles import CADENCES
 from stream.codec import Limits
@@ -160,7 +161,7 @@ def _schedule_retraining(app: faust.App, rt: Runtime) -> DriftHook | None:
     """Timers (on the leader worker) for each cadence with an interval; returns the learner's
     drift hook, which retrains after drift, or None when drift does not retrain."""
     settings = rt.settings
-    retrainer = Retrainer(rt)
+    retrainer = Retrainer(rt, write_report=write_training_report)
     for cadence, interval in retrain_intervals(settings).items():
         if interval <= 0:
             continue

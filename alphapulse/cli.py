@@ -13,12 +13,15 @@ import sys
 import typer
 from rich.console import Console
 
+from alphapulse import cli_ops, cli_train
+from alphapulse.demo import run_demo
 from models.errors import AlphaPulseError
-from stream.broker import LocalKafka
+from stream.broker import LocalKafka, local_kafka
 from stream.mlflow_server import MlflowServer
 from stream.settings import Settings
+from stream.topics import describe_topics, ensure_topics
 
-__all__ = ["app", "local_kafka", "main"]
+__all__ = ["app", "main"]
 
 app = typer.Typer(
     help="AlphaPulse: continuous learning from trading results over Apache Kafka.",
@@ -40,28 +43,15 @@ def _settings() -> Settings:
     return Settings()
 
 
-def local_kafka(settings: Settings, nodes: int = 1) -> LocalKafka:
-    """The local broker launcher configured from ``settings``."""
-    return LocalKafka(
-        state_dir=settings.data_dir / ("broker" if nodes == 1 else f"broker-{nodes}"),
-        cache_dir=settings.cache_dir,
-        nodes=nodes,
-        host=settings.broker_host,
-        base_port=settings.broker_port,
-        kafka_version=settings.kafka_version,
-        log4j_version=settings.log4j_version,
-        heap=settings.broker_heap,
-    )
-
-
-def _external_notice(settings: Settings) -> bool:
+def _local_broker(settings: Settings, nodes: int) -> LocalKafka | None:
+    """The local broker, or None (with a notice) when ``KAFKA_BOOTSTRAP_SERVERS`` names one."""
     if settings.uses_local_broker:
-        return False
+        return local_kafka(settings, nodes)
     err.print(
         f"KAFKA_BOOTSTRAP_SERVERS is set ({settings.bootstrap_servers}); "
         "using that cluster, nothing to start or stop"
     )
-    return True
+    return None
 
 
 @broker_app.command("up")
@@ -71,10 +61,9 @@ def broker_up(
     ),
 ) -> None:
     """Start the local Kafka broker (fetches the jars through Maven on first use)."""
-    s = _settings()
-    if _external_notice(s):
+    k = _local_broker(_settings(), nodes)
+    if k is None:
         return
-    k = local_kafka(s, nodes)
     if not k.up(progress=lambda m: err.print(m)):
         err.print(f"Kafka is already running on {k.bootstrap_servers}")
         return
@@ -86,10 +75,9 @@ def broker_down(
     nodes: int = typer.Option(1, "--nodes", help="Stop the cluster started with this --nodes."),
 ) -> None:
     """Stop the local Kafka broker."""
-    s = _settings()
-    if _external_notice(s):
-        return
-    local_kafka(s, nodes).down(progress=lambda m: err.print(m))
+    k = _local_broker(_settings(), nodes)
+    if k is not None:
+        k.down(progress=lambda m: err.print(m))
 
 
 @broker_app.command("status")
@@ -98,9 +86,9 @@ def broker_status(
 ) -> None:
     """Show whether the local Kafka nodes run. Exit status 3 when one does not."""
     s = _settings()
-    if _external_notice(s):
+    k = _local_broker(s, nodes)
+    if k is None:
         return
-    k = local_kafka(s, nodes)
     ok = True
     for st in k.status():
         state = f"running (pid {st.pid})" if st.running else "stopped"
@@ -134,8 +122,6 @@ def mlflow_down() -> None:
 @topics_app.command("create")
 def topics_create() -> None:
     """Create the project's missing topics with the configured partitions and retention."""
-    from stream.topics import ensure_topics
-
     s = _settings()
     created = asyncio.run(ensure_topics(s))
     typer.echo("created: " + (", ".join(created) if created else "nothing (all exist)"))
@@ -144,8 +130,6 @@ def topics_create() -> None:
 @topics_app.command("describe")
 def topics_describe() -> None:
     """Show each of the project's topics and its partition count."""
-    from stream.topics import describe_topics
-
     for name, parts in asyncio.run(describe_topics(_settings())).items():
         typer.echo(f"{name}  {'missing' if parts is None else f'{parts} partitions'}")
 
@@ -157,6 +141,7 @@ def worker(
     ),
 ) -> None:
     """Run a worker: the agents of this process, until interrupted."""
+    # Faust, the agents and the models load in seconds: only `worker` pays for them.
     from alphapulse.worker import run_worker
 
     s = _settings()
@@ -182,28 +167,14 @@ def demo(
     signals and their outcomes with a regime change midway, retrains weekly_quick once, and shows
     requests/s, latency, rolling AUC, drift alarms and model versions. Ctrl-C stops everything.
     """
-    from alphapulse.demo import run_demo
-
     _, summary = run_demo(
         _settings(), console=err, duration=duration, rate=rate, keep_broker=keep_broker
     )
     typer.echo(summary)
 
 
-def _register_optional() -> None:
-    import importlib
-
-    for name in ("alphapulse.cli_train", "alphapulse.cli_ops"):
-        try:
-            module = importlib.import_module(name)
-        except ModuleNotFoundError as exc:
-            if exc.name != name:
-                raise
-            continue
-        module.register(app)
-
-
-_register_optional()
+cli_train.register(app)
+cli_ops.register(app)
 
 
 def main() -> None:

@@ -15,24 +15,44 @@ raises on purpose end the command with one line on stderr and exit status 1.
 from __future__ import annotations
 
 import asyncio
+import json
 import sys
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
+from alphapulse._kafka_io import KINDS, produce_rows, tail
+from alphapulse._rows import generated_rows, read_rows
 from models.errors import ConfigError, DataError
+from models.roles import BATCH_ROLES
 from stream.settings import TOPIC_ROLES, Settings
 
 __all__ = ["register"]
 
-_BATCH_ROLES = ("monthly_full", "weekly_quick")
+_Seed = Annotated[int, typer.Option("--seed", help="Generator seed.")]
+_Features = Annotated[int, typer.Option("--features", min=1, help="Generator: number of features.")]
+_DriftAt = Annotated[
+    list[int] | None,
+    typer.Option("--drift-at", help="Generator: row index of a regime change (repeatable)."),
+]
+_File = Annotated[
+    Path | None, typer.Option("--file", help="JSONL or CSV file of rows (see the command help).")
+]
+_Rate = Annotated[
+    float, typer.Option("--rate", min=0, help="Rows per second; 0 sends as fast as it can.")
+]
+_OutcomeDelay = Annotated[
+    float, typer.Option("--outcome-delay", min=0, help="trades: seconds from signal to outcome.")
+]
+_Generate = Annotated[
+    int, typer.Option("--generate", help="Send N rows of the synthetic generator instead.")
+]
 
 
 def _rows(file: Path | None, generate: int, seed: int, features: int, drift_at: list[int]) -> Any:
-    from alphapulse._rows import generated_rows, read_rows
-
     if (file is None) == (generate <= 0):
         raise ConfigError("give exactly one source: --file PATH or --generate N")
     if file is not None:
@@ -49,20 +69,10 @@ def _make_produce(err: Console) -> Any:
                 show_default=False,
             ),
         ],
-        file: Annotated[
-            Path | None,
-            typer.Option("--file", help="JSONL or CSV file of rows (see the command help)."),
-        ] = None,
-        generate: Annotated[
-            int, typer.Option("--generate", help="Send N rows of the synthetic generator instead.")
-        ] = 0,
-        rate: Annotated[
-            float, typer.Option("--rate", min=0, help="Rows per second; 0 sends as fast as it can.")
-        ] = 50.0,
-        outcome_delay: Annotated[
-            float,
-            typer.Option("--outcome-delay", min=0, help="trades: seconds from signal to outcome."),
-        ] = 1.0,
+        file: _File = None,
+        generate: _Generate = 0,
+        rate: _Rate = 50.0,
+        outcome_delay: _OutcomeDelay = 1.0,
         keep_ts: Annotated[
             bool,
             typer.Option(
@@ -71,16 +81,9 @@ def _make_produce(err: Console) -> Any:
                 "(a signal older than the join window cannot be joined to its outcome).",
             ),
         ] = False,
-        seed: Annotated[int, typer.Option("--seed", help="Generator seed.")] = 0,
-        features: Annotated[
-            int, typer.Option("--features", min=1, help="Generator: number of features.")
-        ] = 8,
-        drift_at: Annotated[
-            list[int] | None,
-            typer.Option(
-                "--drift-at", help="Generator: row index of a regime change (repeatable)."
-            ),
-        ] = None,
+        seed: _Seed = 0,
+        features: _Features = 8,
+        drift_at: _DriftAt = None,
     ) -> None:
         """Send signals and/or outcomes to the project's topics, rate-limited.
 
@@ -90,10 +93,6 @@ def _make_produce(err: Console) -> Any:
         is a feature. Messages are keyed by model key (model_key, else symbol). In trades mode,
         outcomes carry no features: the worker joins them to their signals.
         """
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
-
-        from alphapulse._kafka_io import KINDS, produce_rows
-
         if kind not in KINDS:
             raise ConfigError(f"KIND must be one of {', '.join(KINDS)}, got {kind!r}")
         settings = Settings()
@@ -141,8 +140,6 @@ def consume(
 
     Reads without a consumer group, so it never moves anyone's committed offsets. Ctrl-C stops.
     """
-    from alphapulse._kafka_io import tail
-
     if topic not in TOPIC_ROLES:
         raise ConfigError(f"--topic must be one of {', '.join(TOPIC_ROLES)}, got {topic!r}")
     settings = Settings()
@@ -156,7 +153,9 @@ def consume(
 
 
 def _batch_models(model: list[str], champions: bool, settings: Settings) -> dict[str, Any]:
+    # The boosters and mlflow load in seconds: only `replay` pays for them.
     from models.trainer import TrainedModel
+    from stream.registry import open_registry
 
     models: dict[str, Any] = {}
     for spec in model:
@@ -165,12 +164,8 @@ def _batch_models(model: list[str], champions: bool, settings: Settings) -> dict
             raise ConfigError(f"--model takes ROLE=DIRECTORY, got {spec!r}")
         models[role] = TrainedModel.load(Path(path))
     if champions:
-        from models.registry import ModelRegistry
-
-        uri = settings.tracking_uri
-        artifacts = settings.artifact_root.as_uri() if uri.startswith("sqlite:") else None
-        registry = ModelRegistry(uri, settings.mlflow_experiment, artifact_location=artifacts)
-        for role in _BATCH_ROLES:
+        registry = open_registry(settings)
+        for role in BATCH_ROLES:
             if role not in models and registry.champion(role) is not None:
                 models[role] = registry.load_alias(role)[1]
     return models
@@ -210,8 +205,8 @@ def _make_replay(err: Console) -> Any:
         alarms (and regime changes when the rows carry a regime column), each component against
         the blend, and feature importances; the JSON beside it holds the same figures.
         """
+        # The replay and its report load the boosters and matplotlib: only `replay` pays.
         from alphapulse._replay import replay
-        from alphapulse._rows import read_rows
         from alphapulse.report import write_replay_report
 
         rows = read_rows(file)
@@ -223,8 +218,6 @@ def _make_replay(err: Console) -> Any:
         if not result.steps:
             raise DataError(f"{file}: no outcome could be learned (rows need a label)")
         html_path, json_path = write_replay_report(result, report, window=window)
-        import json
-
         metrics = json.loads(json_path.read_text())["metrics"]
         for name, m in metrics.items():
             auc = "-" if m["roc_auc"] is None else f"{m['roc_auc']:.4f}"

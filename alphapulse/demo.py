@@ -39,6 +39,8 @@ from alphapulse._demo_live import get_json, stream_live
 from alphapulse._demo_view import DemoState, summary_text
 from alphapulse._procs import stop_process_group
 from models.errors import AlphaPulseError
+from models.synthetic import TradeGenerator
+from stream.broker import local_kafka
 from stream.errors import BrokerError
 from stream.settings import Settings
 from stream.topics import ensure_topics
@@ -88,17 +90,15 @@ def _say(console: Console) -> Callable[[str], None]:
 
 
 def _registry(settings: Settings) -> Any:
+    # optuna and mlflow load in seconds: `alphapulse --help` and the other commands do not pay.
     import optuna
 
-    from models.registry import ModelRegistry
+    from stream.registry import open_registry
 
-    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     # The demo shows its own progress; the libraries' INFO lines would bury it.
     logging.getLogger("mlflow").setLevel(logging.WARNING)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    uri = settings.tracking_uri
-    artifacts = settings.artifact_root.as_uri() if uri.startswith("sqlite:") else None
-    return ModelRegistry(uri, settings.mlflow_experiment, artifact_location=artifacts)
+    return open_registry(settings)
 
 
 def train_and_register(
@@ -109,6 +109,7 @@ def train_and_register(
     on_trial: Callable[[Any], None] | None = None,
 ) -> str:
     """Train ``role`` on ``frame`` (generator rows), register it as champion; return its version."""
+    # The boosters load in seconds: only the demo's training pays for them.
     from models.trainer import Trainer, TrainingConfig, TrainingData
 
     cfg = TrainingConfig.for_cadence(MODEL_TYPE, role, **overrides)
@@ -244,8 +245,6 @@ def _wait_ready(
 
 
 def _generator_frame(plan: DemoPlan) -> Any:
-    from models.synthetic import TradeGenerator
-
     gen = TradeGenerator(
         n_features=plan.n_features,
         n_informative=plan.n_features // 2,
@@ -289,8 +288,6 @@ def _run(
     say = _say(console)
     kafka = None
     if settings.uses_local_broker:
-        from alphapulse.cli import local_kafka
-
         kafka = local_kafka(settings)
         if not kafka.up(progress=say):
             kafka = None  # it was already running: leave it running

@@ -47,6 +47,7 @@ from alphapulse._figures import (
     online_importance,
     rolling_auc,
 )
+from models.errors import DataError
 
 if TYPE_CHECKING:
     from alphapulse._replay import ReplayResult
@@ -118,8 +119,6 @@ def training_figures(
     ``compare`` maps a name (e.g. ``"champion v3"``) to another model with ``feature_names`` and
     ``predict_proba``, scored on the same holdout; a model that cannot score it is left out.
     """
-    from models.errors import DataError
-
     holdout = result.holdout
     probs = {"model": result.model.predict_proba(holdout.X)}
     skipped: dict[str, str] = {}
@@ -187,6 +186,7 @@ def _table(header: list[str], rows: list[list[Any]]) -> str:
 
 
 def _render_html(fig: Mapping[str, Any], json_name: str) -> str:
+    # matplotlib loads in about a second: only the writing of a report pays for it.
     from alphapulse._plots import (
         plot_calibration,
         plot_components,

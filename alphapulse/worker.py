@@ -8,6 +8,7 @@ import logging
 from typing import Any
 
 from alphapulse.app import create_app
+from stream import _faust_consumer
 from stream.settings import Settings
 from stream.topics import ensure_topics
 
@@ -49,8 +50,6 @@ def freeze_startup_objects() -> int:
 
 def prepare_process(settings: Settings) -> None:
     """Event loop and Faust consumer set-up shared by the worker and the benchmark's baseline."""
-    from stream import _faust_consumer
-
     install_event_loop(settings)
     _faust_consumer.install(settings.fetch_min_bytes, settings.fetch_max_wait_ms)
 

@@ -33,7 +33,7 @@ from stream.settings import Settings
 _DEFAULT_HOST: str = Settings.model_fields["broker_host"].default
 _DEFAULT_PORT: int = Settings.model_fields["broker_port"].default
 
-__all__ = ["LocalKafka", "NodeStatus"]
+__all__ = ["LocalKafka", "NodeStatus", "local_kafka"]
 
 _READY_MARK = "Kafka Server started"
 _CLIENT_PROTOCOLS = ("PLAINTEXT", "SASL_PLAINTEXT")
@@ -532,3 +532,22 @@ class LocalKafka:
             self._pid_file(i).unlink(missing_ok=True)
         progress("Kafka stopped" if pids else "Kafka is not running")
         return bool(pids)
+
+
+def local_kafka(settings: Settings, nodes: int = 1) -> LocalKafka:
+    """The local broker launcher configured from ``settings``.
+
+    >>> k = local_kafka(Settings(_env_file=None, broker_port=19092))
+    >>> k.bootstrap_servers, k.state_dir.name
+    ('127.0.0.1:19092', 'broker')
+    """
+    return LocalKafka(
+        state_dir=settings.data_dir / ("broker" if nodes == 1 else f"broker-{nodes}"),
+        cache_dir=settings.cache_dir,
+        nodes=nodes,
+        host=settings.broker_host,
+        base_port=settings.broker_port,
+        kafka_version=settings.kafka_version,
+        log4j_version=settings.log4j_version,
+        heap=settings.broker_heap,
+    )

@@ -25,7 +25,7 @@ class _App:
 
 
 class _Retrainer:
-    def __init__(self, rt: Runtime) -> None:
+    def __init__(self, rt: Runtime, **options: Any) -> None:
         self.drifts = 0
 
     async def on_drift(self) -> None:
@@ -35,8 +35,8 @@ class _Retrainer:
 def _schedule(monkeypatch: pytest.MonkeyPatch, **settings: Any) -> tuple[_App, Any, list[Any]]:
     made: list[_Retrainer] = []
 
-    def retrainer(rt: Runtime) -> _Retrainer:
-        made.append(_Retrainer(rt))
+    def retrainer(rt: Runtime, **options: Any) -> _Retrainer:
+        made.append(_Retrainer(rt, **options))
         return made[-1]
 
     monkeypatch.setattr(composition, "Retrainer", retrainer)

@@ -63,6 +63,18 @@ def _imports(path: Path, known: set[str]) -> list[Import]:
             top_level.update(id(s) for s in stmt.body)
         if isinstance(stmt, ast.Try):
             top_level.update(id(s) for s in stmt.body)
+    # An import inside a function may stand in a block of imports under one comment.
+    block_start: dict[int, int] = {}
+    for parent in ast.walk(tree):
+        body = getattr(parent, "body", None)
+        if not isinstance(body, list):
+            continue
+        first = 0
+        for i, stmt in enumerate(body):
+            if not isinstance(stmt, ast.Import | ast.ImportFrom):
+                first = i + 1
+                continue
+            block_start[id(stmt)] = body[first].lineno if first < len(body) else stmt.lineno
     found: list[Import] = []
     for node in ast.walk(tree):
         if isinstance(node, ast.Import):
@@ -71,7 +83,8 @@ def _imports(path: Path, known: set[str]) -> list[Import]:
             names = _resolve(module, path.name == "__init__.py", node)
         else:
             continue
-        above = lines[node.lineno - 2].strip() if node.lineno > 1 else ""
+        start = block_start.get(id(node), node.lineno)
+        above = lines[start - 2].strip() if start > 1 else ""
         commented = above.startswith("#") or "#" in lines[node.lineno - 1]
         for name in names:
             if name in known:
