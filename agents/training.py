@@ -1,10 +1,16 @@
 """One training job, the same for ``alphapulse train`` and for the worker's retrainer.
 
 :func:`run_training` reads the rows (a file, the outcomes topic or the PostgreSQL store), warm
-starts a ``nightly_incremental`` job from the champion of its library, trains, logs the run to
-MLflow, registers the model and challenges the champion, optionally writes the report, and returns
-a JSON-ready summary. Progress is reported through an optional :class:`Progress`; nothing here
-prints.
+starts a ``nightly_incremental`` job from the champion of its library, weighs the learner's hard
+examples more, trains, logs the run to MLflow, registers the model and challenges the champion,
+optionally writes the report, and returns a JSON-ready summary. Progress is reported through an
+optional :class:`Progress`; nothing here prints.
+
+Hard examples are the outcomes the learner sent to the retrain queue since the newest registered
+version of the role being trained (the whole queue when it has none): the sample weight of each
+row whose ``outcome_id`` is among them is multiplied by ``hard_example_weight``. A job that trains
+from a file reads no queue (a file is a complete, offline input, and need not come with a broker),
+and neither does one whose rows have no ``outcome_id``; the summary's ``hard_examples`` is then 0.
 
 >>> TrainingRequest("lightgbm", "weekly_quick").label_column
 'label'
@@ -23,12 +29,13 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from models.errors import ConfigError, DataError
 from models.roles import WARM_START_ROLES
-from stream.history import read_outcome_history
+from stream.history import read_hard_example_ids, read_outcome_history
 from stream.registry import open_registry
 from stream.settings import Settings
 from stream.store import read_training_rows
 
 if TYPE_CHECKING:
+    import numpy as np
     import pandas as pd
 
     from models.registry import ModelRegistry
@@ -161,8 +168,30 @@ def _warm_start(registry: ModelRegistry, model_type: str) -> tuple[str, str, Tra
     )
 
 
+def _hard_example_weights(
+    settings: Settings,
+    request: TrainingRequest,
+    registry: ModelRegistry,
+    role: str,
+    frame: pd.DataFrame,
+) -> tuple[np.ndarray | None, int]:
+    """Per-row weight multipliers for the rows that were hard examples (or None), and their count.
+
+    The hard examples are those recorded since ``role``'s newest version was registered.
+    """
+    if request.from_file is not None or "outcome_id" not in frame.columns:
+        return None, 0
+    latest = registry.latest_version(role)
+    ids = read_hard_example_ids(settings, since=latest.created_ms if latest else None)
+    marked = frame["outcome_id"].isin(ids)
+    count = int(marked.sum())
+    if count == 0:
+        return None, 0
+    return marked.map({True: settings.hard_example_weight, False: 1.0}).to_numpy(), count
+
+
 def _summary(
-    outcome: Any, result: TrainingResult, model_type: str, report: Path | None
+    outcome: Any, result: TrainingResult, model_type: str, report: Path | None, hard: int
 ) -> dict[str, Any]:
     """The job's JSON-ready summary; keys starting with ``_`` are for people, not ``--json``."""
     return {
@@ -172,6 +201,7 @@ def _summary(
         "metrics": {k: result.metrics[k] for k in ("roc_auc", "log_loss", "brier")},
         "n_train": result.n_train,
         "n_valid": result.n_valid,
+        "hard_examples": hard,
         "_reason": outcome.reason,
         "_model_type": model_type,
         "_report": str(report) if report else None,
@@ -198,14 +228,18 @@ def run_training(
     cfg = TrainingConfig.for_cadence(request.model_type, request.cadence)
     steps.start("reading training data", 1)
     frame = _read_rows(settings, request)
-    data = TrainingData.from_frame(
-        frame, label_column=request.label_column, rr_column=request.rr_column
-    )
-    steps.finish()
     registry = open_registry(settings)
     role, init_version, init_model = request.cadence, None, None
     if cfg.warm_start:
         role, init_version, init_model = _warm_start(registry, request.model_type)
+    extra_weight, hard = _hard_example_weights(settings, request, registry, role, frame)
+    data = TrainingData.from_frame(
+        frame,
+        label_column=request.label_column,
+        rr_column=request.rr_column,
+        extra_weight=extra_weight,
+    )
+    steps.finish()
     trials = cfg.hpo_trials or None
     steps.start(f"training {request.model_type} ({request.cadence}, {len(data)} rows)", trials)
     if cfg.hpo_trials:
@@ -215,6 +249,7 @@ def run_training(
         {f"champion v{champ.version}": registry.load_version(role, champ.version)} if champ else {}
     )
     with registry.training_run(role, cfg) as run:
+        run.log_params({"hard_examples": hard, "hard_example_weight": settings.hard_example_weight})
 
         def on_trial(report: Any) -> None:
             run.log_trial(report)
@@ -234,4 +269,4 @@ def run_training(
         )
         html, _ = write_report(result, target, compare=compare)
         steps.finish()
-    return _summary(outcome, result, request.model_type, html)
+    return _summary(outcome, result, request.model_type, html, hard)

@@ -1,4 +1,5 @@
-"""Training data: feature matrix, labels, realised R/R and times, checked and in time order."""
+"""Training data: feature matrix, labels, realised R/R, times and per-row weight multipliers,
+checked and in time order."""
 
 from __future__ import annotations
 
@@ -54,6 +55,18 @@ def _times(values: Any) -> np.ndarray:
     return (parsed.astype("datetime64[ms, UTC]").astype(np.int64)).to_numpy()
 
 
+def _multipliers(values: Any, n_rows: int) -> np.ndarray:
+    try:
+        arr = np.asarray(values, dtype=np.float64)
+    except (TypeError, ValueError) as exc:
+        raise DataError(f"extra_weight must be numeric: {exc}") from exc
+    if arr.shape != (n_rows,):
+        raise DataError(f"extra_weight needs one value per row ({n_rows}), got shape {arr.shape}")
+    if not np.all(np.isfinite(arr) & (arr > 0)):
+        raise DataError("extra_weight values must be finite and greater than 0")
+    return arr
+
+
 @dataclass(frozen=True, eq=False)
 class TrainingData:
     """Checked training rows, sorted by time when times are known.
@@ -64,6 +77,12 @@ class TrainingData:
     >>> data = TrainingData.from_frame(df)
     >>> data.feature_names, data.y.tolist(), data.ts.tolist()
     (('a',), [0, 1], [1, 2])
+
+    ``extra_weight`` multiplies the trainer's sample weight of each row; it follows the rows
+    through the time sort:
+
+    >>> TrainingData.from_frame(df, extra_weight=[2.0, 1.0]).extra_weight.tolist()
+    [1.0, 2.0]
     """
 
     X: np.ndarray
@@ -71,6 +90,7 @@ class TrainingData:
     feature_names: tuple[str, ...]
     rr: np.ndarray | None = None
     ts: np.ndarray | None = None
+    extra_weight: np.ndarray | None = None
 
     @classmethod
     def from_arrays(
@@ -81,8 +101,12 @@ class TrainingData:
         rr: Any = None,
         ts: Any = None,
         feature_names: Sequence[str] | None = None,
+        extra_weight: Any = None,
     ) -> TrainingData:
-        """Check and time-sort arrays; ``X`` may be a DataFrame (its columns name the features)."""
+        """Check and time-sort arrays; ``X`` may be a DataFrame (its columns name the features).
+
+        ``extra_weight`` (one finite value > 0 per row, or None) multiplies the row's sample weight.
+        """
         if feature_names is None and hasattr(X, "columns"):
             feature_names = [str(c) for c in X.columns]
         try:
@@ -110,11 +134,13 @@ class TrainingData:
         arr = np.where(np.isfinite(arr), arr, np.nan)
         rr_arr = None if rr is None else np.asarray(rr, dtype=np.float64)
         ts_arr = None if ts is None else _times(ts)
+        extra = None if extra_weight is None else _multipliers(extra_weight, arr.shape[0])
         if ts_arr is not None:
             order = np.argsort(ts_arr, kind="stable")
             arr, labels, ts_arr = arr[order], labels[order], ts_arr[order]
             rr_arr = None if rr_arr is None else rr_arr[order]
-        return cls(arr, labels, names, rr_arr, ts_arr)
+            extra = None if extra is None else extra[order]
+        return cls(arr, labels, names, rr_arr, ts_arr, extra)
 
     @classmethod
     def from_frame(
@@ -123,12 +149,14 @@ class TrainingData:
         label_column: str = "label",
         rr_column: str = "realized_rr",
         exclude: Iterable[str] = (),
+        extra_weight: Any = None,
     ) -> TrainingData:
         """Split a table into features and targets.
 
         Every column other than the label, the R/R column, the id columns (``signal_id``,
         ``outcome_id``, ``symbol``, ``model_key``, ``strategy``, ``side``), the time column
         (``ts``) and ``exclude`` is a feature. A ``features`` column of dicts is expanded.
+        ``extra_weight`` is aligned with the rows of ``frame`` (see :meth:`from_arrays`).
         """
         if "features" in frame.columns:
             expanded = pd.json_normalize(frame["features"].tolist(), max_level=0)
@@ -164,6 +192,7 @@ class TrainingData:
             rr=None if rr is None else pd.to_numeric(rr, errors="coerce").to_numpy(),
             ts=None if ts is None else ts.to_numpy(),
             feature_names=[str(c) for c in features],
+            extra_weight=extra_weight,
         )
 
     def __len__(self) -> int:
@@ -177,6 +206,7 @@ class TrainingData:
             self.feature_names,
             None if self.rr is None else self.rr[idx],
             None if self.ts is None else self.ts[idx],
+            None if self.extra_weight is None else self.extra_weight[idx],
         )
 
     def reorder_features(self, names: Sequence[str]) -> TrainingData:
@@ -184,7 +214,9 @@ class TrainingData:
         if set(names) != set(self.feature_names):
             return self
         pos = [self.feature_names.index(n) for n in names]
-        return TrainingData(self.X[:, pos], self.y, tuple(names), self.rr, self.ts)
+        return TrainingData(
+            self.X[:, pos], self.y, tuple(names), self.rr, self.ts, self.extra_weight
+        )
 
     def window(self, days: float | None) -> TrainingData:
         """Rows within ``days`` of the newest row (all rows when ``days`` or times are missing)."""

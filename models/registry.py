@@ -134,6 +134,13 @@ class TrainingRun:
             status = "FINISHED" if report.state == "COMPLETE" else "FAILED"
             _terminate(client, run.info.run_id, status)
 
+    def log_params(self, params: dict[str, Any]) -> None:
+        """Record job parameters on this run (such as ``hard_examples``, the up-weighted rows)."""
+        with _mlflow_errors("logging the run's parameters"):
+            self.registry.client.log_batch(
+                self.run_id, params=[Param(_safe_name(k), str(v)) for k, v in params.items()]
+            )
+
     def register(
         self, result: TrainingResult, *, force: bool = False, warm_start_from: str | None = None
     ) -> Registration:
@@ -369,6 +376,14 @@ class ModelRegistry:
         """The version the ``champion`` alias points at, or ``None`` (also for unknown models)."""
         version = self._alias_or_none(name, CHAMPION)
         return None if version is None else self.get_version(name, version)
+
+    def latest_version(self, name: str) -> ModelVersionInfo | None:
+        """The most recently registered version of ``name`` (champion or not), or ``None``."""
+        with _mlflow_errors(f"listing versions of {name!r}"):
+            mvs = self.client.search_model_versions(f"name = '{name}'")
+        if not mvs:
+            return None
+        return _version_info(max(mvs, key=lambda mv: int(mv.version)))
 
     def resolve_alias(self, name: str, alias: str = CHAMPION) -> str:
         """The exact version that ``alias`` points at now."""

@@ -6,6 +6,8 @@ The trainer takes arrays (or a :class:`TrainingData`), sorts them by time, keeps
 * class balance through ``scale_pos_weight`` (computed as negatives/positives when not given),
   applied as a weight on positive rows;
 * optional sample weights from realised reward/risk (bounded mapping, see ``models._weights``);
+* an optional per-row multiplier on top of those (``TrainingData.extra_weight``; the training job
+  uses it to weigh the learner's hard examples more);
 * optional focal loss (custom objective for XGBoost and LightGBM, ``Focal`` for CatBoost);
 * warm start: new trees on top of an existing model of the same library and features;
 * for ``monthly_full``, an Optuna search scored on walk-forward folds of the training rows.
@@ -117,6 +119,8 @@ class Trainer:
         if spw is None:
             spw = scale_pos_weight_from_labels(data.y)
         w = sample_weights(data.y, data.rr, spw, cfg.weight_by_rr, cfg.rr_scale, cfg.rr_weight_max)
+        if data.extra_weight is not None:
+            w = w * data.extra_weight
         return w, float(spw)
 
     def _fit(

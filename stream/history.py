@@ -5,11 +5,15 @@ offset of ``since`` in each partition), up to the end offsets seen when reading 
 without features is joined to its signal's features, read from the signals topic from one join
 window before ``since``. Invalid messages, unjoinable outcomes and repeated outcome ids are left
 out (the worker has already dead-lettered them) and counted in the log.
+
+The hard examples (:func:`read_hard_example_ids`) are read from the retrain queue by the time they
+were recorded, committed records only: the learner publishes them in its checkpoint transactions.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 from typing import Any
 
@@ -20,7 +24,7 @@ from stream.codec import ContractViolation, decode_outcome, decode_signal
 from stream.reader import PartitionReader
 from stream.settings import Settings
 
-__all__ = ["read_outcome_history"]
+__all__ = ["read_hard_example_ids", "read_outcome_history"]
 
 log = logging.getLogger(__name__)
 
@@ -96,3 +100,35 @@ def read_outcome_history(
     ``realized_rr`` and one column per feature, ordered by ``ts``.
     """
     return asyncio.run(_history(settings, since, until))
+
+
+def _hard_example_id(raw: bytes) -> str | None:
+    """The ``outcome_id`` of a HardExample value, or None when it has no usable one.
+
+    >>> _hard_example_id(b'{"outcome_id": "o-1", "loss": 2.3}'), _hard_example_id(b"[]")
+    ('o-1', None)
+    """
+    try:
+        value = json.loads(raw)
+    except ValueError:
+        return None
+    oid = value.get("outcome_id") if isinstance(value, dict) else None
+    return oid if isinstance(oid, str) and oid else None
+
+
+async def _hard_examples(settings: Settings, since: int | None) -> set[str]:
+    topic = settings.topic("retrain-queue")
+    async with PartitionReader(settings, isolation_level="read_committed") as reader:
+        records = await _read_topic(reader, topic, since)
+    ids = {oid for _, raw in records if (oid := _hard_example_id(raw)) is not None}
+    log.info("%s: %d hard example(s) for %d outcome(s)", topic, len(records), len(ids))
+    return ids
+
+
+def read_hard_example_ids(settings: Settings, since: int | None = None) -> set[str]:
+    """The outcome ids of the hard examples recorded in the retrain queue since ``since``.
+
+    ``since`` is epoch ms of the records' Kafka timestamps (None: the whole topic); a missing topic
+    holds none. Values without a string ``outcome_id`` are left out.
+    """
+    return asyncio.run(_hard_examples(settings, since))

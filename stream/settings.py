@@ -98,6 +98,12 @@ class Settings(BaseSettings):
     fetch_min_bytes: int = Field(default=1, ge=1)
     fetch_max_wait_ms: int = Field(default=5, ge=0, le=10_000)
     hard_example_confidence: float = Field(default=0.8, gt=0.5, le=1.0)
+    hard_example_weight: float = Field(
+        default=2.0,
+        ge=1.0,
+        allow_inf_nan=False,
+        description="Training weight multiplier of rows that were hard examples; at least 1.",
+    )
 
     # MLflow
     mlflow_tracking_uri: str | None = Field(

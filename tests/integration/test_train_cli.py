@@ -31,7 +31,7 @@ from models.trainer import evaluate
 pytestmark = pytest.mark.integration
 
 ROLE = "weekly_quick"
-JSON_KEYS = {"model_name", "version", "promoted", "metrics", "n_train", "n_valid"}
+JSON_KEYS = {"model_name", "version", "promoted", "metrics", "n_train", "n_valid", "hard_examples"}
 
 
 @pytest.fixture(scope="module")
@@ -164,6 +164,8 @@ def test_jsonl_with_nested_features_and_parquet(env: dict[str, str], tmp_path: P
         )
     )
     assert out["n_train"] + out["n_valid"] == 300
+    # A file is an offline input: no retrain queue is read, even with outcome ids.
+    assert out["hard_examples"] == 0
     model = ModelRegistry(env["MLFLOW_TRACKING_URI"]).load_version(ROLE, out["version"])
     assert model.feature_names == tuple(features)
 

@@ -40,6 +40,16 @@ def test_frozen_and_validated(monkeypatch: pytest.MonkeyPatch) -> None:
         s.topic("nope")
 
 
+@pytest.mark.parametrize("value", ["0.5", "0", "nan", "inf"])
+def test_hard_example_weight_is_at_least_one(monkeypatch: pytest.MonkeyPatch, value: str) -> None:
+    assert Settings().hard_example_weight == 2.0
+    monkeypatch.setenv("ALPHAPULSE_HARD_EXAMPLE_WEIGHT", "1")
+    assert Settings().hard_example_weight == 1.0
+    monkeypatch.setenv("ALPHAPULSE_HARD_EXAMPLE_WEIGHT", value)
+    with pytest.raises(ValidationError, match="hard_example_weight"):
+        Settings()
+
+
 def test_password_is_secret(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("ALPHAPULSE_KAFKA_SASL_PASSWORD", "hunter2")
     s = Settings()

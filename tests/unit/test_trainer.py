@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
 import pytest
 from sklearn.metrics import brier_score_loss, log_loss, precision_score, recall_score, roc_auc_score
 
-from models._weights import rr_weights, sample_weights
+from models import _booster
+from models._weights import rr_weights, sample_weights, scale_pos_weight_from_labels
 from models.errors import AlphaPulseError, ConfigError, DataError
 from models.synthetic import TradeGenerator
 from models.trainer import (
@@ -210,6 +212,61 @@ def test_rr_weights_favour_trades_with_large_realised_reward(model_type: str) ->
     weighted = train(cfg.replace(weight_by_rr=True), X, y, rr=rr).model.predict_proba(probe)
     assert abs(plain[1] - plain[0]) < 0.1
     assert weighted[1] - weighted[0] > 0.15
+
+
+def _capture_booster_weights(monkeypatch: pytest.MonkeyPatch, model_type: str) -> list[np.ndarray]:
+    """Record the weights each fit hands to the library's fitter, then fit as usual."""
+    seen: list[np.ndarray] = []
+    real = _booster._FITTERS[model_type]
+
+    def spy(cfg: TrainingConfig, X: np.ndarray, y: np.ndarray, w: np.ndarray, *rest: Any) -> Any:
+        seen.append(np.array(w, copy=True))
+        return real(cfg, X, y, w, *rest)
+
+    monkeypatch.setitem(_booster._FITTERS, model_type, spy)
+    return seen
+
+
+@pytest.mark.parametrize("model_type", LIBS)
+def test_extra_weight_multiplies_exactly_the_marked_rows(
+    model_type: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    df = TradeGenerator(n_features=4, n_informative=3, seed=5).frame(300)
+    # Shuffled, so that the marks have to follow their rows through the time sort.
+    df = df.sample(frac=1.0, random_state=1).reset_index(drop=True)
+    marked_ids = set(df["outcome_id"].iloc[::7])
+    extra = np.where(df["outcome_id"].isin(marked_ids), 2.5, 1.0)
+    plain = TrainingData.from_frame(df, exclude=["regime"])
+    marked = TrainingData.from_frame(df, exclude=["regime"], extra_weight=extra)
+    assert marked.extra_weight is not None and np.array_equal(marked.X, plain.X)
+    seen = _capture_booster_weights(monkeypatch, model_type)
+    cfg = small(model_type, n_estimators=3)
+    Trainer(cfg).fit(plain)
+    Trainer(cfg).fit(marked)
+    base, weighted = seen
+    n_train = base.size
+    train_part = plain.take(np.arange(n_train))
+    spw = scale_pos_weight_from_labels(train_part.y)
+    # The R/R and class weights still apply: the plain fit gets exactly them.
+    expected = sample_weights(train_part.y, train_part.rr, spw, True)
+    assert np.allclose(base, expected) and np.unique(base.round(9)).size > 2
+    # The training part is the oldest rows; the marks must sit on exactly the marked outcomes.
+    in_train = marked.extra_weight[:n_train] == 2.5
+    oldest = df.sort_values("ts", kind="stable")["outcome_id"].to_numpy()[:n_train]
+    assert np.array_equal(in_train, np.isin(oldest, list(marked_ids))) and in_train.any()
+    assert np.allclose(weighted[in_train], 2.5 * base[in_train])
+    assert np.array_equal(weighted[~in_train], base[~in_train])
+
+
+def test_extra_weight_is_checked() -> None:
+    X, y = np.zeros((4, 1)), np.array([0, 1, 0, 1])
+    with pytest.raises(DataError, match="one value per row"):
+        TrainingData.from_arrays(X, y, extra_weight=[1.0, 2.0])
+    with pytest.raises(DataError, match="greater than 0"):
+        TrainingData.from_arrays(X, y, extra_weight=[1.0, 0.0, 1.0, np.nan])
+    data = TrainingData.from_arrays(X, y, ts=[4, 3, 2, 1], extra_weight=[1.0, 1.0, 1.0, 3.0])
+    assert data.extra_weight is not None and data.extra_weight.tolist() == [3.0, 1.0, 1.0, 1.0]
+    assert data.reorder_features(["f0"]).extra_weight is data.extra_weight
 
 
 @pytest.mark.parametrize("model_type", LIBS)
