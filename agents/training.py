@@ -8,9 +8,10 @@ optional :class:`Progress`; nothing here prints.
 
 Hard examples are the outcomes the learner sent to the retrain queue since the newest registered
 version of the role being trained (the whole queue when it has none): the sample weight of each
-row whose ``outcome_id`` is among them is multiplied by ``hard_example_weight``. A job that trains
-from a file reads no queue (a file is a complete, offline input, and need not come with a broker),
-and neither does one whose rows have no ``outcome_id``; the summary's ``hard_examples`` is then 0.
+row whose ``outcome_id`` is among them is multiplied by ``hard_example_weight``. Only jobs that
+train from the outcomes topic read the queue, beside it on the same cluster: a file or the store
+is an offline input that need not come with a broker. Those jobs, and rows without an
+``outcome_id``, report ``hard_examples`` 0.
 
 >>> TrainingRequest("lightgbm", "weekly_quick").label_column
 'label'
@@ -179,7 +180,8 @@ def _hard_example_weights(
 
     The hard examples are those recorded since ``role``'s newest version was registered.
     """
-    if request.from_file is not None or "outcome_id" not in frame.columns:
+    offline = request.from_file is not None or request.from_store
+    if offline or "outcome_id" not in frame.columns:
         return None, 0
     latest = registry.latest_version(role)
     ids = read_hard_example_ids(settings, since=latest.created_ms if latest else None)

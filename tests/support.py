@@ -192,6 +192,21 @@ def worker_env(bootstrap: str, tmp_path: Path, **extra: str) -> dict[str, str]:
     return env
 
 
+def train_json(env: dict[str, str], *args: str) -> dict[str, Any]:
+    """Run ``alphapulse train ARGS --json`` in a child process; return its JSON summary."""
+    res = subprocess.run(
+        [sys.executable, "-m", "alphapulse.cli", "train", *args, "--json"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert res.returncode == 0, res.stderr
+    summary: dict[str, Any] = orjson.loads(res.stdout.strip().splitlines()[-1])
+    return summary
+
+
 def rss_mb(pid: int) -> float | None:
     """Resident memory of process ``pid`` in MiB (``VmRSS`` of ``/proc/<pid>/status``)."""
     try:

@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -24,7 +22,7 @@ from mlflow import MlflowClient
 from models.synthetic import TradeGenerator
 from stream.settings import Settings
 from stream.topics import ensure_topics
-from tests.support import Worker, consume_until, produce
+from tests.support import Worker, consume_until, produce, train_json
 
 pytestmark = pytest.mark.integration
 
@@ -107,18 +105,7 @@ def _hard_example(outcome: dict[str, Any]) -> tuple[bytes, bytes]:
 
 
 def _train(env: dict[str, str]) -> dict[str, Any]:
-    args = ["train", "--cadence", ROLE, "--model-type", "lightgbm", "--json"]
-    res = subprocess.run(
-        [sys.executable, "-m", "alphapulse.cli", *args],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
-    assert res.returncode == 0, res.stderr
-    summary: dict[str, Any] = orjson.loads(res.stdout.strip().splitlines()[-1])
-    return summary
+    return train_json(env, "--cadence", ROLE, "--model-type", "lightgbm")
 
 
 def _logged(uri: str, summary: dict[str, Any]) -> str:

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import subprocess
-import sys
 
 import orjson
 import pytest
@@ -14,7 +12,7 @@ from models.synthetic import TradeGenerator
 from stream.history import read_outcome_history
 from stream.settings import Settings
 from stream.topics import ensure_topics
-from tests.support import produce
+from tests.support import produce, train_json
 
 pytestmark = pytest.mark.integration
 
@@ -74,25 +72,6 @@ def test_history_joins_dedupes_filters_and_trains(
         "MLFLOW_TRACKING_URI": mlflow_server,
         "ALPHAPULSE_MLFLOW_EXPERIMENT": "history",
     }
-    res = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "alphapulse.cli",
-            "train",
-            "--model-type",
-            "lightgbm",
-            "--cadence",
-            "weekly_quick",
-            "--json",
-        ],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
-    assert res.returncode == 0, res.stderr
-    summary = orjson.loads(res.stdout.strip().splitlines()[-1])
+    summary = train_json(env, "--model-type", "lightgbm", "--cadence", "weekly_quick")
     assert summary["n_train"] + summary["n_valid"] == 300
     assert summary["model_name"] == "weekly_quick"

@@ -26,7 +26,7 @@ from stream.settings import Settings
 from stream.store import Store, read_training_rows
 from stream.topics import ensure_topics
 from tests.pg import PgServer
-from tests.support import Worker, consume_until, produce
+from tests.support import Worker, consume_until, produce, train_json
 
 pytestmark = pytest.mark.integration
 
@@ -250,8 +250,6 @@ def test_train_from_store_equals_train_from_the_same_rows_as_csv(
     store: Store, pg_dsn: str, mlflow_server: str, tmp_path: Path
 ) -> None:
     import os
-    import subprocess
-    import sys
 
     from models.registry import ModelRegistry
     from models.synthetic import TradeGenerator
@@ -300,29 +298,8 @@ def test_train_from_store_equals_train_from_the_same_rows_as_csv(
     }
 
     def train(*source: str) -> dict[str, Any]:
-        res = subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "alphapulse.cli",
-                "train",
-                "--model-type",
-                "xgboost",
-                "--cadence",
-                "weekly_quick",
-                "--force",
-                "--json",
-                *source,
-            ],
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=300,
-            check=False,
-        )
-        assert res.returncode == 0, res.stderr
-        out: dict[str, Any] = orjson.loads(res.stdout.strip().splitlines()[-1])
-        return out
+        args = ("--model-type", "xgboost", "--cadence", "weekly_quick", "--force", *source)
+        return train_json(env, *args)
 
     a = train("--from-store")
     b = train("--from-file", str(csv))
