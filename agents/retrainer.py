@@ -1,10 +1,13 @@
-"""Scheduled retraining: the trainer's cadences run as jobs of the leader worker.
+"""Retraining: the trainer's cadences run as jobs of the leader worker, by the clock and on drift.
 
-Each cadence with a non-zero interval runs :func:`agents.training.run_training` every interval
-(the first run one interval after the worker starts), and ``weekly_quick`` can also run after a
-drift event (at most once per ``retrain_drift_min_gap_s``). Each job runs in a fresh child process,
-so the worker's event loop and memory are untouched; the registry decides promotion
-(champion/challenger) and the reloader picks up a promoted version, which closes the loop.
+Each cadence runs :func:`agents.training.run_training` by its UTC schedule
+(:mod:`models.schedule`): :meth:`Retrainer.tick`, called by a timer, starts every cadence that a
+slot has passed since its last run, which the registry remembers (so a restart neither repeats nor
+forgets a run). ``weekly_quick`` can also run after a drift event (at most once per
+``retrain_drift_min_gap_s``). Each job runs in a fresh child process, so the worker's event loop and
+memory are untouched; the registry decides promotion (champion/challenger) and the reloader picks
+up a promoted version, which closes the loop. Each job publishes ``retrain_started`` and
+``retrain_finished`` ModelEvents with its trigger.
 """
 
 from __future__ import annotations
@@ -13,31 +16,88 @@ import asyncio
 import logging
 import multiprocessing
 import time
+from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
 from agents.training import ReportWriter, TrainingRequest, run_training
 from models.errors import AlphaPulseError
+from models.registry import ModelRegistry
+from models.roles import CADENCES
+from models.schedule import Schedule, due, parse_schedule
 from stream.codec import encode, now_ms
 from stream.records import ModelEvent
 from stream.runtime import Runtime
 
-__all__ = ["Retrainer"]
+__all__ = ["TRIGGERS", "Retrainer"]
 
 log = logging.getLogger(__name__)
+
+TRIGGERS = ("schedule", "drift", "manual")
+"""What starts a job, as its ModelEvents say; any other reason counts as ``manual``."""
 
 
 @dataclass
 class Retrainer:
-    """Runs training jobs one at a time and reports each promotion as a ModelEvent."""
+    """Runs training jobs one at a time and reports each as ModelEvents.
+
+    ``registry`` opens the registry that remembers each cadence's last scheduled run (called in
+    an executor, as MLflow calls block); without it, :meth:`tick` runs nothing.
+    """
 
     rt: Runtime
     write_report: ReportWriter | None = None
     """Writes each job's report (the composition root passes the application's writer)."""
+    registry: Callable[[], ModelRegistry] | None = None
     running: asyncio.Lock = field(default_factory=asyncio.Lock)
     last_drift_run: float = -1e18
     runs: int = 0
+
+    def schedules(self) -> dict[str, Schedule]:
+        """Each cadence's schedule, from the ``retrain_<cadence>_at`` settings."""
+        settings = self.rt.settings
+        return {c: parse_schedule(getattr(settings, f"retrain_{c}_at")) for c in CADENCES}
+
+    async def tick(self, now: int) -> list[str]:
+        """Run every cadence due at ``now`` (epoch ms), in turn; returns the cadences started.
+
+        A cadence that never ran gets ``now`` as its baseline (its first run is the next slot).
+        The start is recorded before the job runs: a job cut short by a crash is not repeated.
+        """
+        schedules = {c: s for c, s in self.schedules().items() if not s.off}
+        if not schedules or self.registry is None:
+            return []
+        loop = asyncio.get_running_loop()
+        started: list[str] = []
+        try:
+            registry = await loop.run_in_executor(None, self.registry)
+            for cadence, schedule in schedules.items():
+                last = await loop.run_in_executor(None, registry.last_run, cadence)
+                if last is not None and not due(schedule, last, now):
+                    continue
+                await loop.run_in_executor(None, registry.set_last_run, cadence, now)
+                if last is None:
+                    log.info("%s never ran: its first run is its next scheduled time", cadence)
+                    continue
+                started.append(cadence)
+                await self.run(cadence, "schedule")
+        except AlphaPulseError as exc:  # MLflow unreachable: the next tick tries again
+            log.warning("checking the retraining schedules failed: %s", exc)
+        return started
+
+    async def _event(self, event: str, role: str, **fields: Any) -> None:
+        version = fields.pop("version", None)
+        detail = str(fields.pop("detail", ""))
+        record = ModelEvent(
+            event,
+            now_ms(),
+            role=role,
+            version=version if isinstance(version, int | str) else None,
+            detail=detail,
+            extra=fields,
+        )
+        await self.rt.topics["model-events"].send(key=role.encode(), value=encode(record))
 
     async def _train(self, request: TrainingRequest) -> dict[str, Any]:
         """Run the job in a child process started afresh (spawn: no copy of the worker's state)."""
@@ -51,34 +111,51 @@ class Retrainer:
             pool.shutdown(wait=False)
 
     async def run(self, cadence: str, reason: str) -> dict[str, object] | None:
-        """Train one cadence now (waits for a job already running); returns its summary."""
+        """Train one cadence now (waits for a job already running); returns its summary.
+
+        ``reason`` ``"schedule"`` or ``"drift"`` is the events' trigger; anything else is
+        ``"manual"``.
+        """
         settings = self.rt.settings
+        trigger = reason if reason in TRIGGERS else "manual"
         async with self.running:
             t0 = time.monotonic()
             log.info("retraining %s with %s (%s)", cadence, settings.retrain_model_type, reason)
+            await self._event("retrain_started", cadence, trigger=trigger, cadence=cadence)
+            summary: dict[str, Any] | None = None
+            failure = ""
             try:
                 summary = await self._train(TrainingRequest(settings.retrain_model_type, cadence))
             except AlphaPulseError as exc:  # the job's own errors: one line, keep serving
                 log.warning("retraining %s failed: %s", cadence, exc)
-                return None
-            except Exception:  # a failed side job must not stop the worker's agents
+                failure = f"failed: {exc}"
+            except Exception as exc:  # a failed side job must not stop the worker's agents
                 log.exception("retraining %s failed", cadence)
-                return None
+                failure = f"failed: {type(exc).__name__}"
             finally:
                 self.runs += 1
+            promoted = bool(summary and summary.get("promoted"))
+            version = summary.get("version") if summary else None
+            role = str(summary.get("model_name") or cadence) if summary else cadence
+            await self._event(
+                "retrain_finished",
+                role,
+                version=version,
+                detail=failure,
+                trigger=trigger,
+                cadence=cadence,
+                promoted=promoted,
+            )
+            if summary is None:
+                return None
             log.info("retrained %s in %.1fs: %s", cadence, time.monotonic() - t0, summary)
-            if summary.get("promoted"):
-                version = summary.get("version")
-                event = ModelEvent(
+            if promoted:
+                await self._event(
                     "promoted",
-                    now_ms(),
-                    role=str(summary.get("model_name")),
-                    version=version if isinstance(version, int | str) else None,
+                    role,
+                    version=version,
                     detail=f"scheduled retraining ({reason}) promoted it",
-                    extra={"cause": reason},
-                )
-                await self.rt.topics["model-events"].send(
-                    key=str(summary.get("model_name")).encode(), value=encode(event)
+                    cause=reason,
                 )
             return summary
 

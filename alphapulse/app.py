@@ -23,14 +23,13 @@ from agents.retrainer import Retrainer
 from agents.state import PartitionStore
 from alphapulse.report import write_training_report
 from alphapulse.web import register_web
-from models.roles import CADENCES
-from stream.codec import Limits
+from stream.codec import Limits, now_ms
 from stream.kafka import faust_broker_kwargs
 from stream.registry import open_registry
 from stream.runtime import Runtime
 from stream.settings import TOPIC_ROLES, Settings
 
-__all__ = ["INTERNAL_ROLES", "Built", "create_app", "faust_tuning_kwargs", "retrain_intervals"]
+__all__ = ["INTERNAL_ROLES", "Built", "create_app", "faust_tuning_kwargs"]
 
 log = logging.getLogger(__name__)
 
@@ -145,34 +144,19 @@ def faust_tuning_kwargs(settings: Settings) -> dict[str, Any]:
     )
 
 
-def retrain_intervals(settings: Settings) -> dict[str, float]:
-    """Seconds between scheduled runs of each training cadence (0: not scheduled), from the
-    ``ALPHAPULSE_RETRAIN_<CADENCE>_S`` settings.
-
-    >>> retrain_intervals(Settings(_env_file=None, retrain_weekly_quick_s=60.0))["weekly_quick"]
-    60.0
-    >>> list(retrain_intervals(Settings(_env_file=None))) == list(CADENCES)
-    True
-    """
-    return {cadence: float(getattr(settings, f"retrain_{cadence}_s")) for cadence in CADENCES}
-
-
 def _schedule_retraining(app: faust.App, rt: Runtime) -> DriftHook | None:
-    """Timers (on the leader worker) for each cadence with an interval; returns the learner's
-    drift hook, which retrains after drift, or None when drift does not retrain."""
+    """One timer (on the leader worker) that runs the cadences whose UTC schedule is due; returns
+    the learner's drift hook, which retrains after drift, or None when drift does not retrain."""
     settings = rt.settings
-    retrainer = Retrainer(rt, write_report=write_training_report)
-    for cadence, interval in retrain_intervals(settings).items():
-        if interval <= 0:
-            continue
+    retrainer = Retrainer(
+        rt, write_report=write_training_report, registry=partial(open_registry, settings)
+    )
+    if any(not schedule.off for schedule in retrainer.schedules().values()):
 
-        def job(cadence: str = cadence) -> Any:
-            async def run() -> None:
-                await retrainer.run(cadence, "schedule")
+        @app.timer(settings.retrain_check_interval_s, on_leader=True, name="retrain-schedule")
+        async def _retrain_on_schedule() -> None:
+            await retrainer.tick(now_ms())
 
-            return run
-
-        app.timer(interval, on_leader=True, name=f"retrain-{cadence}")(job())
     if not settings.retrain_on_drift:
         return None
     tasks: set[asyncio.Task[None]] = set()

@@ -39,6 +39,7 @@ from alphapulse._demo_live import get_json, stream_live
 from alphapulse._demo_view import DemoState, summary_text
 from alphapulse._procs import stop_process_group
 from models.errors import AlphaPulseError
+from models.roles import CADENCES
 from models.synthetic import TradeGenerator
 from stream.broker import local_kafka
 from stream.errors import BrokerError
@@ -184,6 +185,10 @@ def _worker_env(settings: Settings) -> dict[str, str]:
             "ALPHAPULSE_RELOAD_INTERVAL_S": str(min(settings.reload_interval_s or 2.0, 2.0)),
         }
     )
+    # The demo retrains by itself, visibly; a worker's own job (a missed scheduled slot, a drift)
+    # would compete with it and register a version the demo does not expect.
+    env.update({f"ALPHAPULSE_RETRAIN_{c.upper()}_AT": "off" for c in CADENCES})
+    env["ALPHAPULSE_RETRAIN_ON_DRIFT"] = "false"
     return env
 
 

@@ -50,6 +50,7 @@ __all__ = ["CHAMPION", "ModelRegistry", "ModelVersionInfo", "RegisteredModelInfo
 
 CHAMPION = "champion"
 HISTORY_TAG = "alphapulse.champion_history"
+LAST_RUN_TAG = "alphapulse.last_run."
 _HISTORY_KEEP = 200
 
 
@@ -226,6 +227,32 @@ class ModelRegistry:
         self.experiment = experiment
         self.artifact_location = artifact_location
         self.client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
+
+    def last_run(self, cadence: str) -> int | None:
+        """When a scheduled job of ``cadence`` last started (epoch ms), None if never.
+
+        Kept as the experiment tag ``alphapulse.last_run.<cadence>``, so that it outlives workers.
+        """
+        exp_id = self._experiment_id()
+        with _mlflow_errors(f"reading the last run of {cadence}"):
+            value = self.client.get_experiment(exp_id).tags.get(LAST_RUN_TAG + cadence)
+        return int(value) if value is not None and value.isdigit() else None
+
+    def set_last_run(self, cadence: str, ms: int) -> None:
+        """Record that a scheduled job of ``cadence`` started at ``ms`` (epoch ms).
+
+        >>> import tempfile
+        >>> tmpdir = tempfile.TemporaryDirectory()
+        >>> reg = ModelRegistry(f"sqlite:///{tmpdir.name}/mlflow.db")
+        >>> reg.last_run("weekly_quick") is None
+        True
+        >>> reg.set_last_run("weekly_quick", 1_704_067_200_000); reg.last_run("weekly_quick")
+        1704067200000
+        >>> tmpdir.cleanup()
+        """
+        exp_id = self._experiment_id()
+        with _mlflow_errors(f"recording the last run of {cadence}"):
+            self.client.set_experiment_tag(exp_id, LAST_RUN_TAG + cadence, str(int(ms)))
 
     def _experiment_id(self) -> str:
         with _mlflow_errors(f"opening experiment {self.experiment!r}"):

@@ -36,7 +36,15 @@ DEADLETTER_REASONS = (
     "duplicate",
     "internal",
 )
-MODEL_EVENTS = ("loaded", "rejected", "promoted", "drift", "checkpoint")
+MODEL_EVENTS = (
+    "loaded",
+    "rejected",
+    "promoted",
+    "drift",
+    "checkpoint",
+    "retrain_started",
+    "retrain_finished",
+)
 
 
 @dataclass(frozen=True, slots=True)

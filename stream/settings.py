@@ -18,8 +18,10 @@ from pathlib import Path
 from typing import Literal
 
 import platformdirs
-from pydantic import AliasChoices, Field, SecretStr, field_validator
+from pydantic import AliasChoices, Field, SecretStr, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from models.schedule import FORMATS, parse_schedule
 
 __all__ = ["TOPIC_ROLES", "Settings"]
 
@@ -116,10 +118,13 @@ class Settings(BaseSettings):
     reload_interval_s: float = Field(default=10.0, ge=0, description="0 turns the reloader off")
     online_log_interval_s: float = Field(default=300.0, ge=0)
     retrain_model_type: Literal["xgboost", "lightgbm", "catboost"] = "lightgbm"
-    retrain_nightly_incremental_s: float = Field(default=0.0, ge=0)
-    retrain_weekly_quick_s: float = Field(default=7 * 24 * 3600.0, ge=0)
-    retrain_monthly_full_s: float = Field(default=30 * 24 * 3600.0, ge=0)
-    retrain_on_drift: bool = False
+    retrain_nightly_incremental_at: str = Field(
+        default="02:00", description="UTC schedule of nightly_incremental jobs; see models.schedule"
+    )
+    retrain_weekly_quick_at: str = "sun 03:00"
+    retrain_monthly_full_at: str = "1 04:00"
+    retrain_check_interval_s: float = Field(default=30.0, gt=0)
+    retrain_on_drift: bool = True
     retrain_drift_min_gap_s: float = Field(default=3600.0, ge=0)
 
     # Feature and outcome store (PostgreSQL, TimescaleDB when available)
@@ -142,6 +147,18 @@ class Settings(BaseSettings):
         if any(c.isspace() for c in v):
             raise ValueError("ALPHAPULSE_TOPIC_PREFIX must not contain whitespace")
         return v
+
+    @field_validator(
+        "retrain_nightly_incremental_at", "retrain_weekly_quick_at", "retrain_monthly_full_at"
+    )
+    @classmethod
+    def _is_a_schedule(cls, v: str, info: ValidationInfo) -> str:
+        try:
+            parse_schedule(v)
+        except ValueError:
+            var = f"ALPHAPULSE_{str(info.field_name).upper()}"
+            raise ValueError(f"{var} must be {FORMATS} in UTC, got {v!r}") from None
+        return " ".join(v.lower().split())
 
     def topic(self, role: str) -> str:
         """Full topic name for a role such as ``"signals"`` or ``"retrain-queue"``."""

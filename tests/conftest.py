@@ -82,8 +82,10 @@ def settings_env(kafka_bootstrap: str, tmp_path: Path) -> dict[str, str]:
         "ALPHAPULSE_CACHE_DIR": str(CACHE_DIR),
         "ALPHAPULSE_WEB_PORT": str(free_port()),
         "ALPHAPULSE_TOPIC_PARTITIONS": "4",
-        "ALPHAPULSE_RETRAIN_WEEKLY_QUICK_S": "0",
-        "ALPHAPULSE_RETRAIN_MONTHLY_FULL_S": "0",
+        "ALPHAPULSE_RETRAIN_NIGHTLY_INCREMENTAL_AT": "off",
+        "ALPHAPULSE_RETRAIN_WEEKLY_QUICK_AT": "off",
+        "ALPHAPULSE_RETRAIN_MONTHLY_FULL_AT": "off",
+        "ALPHAPULSE_RETRAIN_ON_DRIFT": "false",
     }
 
 

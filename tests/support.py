@@ -184,6 +184,11 @@ def worker_env(bootstrap: str, tmp_path: Path, **extra: str) -> dict[str, str]:
         "ALPHAPULSE_DATA_DIR": str(tmp_path / f"data-{run}"),
         "ALPHAPULSE_WEB_PORT": str(free_port()),
         "ALPHAPULSE_TOPIC_PARTITIONS": "4",
+        # No training jobs unless a test asks for them: they would compete for the CPU.
+        "ALPHAPULSE_RETRAIN_NIGHTLY_INCREMENTAL_AT": "off",
+        "ALPHAPULSE_RETRAIN_WEEKLY_QUICK_AT": "off",
+        "ALPHAPULSE_RETRAIN_MONTHLY_FULL_AT": "off",
+        "ALPHAPULSE_RETRAIN_ON_DRIFT": "false",
     }
     cache = os.environ.get("ALPHAPULSE_CACHE_DIR")
     if cache:

@@ -9,7 +9,10 @@ from pathlib import Path
 import orjson
 import pytest
 
+from models.schedule import last_slot, parse_schedule
 from models.synthetic import TradeGenerator
+from stream.codec import now_ms
+from stream.registry import open_registry
 from stream.settings import Settings
 from stream.topics import ensure_topics
 from tests.support import Worker, consume_until, produce
@@ -28,7 +31,8 @@ def test_scheduled_weekly_quick_is_trained_promoted_and_served(
         "MLFLOW_TRACKING_URI": mlflow_server,
         "ALPHAPULSE_MLFLOW_EXPERIMENT": "retraining",
         "ALPHAPULSE_RELOAD_INTERVAL_S": "1",
-        "ALPHAPULSE_RETRAIN_WEEKLY_QUICK_S": "15",
+        "ALPHAPULSE_RETRAIN_WEEKLY_QUICK_AT": "sun 03:00",
+        "ALPHAPULSE_RETRAIN_CHECK_INTERVAL_S": "2",
         "ALPHAPULSE_RETRAIN_MODEL_TYPE": "lightgbm",
     }
     for k, v in env.items():
@@ -59,19 +63,31 @@ def test_scheduled_weekly_quick_is_trained_promoted_and_served(
             ],
         )
     )
+    # The last weekly_quick ran before its last slot, so the worker runs the missed one at start.
+    now = now_ms()
+    slot = last_slot(parse_schedule("sun 03:00"), now)
+    assert slot is not None
+    open_registry(settings).set_last_run("weekly_quick", slot - 1)
     worker = Worker(env, tmp_path / "worker.log").start()
     try:
         events = asyncio.run(
             consume_until(
                 settings.bootstrap_servers,
                 settings.topic("model-events"),
-                lambda rs: {"loaded", "promoted"} <= {v["event"] for _, v in rs},
+                lambda rs: (
+                    {"loaded", "promoted", "retrain_finished"} <= {v["event"] for _, v in rs}
+                ),
                 timeout=150,
             )
         )
         kinds = [(v["event"], v.get("role")) for _, v in events]
         assert ("promoted", "weekly_quick") in kinds, (kinds, worker.log_tail())
         assert ("loaded", "weekly_quick") in kinds, (kinds, worker.log_tail())
+        jobs = [v for _, v in events if v["event"].startswith("retrain_")]
+        assert [v["event"] for v in jobs[:2]] == ["retrain_started", "retrain_finished"], jobs
+        assert all(v["trigger"] == "schedule" for v in jobs), jobs
+        assert jobs[1]["promoted"] is True and jobs[1]["role"] == "weekly_quick", jobs
+        assert open_registry(settings).last_run("weekly_quick") >= now  # type: ignore[operator]
         deadline = time.monotonic() + 30
         pred: dict = {}
         while time.monotonic() < deadline and "weekly_quick" not in pred.get("components", {}):

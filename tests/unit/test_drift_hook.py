@@ -8,7 +8,9 @@ from typing import Any
 
 import pytest
 
+from agents.retrainer import Retrainer
 from alphapulse import app as composition
+from models.roles import CADENCES
 from stream.runtime import Runtime
 from stream.settings import Settings
 
@@ -27,6 +29,7 @@ class _App:
 class _Retrainer:
     def __init__(self, rt: Runtime, **options: Any) -> None:
         self.drifts = 0
+        self.schedules = Retrainer(rt).schedules
 
     async def on_drift(self) -> None:
         self.drifts += 1
@@ -47,9 +50,15 @@ def _schedule(monkeypatch: pytest.MonkeyPatch, **settings: Any) -> tuple[_App, A
 
 
 def test_no_hook_when_drift_does_not_retrain(monkeypatch: pytest.MonkeyPatch) -> None:
-    app, hook, _ = _schedule(monkeypatch, retrain_on_drift=False, retrain_nightly_incremental_s=0)
+    app, hook, _ = _schedule(monkeypatch, retrain_on_drift=False)
     assert hook is None
-    assert app.timers == ["retrain-weekly_quick", "retrain-monthly_full"]
+    assert app.timers == ["retrain-schedule"]
+
+
+def test_no_timer_when_every_schedule_is_off(monkeypatch: pytest.MonkeyPatch) -> None:
+    off = {f"retrain_{c}_at": "off" for c in CADENCES}
+    app, hook, _ = _schedule(monkeypatch, **off)
+    assert app.timers == [] and hook is not None
 
 
 def test_the_hook_starts_a_drift_retraining(monkeypatch: pytest.MonkeyPatch) -> None:
