@@ -71,6 +71,21 @@ def mlflow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 
 
 @pytest.fixture
+def fresh_mlflow_server(tmp_path: Path) -> Iterator[str]:
+    """Tracking URI of a real ``mlflow server`` for this test alone: its registry starts empty.
+
+    Registered model names are the roles, shared by every experiment on a server; a test whose
+    first job must become champion cannot share the session's server with earlier champions.
+    """
+    srv = MlflowServer(tmp_path / "mlflow", port=free_port())
+    srv.up()
+    try:
+        yield srv.uri
+    finally:
+        srv.down()
+
+
+@pytest.fixture
 def settings_env(kafka_bootstrap: str, tmp_path: Path) -> dict[str, str]:
     """Environment for a worker isolated to this test: own topics, group, data dir, web port."""
     run = uuid.uuid4().hex[:10]

@@ -21,14 +21,14 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 
 def test_scheduled_weekly_quick_is_trained_promoted_and_served(
-    mlflow_server: str,
+    fresh_mlflow_server: str,
     settings_env: dict[str, str],
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     env = {
         **settings_env,
-        "MLFLOW_TRACKING_URI": mlflow_server,
+        "MLFLOW_TRACKING_URI": fresh_mlflow_server,
         "ALPHAPULSE_MLFLOW_EXPERIMENT": "retraining",
         "ALPHAPULSE_RELOAD_INTERVAL_S": "1",
         "ALPHAPULSE_RETRAIN_WEEKLY_QUICK_AT": "sun 03:00",
