@@ -22,5 +22,9 @@ RUN useradd --system --home /var/lib/alphapulse alphapulse \
  && mkdir -p /var/lib/alphapulse && chown alphapulse /var/lib/alphapulse
 USER alphapulse
 EXPOSE 6066
+# Liveness only: /readyz also fails while partitions load, the broker is away or MLflow is down,
+# none of which a restart mends. Orchestrators that gate on readiness use /readyz themselves.
+HEALTHCHECK --interval=15s --timeout=5s --start-period=60s --retries=3 \
+    CMD ["python", "-m", "alphapulse.healthcheck"]
 ENTRYPOINT ["alphapulse"]
 CMD ["worker"]

@@ -18,9 +18,9 @@ import faust
 from agents import learner, predictor, store_sink
 from agents.backlog import SignalBacklog
 from agents.learner import DriftHook
-from agents.reloader import Reloader
 from agents.retrainer import Retrainer
 from agents.state import PartitionStore
+from alphapulse.health import Probe, WatchedReloader
 from alphapulse.report import write_training_report
 from alphapulse.web import register_web
 from stream.codec import Limits, now_ms
@@ -38,10 +38,11 @@ INTERNAL_ROLES = ("checkpoints",)
 
 @dataclass(frozen=True)
 class Built:
-    """A configured Faust app and the runtime its agents share."""
+    """A configured Faust app, the runtime its agents share and its partition states."""
 
     app: faust.App
     runtime: Runtime
+    store: PartitionStore
 
 
 def create_app(settings: Settings) -> Built:
@@ -83,21 +84,24 @@ def create_app(settings: Settings) -> Built:
         app=app,
         topic_names=names,
     )
-    store = PartitionStore(settings)
+    store = PartitionStore(settings, settings.online_config())
     backlog = SignalBacklog()
     on_drift = _schedule_retraining(app, rt)
     predictor.register(app, rt, store, backlog)
     learner.register(app, rt, store, backlog, on_drift)
     store_sink.register(app, rt)
-    register_web(app, rt, store)
     outcomes_topic = settings.topic("outcomes")
 
+    registry_status: Probe | None = None
     if settings.reload_interval_s > 0:
-        reloader = Reloader(rt, partial(open_registry, settings), store=store)
+        reloader = WatchedReloader(rt, partial(open_registry, settings), store=store)
+        registry_status = reloader.status  # for /readyz
 
         @app.task
         async def _reload_models() -> None:
             await reloader.run_forever(settings.reload_interval_s)
+
+    register_web(app, rt, store, registry=registry_status)
 
     @app.on_partitions_revoked.connect
     async def _on_revoked(sender: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:
@@ -111,7 +115,7 @@ def create_app(settings: Settings) -> Built:
         store.preload({tp.partition for tp in assigned if tp.topic == outcomes_topic})
 
     log.debug("app %s built for %s", settings.app_id, settings.bootstrap_servers)
-    return Built(app=app, runtime=rt)
+    return Built(app=app, runtime=rt, store=store)
 
 
 def faust_tuning_kwargs(settings: Settings) -> dict[str, Any]:

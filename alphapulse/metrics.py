@@ -5,7 +5,11 @@ default one). Counters, rolling model metrics and model versions are read from t
 :class:`~stream.runtime.Runtime` at each scrape, and the online models from the worker's
 :class:`~agents.state.PartitionStore`; latencies arrive through ``rt.observers``; the
 consumer lag is set by the web layer (:func:`consumer_lag`) before each scrape, because reading it
-needs the running Faust consumer. Every series is prefixed ``alphapulse_``.
+needs the running Faust consumer. Every series is prefixed ``alphapulse_``, except those of
+prometheus_client's process and platform collectors (``process_resident_memory_bytes``,
+``python_info``, ...), which keep their usual names. Model keys are an unbounded set, so only the
+first ``ALPHAPULSE_METRICS_MAX_MODEL_KEYS`` get a ``model_key`` label of their own; the others are
+summed under ``model_key="other"``.
 
 Examples
 --------
@@ -20,6 +24,8 @@ Examples
 True
 >>> 'alphapulse_deadletters_total{reason="schema"} 1.0' in text
 True
+>>> "process_resident_memory_bytes" in text
+True
 >>> m.snapshot()["latency"]["p50_ms"]
 4.0
 """
@@ -33,10 +39,17 @@ from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
-from prometheus_client import CollectorRegistry, Histogram, generate_latest
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client import (
+    CollectorRegistry,
+    Histogram,
+    PlatformCollector,
+    ProcessCollector,
+    generate_latest,
+)
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, InfoMetricFamily, Metric
 
 from agents.state import PartitionStore
+from alphapulse._labels import OTHER, LabelCap
 from stream.runtime import Runtime
 
 __all__ = ["LATENCY_BUCKETS", "WorkerMetrics", "consumer_lag"]
@@ -74,6 +87,9 @@ class WorkerMetrics:
         Only latencies of the last this many seconds count in the quantiles.
     history
         How many samples (one per :meth:`sample` call) the dashboard's time series keep.
+    max_model_keys
+        Model keys with a ``model_key`` label of their own; the others share ``other``. None
+        reads ``ALPHAPULSE_METRICS_MAX_MODEL_KEYS`` from ``rt.settings``.
     """
 
     def __init__(
@@ -83,6 +99,7 @@ class WorkerMetrics:
         latency_window: int = 4096,
         latency_window_s: float = 60.0,
         history: int = 600,
+        max_model_keys: int | None = None,
     ) -> None:
         if latency_window < 1 or history < 1 or latency_window_s <= 0:
             raise ValueError("latency_window, latency_window_s and history must be above 0")
@@ -98,7 +115,12 @@ class WorkerMetrics:
         self.started = time.time()
         self._counts: deque[tuple[float, int, int]] = deque(maxlen=64)
         self._rates = (0.0, 0.0)
+        limit = rt.settings.metrics_max_model_keys if max_model_keys is None else max_model_keys
+        self.model_key_label = LabelCap(limit)
         self.registry.register(_RuntimeCollector(self))
+        # Memory, CPU and open files of this process: the first figures an operator watches.
+        ProcessCollector(registry=self.registry)
+        PlatformCollector(registry=self.registry)
         rt.observers.append(self.observe)
 
     def observe(self, name: str, value: float) -> None:
@@ -229,9 +251,16 @@ class _RuntimeCollector:
             "Registry version of each batch model served.",
             labels=["role"],
         )
+        info = InfoMetricFamily(
+            "alphapulse_model_version",
+            "Registry version of each batch model served, as a label (the value is always 1).",
+            labels=["role"],
+        )
         for role, v in sorted(self.m.rt.serving.versions.items()):
             versions.add_metric([role], float(v))
+            info.add_metric([role], {"version": str(v)})
         yield versions
+        yield info
         lag = GaugeMetricFamily(
             "alphapulse_consumer_lag",
             "Messages behind the high watermark, per assigned partition.",
@@ -291,6 +320,11 @@ class _RuntimeCollector:
                     comp[k].add_metric([name], float(v))  # type: ignore[arg-type]
         yield from comp.values()
         yield window
+        yield from self._online()
+
+    def _online(self) -> Iterator[Metric]:
+        """Per model key, each under its capped label; the rolling metrics of the keys under
+        ``other`` are left out, since a sum or mean of them would mean nothing."""
         online = _rolling_gauges(
             "alphapulse_online",
             "Rolling prequential {} of the online model of each model key.",
@@ -306,14 +340,30 @@ class _RuntimeCollector:
             "Drift points recorded by the online model of each model key.",
             labels=["model_key"],
         )
+        models = GaugeMetricFamily(
+            "alphapulse_online_models",
+            "Online models held, per model key label (under other: how many keys share it).",
+            labels=["model_key"],
+        )
+        # label -> [models, outcomes learned, drift points]
+        totals: dict[str, list[float]] = {}
         for key, om in self.m.online_models().items():
-            learned.add_metric([key], float(om["n_learned"]))
-            drifts.add_metric([key], float(om["drifts"]))
+            label = self.m.model_key_label(key)
+            t = totals.setdefault(label, [0.0, 0.0, 0.0])
+            t[0] += 1
+            t[1] += om["n_learned"]
+            t[2] += om["drifts"]
+            if label == OTHER:
+                continue
             for k in _ROLLING:
                 if _finite(om[k]):
-                    online[k].add_metric([key], float(om[k]))
+                    online[k].add_metric([label], float(om[k]))
+        for label, (n, n_learned, n_drifts) in totals.items():
+            models.add_metric([label], n)
+            learned.add_metric([label], n_learned)
+            drifts.add_metric([label], n_drifts)
         yield from online.values()
-        yield from (learned, drifts)
+        yield from (learned, drifts, models)
 
 
 def _rolling_gauges(prefix: str, help_text: str, label: str) -> dict[str, GaugeMetricFamily]:

@@ -1,4 +1,5 @@
-"""The worker's web pages: ``/metrics`` for Prometheus and ``/dashboard`` for people.
+"""The worker's web pages: health for orchestrators, ``/metrics`` for Prometheus, ``/dashboard``
+for people.
 
 :func:`register_web` is called once by the composition root. It adds, on the worker's web port
 (``ALPHAPULSE_WEB_HOST``:``ALPHAPULSE_WEB_PORT``):
@@ -10,10 +11,18 @@
     that polls ``/dashboard/data``.
 ``/dashboard/data``
     The dashboard's figures as JSON, with a time series sampled once a second.
+``/healthz``
+    Liveness: 200 and ``{"status": "ok", ...}`` while the event loop answers.
+``/readyz``
+    Readiness: 200 and ``{"ready": true, "checks": {...}}`` when the assigned partitions' state is
+    loaded, the broker answered a metadata request recently and the registry's last poll
+    succeeded; 503 with the same body, naming the failing checks, otherwise
+    (:mod:`alphapulse.health`).
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from importlib import resources
 from typing import Any
@@ -21,6 +30,7 @@ from typing import Any
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from agents.state import PartitionStore
+from alphapulse.health import Health, Probe, probe_broker
 from alphapulse.metrics import WorkerMetrics, consumer_lag
 from stream.runtime import Runtime
 
@@ -40,14 +50,25 @@ def dashboard_html() -> str:
 
 
 def register_web(
-    app: Any, rt: Runtime, store: PartitionStore | None, sample_interval_s: float = 1.0
+    app: Any,
+    rt: Runtime,
+    store: PartitionStore | None,
+    sample_interval_s: float = 1.0,
+    registry: Probe | None = None,
+    broker_probe_interval_s: float = 5.0,
 ) -> WorkerMetrics:
-    """Add the metrics and dashboard pages and the sampling timer to the Faust ``app``.
+    """Add the health, metrics and dashboard pages, the sampling timer and the broker probe to
+    the Faust ``app``.
 
     Returns the :class:`~alphapulse.metrics.WorkerMetrics` that serves them, with the online
-    models of ``store`` (its latency observer is registered in ``rt.observers``).
+    models of ``store`` (its latency observer is registered in ``rt.observers``). ``registry``
+    holds the outcomes of the reloader's polls (None: the reloader is off); the broker is probed
+    every ``broker_probe_interval_s``.
     """
     metrics = WorkerMetrics(rt, store)
+    broker = Probe()
+    health = Health(app, store, broker, 3 * broker_probe_interval_s, registry)
+    outcomes_topic = rt.settings.topic("outcomes")
     page = dashboard_html()
     headers = {"Cache-Control": "no-store"}
 
@@ -74,5 +95,26 @@ def register_web(
         await refresh_lag()
         metrics.sample()
 
-    log.debug("web pages /metrics and /dashboard registered")
+    @app.page("/healthz", name="alphapulse-healthz")
+    async def healthz(view: Any, request: Any) -> Any:
+        return view.json(health.liveness(), headers=headers)
+
+    @app.page("/readyz", name="alphapulse-readyz")
+    async def readyz(view: Any, request: Any) -> Any:
+        ready, body = health.readiness()
+        return view.json(body, status=200 if ready else 503, headers=headers)
+
+    @app.on_partitions_assigned.connect
+    async def _note_assignment(sender: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:
+        assigned = kwargs.get("assigned", args[0] if args else set())
+        health.on_assigned({tp.partition for tp in assigned if tp.topic == outcomes_topic})
+
+    @app.task
+    async def _probe_broker() -> None:
+        while True:
+            await probe_broker(app, broker)
+            # Soon again until the first success, so that a starting worker is ready early.
+            await asyncio.sleep(broker_probe_interval_s if broker.last_ok is not None else 1.0)
+
+    log.debug("web pages /healthz, /readyz, /metrics and /dashboard registered")
     return metrics

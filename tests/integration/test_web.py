@@ -129,7 +129,8 @@ def test_metrics_and_dashboard_of_a_running_worker(
             for fam in text_string_to_metric_families(text)
             for s in fam.samples
         }
-        assert all(name.startswith("alphapulse_") for name, _ in samples)
+        # prometheus_client's process and platform collectors keep their usual names
+        assert all(name.startswith(("alphapulse_", "process_", "python_")) for name, _ in samples)
         assert samples[("alphapulse_predictions_total", ())] == N
         assert samples[("alphapulse_outcomes_learned_total", ())] == N
         assert samples[("alphapulse_predict_latency_seconds_count", ())] == N
