@@ -17,6 +17,8 @@ from agents.backlog import SignalBacklog
 from agents.state import PartitionState, PartitionStore, remember_signal
 from models.blend import BlendWeights, blend
 from models.keyed import KeyedOnline
+from models.roles import ENSEMBLE
+from models.served_ensemble import ServedEnsemble
 from stream.batching import micro_batches
 from stream.codec import decode_signal, encode, now_ms
 from stream.records import Prediction, SignalRequest
@@ -34,10 +36,14 @@ def predict(
     batch_components: dict[str, float] | None = None,
     batch_versions: dict[str, int] | None = None,
     weights: BlendWeights | None = None,
+    ensemble: ServedEnsemble | None = None,
     record_ts: int,
     now: int,
 ) -> Prediction:
     """The Prediction for one request from the batch components present and the online model.
+
+    The fitted ``ensemble`` blends them when exactly its components answered, and its version
+    goes into ``model_versions``; otherwise the fixed blend of ``weights`` applies.
 
     >>> req = SignalRequest("s1", "BTCUSDT", {"a": 1.0}, "BTCUSDT")
     >>> p = predict(req, KeyedOnline(), record_ts=5, now=7)
@@ -46,11 +52,17 @@ def predict(
     """
     online, n_learned = keyed.predict(req.model_key, req.features)
     components = {**(batch_components or {}), "online": online}
-    result = blend(components, weights)
     versions: dict[str, int | str] = {
         r: v for r, v in (batch_versions or {}).items() if r in components
     }
     versions["online"] = n_learned
+    result = None
+    if ensemble is not None:
+        result = ensemble.blend(components)
+        if result is not None:
+            versions[ENSEMBLE] = ensemble.version
+    if result is None:
+        result = blend(components, weights)
     return Prediction(
         signal_id=req.signal_id,
         symbol=req.symbol,
@@ -114,6 +126,7 @@ async def _score_batch(
                 batch_components=components,
                 batch_versions=serving.versions,
                 weights=weights,
+                ensemble=serving.ensemble,
                 record_ts=msg_ts,
                 now=now_ms(),
             )
@@ -157,7 +170,7 @@ def register(app: Any, rt: Runtime, store: PartitionStore, backlog: SignalBacklo
     Micro-batches form only from events already queued for the agent: when one event arrives
     alone it is answered at once, so batching adds no waiting.
     """
-    weights = BlendWeights()
+    weights = BlendWeights.from_split(batch=rt.settings.blend_batch_weight)
     max_batch = rt.settings.predict_batch_max
 
     @app.agent(rt.topics["signals"], name="predictor")

@@ -1,10 +1,14 @@
-"""Model reloader: the side worker that hot-swaps batch models from the MLflow registry.
+"""Model reloader: the side worker that hot-swaps batch models and the ensemble from MLflow.
 
-Every poll, for each batch role, it resolves the ``champion`` alias to a version and, when that
-version is new, loads exactly ``models:/<role>/<version>`` in a thread, validates it, builds a new
-scorer in a thread and swaps it into the runtime in one assignment. The event loop never waits on
-MLflow. A model that fails validation is rejected with a ModelEvent and the old one keeps serving;
-when MLflow is unreachable the loaded models keep serving and polls back off.
+Every poll, for each batch role and the fitted ensemble (``ensemble``), it resolves the
+``champion`` alias to a version and, when that version is new, loads exactly
+``models:/<role>/<version>`` in a thread, validates it (a batch model with
+:func:`validate_model`, the ensemble with
+:meth:`models.served_ensemble.ServedEnsemble.from_document`), builds a new scorer in a thread
+when a batch model changed, and swaps the whole serving state into the runtime in one assignment.
+The event loop never waits on MLflow. A model that fails validation is rejected with a ModelEvent
+and the old one keeps serving; when MLflow is unreachable the loaded models keep serving and polls
+back off.
 """
 
 from __future__ import annotations
@@ -19,8 +23,9 @@ import numpy as np
 
 from agents.state import PartitionStore
 from models.errors import AlphaPulseError, ModelError, RegistryError
-from models.roles import BATCH_ROLES
+from models.roles import BATCH_ROLES, ENSEMBLE
 from models.scoring import BatchScorer
+from models.served_ensemble import ServedEnsemble
 from stream.codec import encode, now_ms
 from stream.records import ModelEvent
 from stream.runtime import Runtime, Serving
@@ -76,7 +81,7 @@ class Reloader:
 
     rt: Runtime
     registry_factory: Any
-    roles: tuple[str, ...] = BATCH_ROLES
+    roles: tuple[str, ...] = (*BATCH_ROLES, ENSEMBLE)
     store: PartitionStore | None = None
     rejected: set[tuple[str, str]] = field(default_factory=set)
     models: dict[str, tuple[str, Any]] = field(default_factory=dict)
@@ -103,6 +108,10 @@ class Reloader:
 
     async def poll_once(self) -> list[ModelEvent]:
         """One poll: load and swap any new champion; returns the events it published."""
+        async with self.rt.champion_lock:  # a promotion is announced before its swap
+            return await self._poll()
+
+    async def _poll(self) -> list[ModelEvent]:
         loop = asyncio.get_running_loop()
         champions = await loop.run_in_executor(None, self._resolve)
         events: list[ModelEvent] = []
@@ -122,11 +131,7 @@ class Reloader:
                 log.warning("rejected %s version %r: not an exact numeric version", role, version)
                 continue
             try:
-                model = await loop.run_in_executor(
-                    None, self._get_registry().load_version, role, version
-                )
-                expected = list(current[1].feature_names) if current is not None else None
-                await loop.run_in_executor(None, validate_model, model, expected)
+                model = await loop.run_in_executor(None, self._load, role, version, current)
             except RegistryError:
                 raise  # MLflow unreachable or failing: back off and try this version again later
             except Exception as exc:  # trust boundary: whatever a bad artifact raises rejects it
@@ -151,15 +156,27 @@ class Reloader:
             )
             log.info("loaded %s version %s", role, version)
         if changed:
-            batch = {role: m for role, (_, m) in self.models.items()}
-            scorer = await loop.run_in_executor(None, lambda: BatchScorer(batch))
+            batch = {role: m for role, (_, m) in self.models.items() if role != ENSEMBLE}
+            scorer = self.rt.serving.scorer
+            if any(e.event == "loaded" and e.role != ENSEMBLE for e in events):
+                scorer = await loop.run_in_executor(None, lambda: BatchScorer(batch))
             versions = {role: _as_int(v) for role, (v, _) in self.models.items()}
-            self.rt.serving = Serving(scorer=scorer, versions=versions)  # one assignment
+            ensemble = self.models.get(ENSEMBLE, (None, None))[1]
+            self.rt.serving = Serving(scorer, versions, ensemble)  # one assignment
         for ev in events:
             await self.rt.topics["model-events"].send(
                 key=(ev.role or "").encode(), value=encode(ev)
             )
         return events
+
+    def _load(self, role: str, version: str, current: tuple[str, Any] | None) -> Any:
+        """Load ``models:/<role>/<version>`` and validate it (blocking: run it in a thread)."""
+        registry = self._get_registry()
+        if role == ENSEMBLE:
+            return ServedEnsemble.from_document(registry.load_document(role, version), version)
+        model = registry.load_version(role, version)
+        validate_model(model, list(current[1].feature_names) if current is not None else None)
+        return model
 
     def online_exports(self) -> dict[str, dict[str, Any]]:
         """Compact weights and metrics of every online model this worker holds, by model key."""

@@ -7,7 +7,8 @@ forgets a run). ``weekly_quick`` can also run after a drift event (at most once 
 ``retrain_drift_min_gap_s``). Each job runs in a fresh child process, so the worker's event loop and
 memory are untouched; the registry decides promotion (champion/challenger) and the reloader picks
 up a promoted version, which closes the loop. Each job publishes ``retrain_started`` and
-``retrain_finished`` ModelEvents with its trigger.
+``retrain_finished`` ModelEvents with its trigger. After a job promotes a model, the ensemble is
+refitted (:func:`agents.ensemble_fit.refit_after_promotion`).
 """
 
 from __future__ import annotations
@@ -21,6 +22,8 @@ from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
+from agents.ensemble_fit import refit_after_promotion
+from agents.promotion import promote_and_announce
 from agents.training import ReportWriter, TrainingRequest, run_training
 from models.errors import AlphaPulseError
 from models.registry import ModelRegistry
@@ -125,7 +128,8 @@ class Retrainer:
             summary: dict[str, Any] | None = None
             failure = ""
             try:
-                summary = await self._train(TrainingRequest(settings.retrain_model_type, cadence))
+                request = TrainingRequest(settings.retrain_model_type, cadence, move_alias=False)
+                summary = await self._train(request)
             except AlphaPulseError as exc:  # the job's own errors: one line, keep serving
                 log.warning("retraining %s failed: %s", cadence, exc)
                 failure = f"failed: {exc}"
@@ -149,14 +153,10 @@ class Retrainer:
             if summary is None:
                 return None
             log.info("retrained %s in %.1fs: %s", cadence, time.monotonic() - t0, summary)
-            if promoted:
-                await self._event(
-                    "promoted",
-                    role,
-                    version=version,
-                    detail=f"scheduled retraining ({reason}) promoted it",
-                    cause=reason,
-                )
+            if promoted and version is not None:
+                detail = f"scheduled retraining ({reason}) promoted it"
+                if await promote_and_announce(self.rt, role, version, detail, cause=reason):
+                    await refit_after_promotion(self.rt, f"{role} v{version} was promoted")
             return summary
 
     async def on_drift(self, model_key: str | None = None) -> None:

@@ -93,6 +93,8 @@ class TrainingRequest:
     rr_column: str = "realized_rr"
     force: bool = False
     report: Path | None = None
+    move_alias: bool = True
+    """False: the summary's ``promoted`` is the decision and the caller moves the alias."""
 
 
 def time_ms(value: str | None) -> int | None:
@@ -261,7 +263,9 @@ def run_training(
         steps.finish()
         steps.start(f"registering {role}", 1)
         ref = f"{role}/{init_version}" if init_version else None
-        outcome = run.register(result, force=request.force, warm_start_from=ref)
+        outcome = run.register(
+            result, force=request.force, warm_start_from=ref, move_alias=request.move_alias
+        )
         steps.finish()
     html = None
     if write_report is not None:

@@ -13,7 +13,7 @@ import sys
 import typer
 from rich.console import Console
 
-from alphapulse import cli_ops, cli_train
+from alphapulse import cli_ensemble, cli_ops, cli_train
 from alphapulse.demo import run_demo
 from models.errors import AlphaPulseError
 from stream.broker import LocalKafka, local_kafka
@@ -174,6 +174,7 @@ def demo(
 
 
 cli_train.register(app)
+cli_ensemble.register(app)
 cli_ops.register(app)
 
 

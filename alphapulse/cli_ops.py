@@ -26,6 +26,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
 from alphapulse._kafka_io import KINDS, produce_rows, tail
 from alphapulse._rows import generated_rows, read_rows
+from models.blend import BlendWeights
 from models.errors import ConfigError, DataError
 from models.roles import BATCH_ROLES
 from stream.settings import TOPIC_ROLES, Settings
@@ -212,9 +213,13 @@ def _make_replay(err: Console) -> Any:
         rows = read_rows(file)
         if not rows:
             raise DataError(f"{file} holds no rows")
-        batch = _batch_models(model or [], champions, Settings())
+        settings = Settings()
+        batch = _batch_models(model or [], champions, settings)
         err.print(f"replaying {len(rows)} rows from {file}", highlight=False)
-        result = replay(rows, batch_models=batch)
+        weights = BlendWeights.from_split(batch=settings.blend_batch_weight)
+        result = replay(
+            rows, batch_models=batch, weights=weights, online_config=settings.online_config()
+        )
         if not result.steps:
             raise DataError(f"{file}: no outcome could be learned (rows need a label)")
         html_path, json_path = write_replay_report(result, report, window=window)

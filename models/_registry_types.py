@@ -21,6 +21,7 @@ class Registration:
     version: str
     run_id: str
     promoted: bool
+    """It beat the champion (or was forced); the alias moved unless the caller moves it."""
     reason: str
     champion_version: str | None
     metrics: dict[str, float]

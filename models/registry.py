@@ -14,6 +14,10 @@ Champion and challenger
     Every promotion is appended to the registered-model tag ``alphapulse.champion_history``;
     :meth:`ModelRegistry.rollback` moves the alias back along it. Stages are never used.
 
+A model that is plain data, the fitted ensemble, is kept as a JSON document beside its run
+(:meth:`ModelRegistry.register_document`, :meth:`ModelRegistry.load_document`); whoever fits it
+decides its promotion.
+
 If registration fails part way, the half-registered version (and a registered model created for
 it) is deleted and the previous champion alias is restored, and a :class:`RegistryError` says why.
 """
@@ -43,7 +47,7 @@ from models._registry_types import (
     Registration,
     parse_history,
 )
-from models.errors import AlphaPulseError, DataError, RegistryError
+from models.errors import AlphaPulseError, DataError, ModelError, RegistryError
 from models.trainer import TrainedModel, TrainingConfig, TrainingResult, evaluate
 
 __all__ = ["CHAMPION", "ModelRegistry", "ModelVersionInfo", "RegisteredModelInfo", "Registration"]
@@ -52,6 +56,7 @@ CHAMPION = "champion"
 HISTORY_TAG = "alphapulse.champion_history"
 LAST_RUN_TAG = "alphapulse.last_run."
 _HISTORY_KEEP = 200
+_DOCUMENT = "document.json"
 
 
 def _version_info(mv: Any, aliases: dict[str, str] | None = None) -> ModelVersionInfo:
@@ -143,12 +148,22 @@ class TrainingRun:
             )
 
     def register(
-        self, result: TrainingResult, *, force: bool = False, warm_start_from: str | None = None
+        self,
+        result: TrainingResult,
+        *,
+        force: bool = False,
+        warm_start_from: str | None = None,
+        move_alias: bool = True,
     ) -> Registration:
-        """Log ``result`` on this run, register it under the run's name, decide on promotion."""
+        """Log ``result`` on this run, register it under the run's name, decide on promotion.
+
+        With ``move_alias`` false the decision is returned but the caller moves the alias
+        (:meth:`ModelRegistry.promote`), so that it can announce the promotion before a reloader
+        sees it.
+        """
         reg = self.registry
         self._log_result(result, warm_start_from)
-        return reg._register(self.name, self.run_id, result, force)
+        return reg._register(self.name, self.run_id, result, force, move_alias)
 
     def _log_result(self, result: TrainingResult, warm_start_from: str | None) -> None:
         client = self.registry.client
@@ -283,7 +298,7 @@ class ModelRegistry:
             _terminate(self.client, handle.run_id, "FINISHED")
 
     def _register(
-        self, name: str, run_id: str, result: TrainingResult, force: bool
+        self, name: str, run_id: str, result: TrainingResult, force: bool, move_alias: bool = True
     ) -> Registration:
         client = self.client
         with _mlflow_errors(f"looking up registered model {name!r}"):
@@ -311,7 +326,7 @@ class ModelRegistry:
                     f"{name} version {version} does not predict like the trained model"
                 )
             promote, reason, champ_metrics = self._challenge(name, old_champion, result, force)
-            if promote:
+            if promote and move_alias:
                 promoted_alias = True
                 self._set_champion(name, version)
             with _mlflow_errors("tagging the version"):
@@ -443,6 +458,104 @@ class ModelRegistry:
         """Resolve ``alias`` once, then load that exact version."""
         version = self.resolve_alias(name, alias)
         return version, self.load_version(name, version)
+
+    def run_params(self, run_id: str) -> dict[str, str]:
+        """The parameters logged on a run (as strings), e.g. a champion's ``cfg.*``."""
+        with _mlflow_errors(f"reading run {run_id}"):
+            return dict(self.client.get_run(run_id).data.params)
+
+    def register_document(
+        self,
+        name: str,
+        document: dict[str, Any],
+        *,
+        params: dict[str, Any],
+        metrics: dict[str, float],
+        tags: dict[str, str],
+        promote: bool,
+        reason: str,
+    ) -> Registration:
+        """Register a model that is plain JSON data (the fitted ensemble) as a version of ``name``.
+
+        One run logs ``params``, ``metrics`` and the document (artifact ``model/document.json``);
+        the version gets ``tags`` and becomes champion when ``promote`` (the caller decides, and
+        says why in ``reason``). A failure part way is undone as for batch models.
+
+        >>> import tempfile
+        >>> tmpdir = tempfile.TemporaryDirectory(); tmp = tmpdir.name
+        >>> reg = ModelRegistry(f"sqlite:///{tmp}/mlflow.db", artifact_location=f"{tmp}/artifacts")
+        >>> r = reg.register_document("ensemble", {"names": ["online"]}, params={}, metrics={},
+        ...                           tags={}, promote=True, reason="first")
+        >>> r.version, r.promoted, reg.load_document("ensemble", r.version)
+        ('1', True, {'names': ['online']})
+        >>> tmpdir.cleanup()
+        """
+        exp_id = self._experiment_id()
+        client = self.client
+        with _mlflow_errors(f"logging the run of {name!r}"):
+            run_id = str(
+                client.create_run(exp_id, run_name=name, tags={"alphapulse.role": name}).info.run_id
+            )
+        try:
+            with _mlflow_errors(f"logging the run of {name!r}"):
+                client.log_batch(
+                    run_id,
+                    metrics=_metric_list({_safe_name(k): v for k, v in metrics.items()}),
+                    params=[Param(_safe_name(k), str(v)[:6000]) for k, v in params.items()],
+                )
+                client.log_dict(run_id, document, f"model/{_DOCUMENT}")
+        except BaseException:
+            with _mlflow_errors("closing the failed run"):
+                _terminate(client, run_id, "FAILED")
+            raise
+        with _mlflow_errors(f"looking up registered model {name!r}"):
+            _terminate(client, run_id, "FINISHED")
+            created_model = not client.search_registered_models(f"name = '{name}'")
+            if created_model:
+                client.create_registered_model(name)
+            old_champion = self._alias_or_none(name, CHAMPION)
+            old_history = self._history(name)
+            source = f"{client.get_run(run_id).info.artifact_uri.rstrip('/')}/model"
+        version: str | None = None
+        try:
+            with _mlflow_errors(f"registering a version of {name!r}"):
+                all_tags = {"alphapulse.model_type": name, **tags}
+                version = str(
+                    client.create_model_version(name, source, run_id, tags=all_tags).version
+                )
+                client.set_model_version_tag(name, version, "alphapulse.promotion", reason)
+            if promote:
+                self._set_champion(name, version)
+        except BaseException:
+            self._undo(name, version, created_model, (old_champion, old_history))
+            raise
+        return Registration(name, version, run_id, promote, reason, old_champion, dict(metrics))
+
+    def load_document(self, name: str, version: str | int) -> Any:
+        """The JSON document of ``models:/<name>/<version>`` (an exact version, never an alias).
+
+        Raises :class:`ModelError` when the version holds no readable document.
+        """
+        version = str(version)
+        if not (version.isascii() and version.isdigit()):
+            raise RegistryError(
+                f"load by exact version only; got {version!r} (resolve aliases first)"
+            )
+        with (
+            tempfile.TemporaryDirectory(prefix="alphapulse-load-") as tmp,
+            _mlflow_errors(f"loading models:/{name}/{version}"),
+        ):
+            source = self.client.get_model_version_download_uri(name, version)
+            path = download_artifacts(
+                artifact_uri=source,
+                dst_path=tmp,
+                tracking_uri=self.tracking_uri,
+                registry_uri=self.tracking_uri,
+            )
+            try:
+                return json.loads((Path(path) / _DOCUMENT).read_text(encoding="utf-8"))
+            except (OSError, ValueError) as exc:
+                raise ModelError(f"models:/{name}/{version} holds no readable document") from exc
 
     def log_summary(
         self,

@@ -14,7 +14,7 @@ A *role* names a component of a Prediction (``components``, ``weights``, ``model
 
 from __future__ import annotations
 
-__all__ = ["BATCH_ROLES", "BLEND", "CADENCES", "ONLINE", "ROLES", "WARM_START_ROLES"]
+__all__ = ["BATCH_ROLES", "BLEND", "CADENCES", "ENSEMBLE", "ONLINE", "ROLES", "WARM_START_ROLES"]
 
 BATCH_ROLES: tuple[str, ...] = ("monthly_full", "weekly_quick")
 """Roles of the batch models, each registered in MLflow under its own name."""
@@ -24,6 +24,10 @@ ONLINE = "online"
 
 ROLES: tuple[str, ...] = (*BATCH_ROLES, ONLINE)
 """Every component role of the wire contract's Prediction."""
+
+ENSEMBLE = "ensemble"
+"""Registered-model name of the fitted ensemble, and its key in a Prediction's ``model_versions``.
+It is no component: it combines them."""
 
 BLEND = "blend"
 """Name of the blended score where components are compared with it (metrics, reports)."""

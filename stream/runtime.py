@@ -6,10 +6,11 @@ there is no module-level state.
 
 from __future__ import annotations
 
+import asyncio
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from aiokafka.partitioner import DefaultPartitioner
 
@@ -19,6 +20,9 @@ from stream.batching import send_batches
 from stream.codec import Limits
 from stream.settings import Settings
 
+if TYPE_CHECKING:
+    from models.served_ensemble import ServedEnsemble
+
 __all__ = ["Runtime", "Serving"]
 
 _PARTITION_CACHE_MAX = 100_000
@@ -27,10 +31,12 @@ _PARTITION_CACHE_KEY_MAX = 256
 
 @dataclass(frozen=True)
 class Serving:
-    """The batch models' scorer (:class:`models.scoring.BatchScorer`) and their versions."""
+    """The batch models' scorer (:class:`models.scoring.BatchScorer`), the fitted ensemble when
+    one is loaded, and the versions of both by role (the ensemble's under ``ensemble``)."""
 
     scorer: Any
     versions: dict[str, int]
+    ensemble: ServedEnsemble | None = None
 
 
 @dataclass
@@ -49,6 +55,8 @@ class Runtime:
     counters: Counter[str] = field(default_factory=Counter)
     serving: Serving = field(default_factory=lambda: Serving(None, {}))
     """The batch models in service; the reloader replaces it in one assignment."""
+    champion_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    """Held by the reloader's polls and by a promotion with its announcement (agents.promotion)."""
     monitor: ComponentMonitor = field(default_factory=ComponentMonitor)
     """Rolling metrics of each component and of the blend, from joined outcomes."""
     observers: list[Callable[[str, float], None]] = field(default_factory=list)
