@@ -19,11 +19,20 @@ a prequential evaluation.
 >>> res = replay(rows)
 >>> [round(s.score, 3) for s in res.steps], res.n_outcomes, res.keyed.n_learned("X")
 ([0.5, 0.504], 2, 2)
+
+``on_outcome`` sees every learned outcome and may put other batch models and a fitted ensemble
+into service for the signals after it (a :class:`Swap`), as the reloader swaps in a retrained
+model (``bench.quality`` retrains on drift this way):
+
+>>> seen = []
+>>> res = replay(rows, on_outcome=lambda step, result: seen.append(step.index))
+>>> seen
+[0, 1]
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -32,8 +41,9 @@ from models.keyed import KeyedOnline
 from models.online import OnlineConfig
 from models.roles import ONLINE
 from models.scoring import BatchScorer
+from models.served_ensemble import ServedEnsemble
 
-__all__ = ["ReplayResult", "ReplayStep", "replay"]
+__all__ = ["OutcomeHook", "ReplayResult", "ReplayStep", "Swap", "replay"]
 
 
 @dataclass(frozen=True)
@@ -85,6 +95,22 @@ class ReplayResult:
         return out
 
 
+@dataclass(frozen=True)
+class Swap:
+    """What serves the signals after an outcome: batch models by role and a fitted ensemble.
+
+    As in the predictor, the ensemble blends when exactly its components answered; otherwise the
+    fixed weights do.
+    """
+
+    batch_models: Mapping[str, Any]
+    ensemble: ServedEnsemble | None = None
+
+
+OutcomeHook = Callable[[ReplayStep, ReplayResult], Swap | None]
+"""Called after each learned outcome; what it returns serves the signals that follow."""
+
+
 def _ordered(rows: Sequence[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
     if all(r.get("ts") is not None for r in rows):
         return sorted(rows, key=lambda r: r["ts"])  # stable: ties keep file order
@@ -96,6 +122,7 @@ def replay(
     batch_models: Mapping[str, Any] | None = None,
     weights: Mapping[str, float] | None = None,
     online_config: OnlineConfig | None = None,
+    on_outcome: OutcomeHook | None = None,
 ) -> ReplayResult:
     """Replay ``rows`` (see :mod:`alphapulse._rows`) and return what happened at each outcome.
 
@@ -108,11 +135,15 @@ def replay(
     weights
         Blend weights; default :class:`models.blend.BlendWeights()`, as in the predictor.
     online_config
-        Configuration of the online models; default as in the worker.
+        Configuration of the online models; default ``OnlineConfig()``.
+    on_outcome
+        Called with each step and the result so far, after the outcome is learned; when it
+        returns a :class:`Swap`, that serves from the next signal on.
     """
     w = weights if isinstance(weights, BlendWeights) else BlendWeights(weights)
     scorer = BatchScorer(dict(batch_models), weights=w) if batch_models else None
     keyed = KeyedOnline(online_config)
+    ensemble: ServedEnsemble | None = None
     result = ReplayResult(steps=[], keyed=keyed, batch_models=dict(batch_models or {}))
     pending: dict[str, tuple[dict[str, Any], float, dict[str, float]]] = {}
     for row in _ordered(rows):
@@ -122,7 +153,8 @@ def replay(
             batch = scorer.components_many([feats])[0] if scorer is not None else {}
             online, _ = keyed.predict(key, feats)
             components = {**batch, ONLINE: online}
-            pending[sid] = (feats, blend(components, w).score, components)
+            fitted = ensemble.blend(components) if ensemble is not None else None
+            pending[sid] = (feats, (fitted or blend(components, w)).score, components)
             result.n_signals += 1
         if "label" not in row:
             continue
@@ -148,4 +180,10 @@ def replay(
                 regime=row.get("regime"),
             )
         )
+        if on_outcome is not None:
+            swap = on_outcome(result.steps[-1], result)
+            if swap is not None:
+                result.batch_models = dict(swap.batch_models)
+                scorer = BatchScorer(result.batch_models, weights=w) if swap.batch_models else None
+                ensemble = swap.ensemble
     return result

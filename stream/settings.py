@@ -18,9 +18,19 @@ from pathlib import Path
 from typing import Literal
 
 import platformdirs
-from pydantic import AliasChoices, Field, SecretStr, ValidationInfo, field_validator
+from pydantic import (
+    AliasChoices,
+    Field,
+    SecretStr,
+    ValidationError,
+    ValidationInfo,
+    ValidatorFunctionWrapHandler,
+    field_validator,
+)
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from models.errors import ConfigError
+from models.online import OnlineConfig
 from models.schedule import FORMATS, parse_schedule
 
 __all__ = ["TOPIC_ROLES", "Settings"]
@@ -83,6 +93,11 @@ class Settings(BaseSettings):
     app_id: str = "alphapulse"
     web_port: int = Field(default=6066, ge=1, le=65535)
     web_host: str = "127.0.0.1"
+    metrics_max_model_keys: int = Field(
+        default=100,
+        ge=0,
+        description="Model keys with their own metrics label; the rest share the label 'other'.",
+    )
     data_dir: Path = Field(default_factory=_default_data_dir)
     cache_dir: Path = Field(default_factory=_default_cache_dir)
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
@@ -127,6 +142,35 @@ class Settings(BaseSettings):
     retrain_on_drift: bool = True
     retrain_drift_min_gap_s: float = Field(default=3600.0, ge=0)
 
+    # Online model: forgetting and drift detection. Defaults from `python -m bench.quality
+    # --sweep` (docs/configuration.md says why, docs/benchmarks.md has the table).
+    online_decay: bool = Field(default=True, description="Old outcomes fade (models.online).")
+    online_decay_window: int = Field(
+        default=2000, description="Outcomes after which an update keeps decay_factor of itself."
+    )
+    online_decay_factor: float = 0.5
+    online_drift_detector: Literal["adwin", "page_hinkley", "none"] = "adwin"
+    online_drift_delta: float = Field(default=0.02, description="ADWIN's confidence parameter.")
+    online_drift_threshold: float = Field(
+        default=20.0, description="Page-Hinkley's detection threshold."
+    )
+
+    # Blend and fitted ensemble
+    blend_batch_weight: float = Field(
+        default=0.8,
+        ge=0.0,
+        le=1.0,
+        allow_inf_nan=False,
+        description="The fixed blend's weight of the batch models (shared); online gets the rest.",
+    )
+    ensemble_method: Literal["weights", "stacking"] = "stacking"
+    ensemble_history: int = Field(
+        default=5000, ge=100, description="Most recent joined outcomes an ensemble is fitted on."
+    )
+    ensemble_refit: bool = Field(
+        default=True, description="Refit the ensemble after a retraining job promotes a model."
+    )
+
     # Feature and outcome store (PostgreSQL, TimescaleDB when available)
     store_enabled: bool = False
     store_dsn: SecretStr | None = Field(
@@ -160,6 +204,30 @@ class Settings(BaseSettings):
             raise ValueError(f"{var} must be {FORMATS} in UTC, got {v!r}") from None
         return " ".join(v.lower().split())
 
+    @field_validator(
+        "online_decay",
+        "online_decay_window",
+        "online_decay_factor",
+        "online_drift_detector",
+        "online_drift_delta",
+        "online_drift_threshold",
+        mode="wrap",
+    )
+    @classmethod
+    def _online_value(
+        cls, v: object, handler: ValidatorFunctionWrapHandler, info: ValidationInfo
+    ) -> object:
+        # OnlineConfig holds the one set of bounds; the message names the variable to fix.
+        var = f"ALPHAPULSE_{str(info.field_name).upper()}"
+        try:
+            value = handler(v)
+            OnlineConfig(**{str(info.field_name).removeprefix("online_"): value})
+        except ValidationError as exc:
+            raise ValueError(f"{var}: {exc.errors()[0]['msg']}, got {v!r}") from None
+        except ConfigError as exc:
+            raise ValueError(f"{var}: {exc}") from None
+        return value
+
     def topic(self, role: str) -> str:
         """Full topic name for a role such as ``"signals"`` or ``"retrain-queue"``."""
         if role not in TOPIC_ROLES:
@@ -186,6 +254,21 @@ class Settings(BaseSettings):
     def artifact_root(self) -> Path:
         """Artifact folder used with the local SQLite tracking store."""
         return self.data_dir / "mlflow" / "artifacts"
+
+    def online_config(self) -> OnlineConfig:
+        """The configuration of the worker's online models: forgetting and drift detection.
+
+        >>> Settings(_env_file=None, online_decay_window=1000).online_config().decay_window
+        1000
+        """
+        return OnlineConfig(
+            decay=self.online_decay,
+            decay_window=self.online_decay_window,
+            decay_factor=self.online_decay_factor,
+            drift_detector=self.online_drift_detector,
+            drift_delta=self.online_drift_delta,
+            drift_threshold=self.online_drift_threshold,
+        )
 
     @property
     def bootstrap_servers(self) -> str:

@@ -186,6 +186,16 @@ class PartitionStore:
     async def _load(self, partition: int) -> PartitionState:
         t0 = time.monotonic()
         next_offset, keyed = await self._read_checkpoint(partition)
+        if keyed.config != self.online_config:
+            # A checkpoint is replayed exactly only under its own configuration, so it keeps it.
+            log.warning(
+                "partition %d: its checkpoint's online models keep the configuration they were "
+                "created with; the configured decay and drift detector apply to partitions "
+                "without a checkpoint (checkpoint %s, configured %s)",
+                partition,
+                keyed.config,
+                self.online_config,
+            )
         horizon = int(time.time() * 1000 - self.settings.join_window_s * 1000)
         records = await self._read_partition(self.signals_topic, partition, since=horizon)
         # Decoding a join window of signals is CPU work: off the event loop, as for checkpoints.

@@ -128,7 +128,7 @@ def test_kill9_repeatedly_learns_each_outcome_exactly_once(
             decode=True,
         )
     )
-    offline = KeyedOnline()
+    offline = KeyedOnline(settings.online_config())  # as the worker configures it
     for _, doc in recs:
         offline.learn(doc["outcome_id"], KEY, doc["features"], doc["label"], doc["realized_rr"])
     assert offline.n_learned(KEY) == distinct
