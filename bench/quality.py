@@ -23,11 +23,17 @@ The systems
   model is retrained on the outcomes since that alarm once ``retrain_at`` of them have arrived
   (300, 600, 1200 and 2400), and each new model is swapped in at once (no promotion gate, no job
   time). A newer alarm starts the count again. Alarms during the first ``history`` outcomes,
-  before any batch model, start nothing.
+  before any batch model, start nothing. After each swap the ensemble is refitted as the worker
+  refits it after a promotion (:func:`models.ensemble_fit.fit_ensemble` with
+  ``ALPHAPULSE_ENSEMBLE_METHOD`` on the last ``ensemble_history`` outcomes) and, when it beats
+  the fixed blend on its held-out rows, blends from the next signal on; otherwise the ensemble
+  before it (or the fixed blend) goes on serving.
 - *Static batch model*: the same first batch model, never retrained, scored alone.
-- ``--sweep`` also runs the drift retraining the worker does today (``worker``: the batch weight
-  shared by a ``monthly_full`` that is never retrained and a ``weekly_quick`` retrained at each
-  alarm on every outcome so far, as its 90-day window covers this whole stream) and ``none``.
+- ``--sweep`` compares the online settings with the fixed blend (no ensemble refit, which
+  takes most of a run's time), and also runs the drift retraining the worker does today
+  (``worker``: the batch weight shared by a ``monthly_full`` that is never retrained and a
+  ``weekly_quick`` retrained at each alarm on every outcome so far, as its 90-day window covers
+  this whole stream) and ``none``.
 
 The figures
 -----------
