@@ -92,7 +92,10 @@ def _champion(registry: ModelRegistry, role: str) -> str | None:
 
 
 def run_ensemble_fit(
-    settings: Settings, method: str | None = None, move_alias: bool = True
+    settings: Settings,
+    method: str | None = None,
+    move_alias: bool = True,
+    since_ms: int | None = None,
 ) -> dict[str, Any]:
     """Fit, register and (when it beats the fixed blend) promote an ensemble; returns a summary.
 
@@ -100,7 +103,8 @@ def run_ensemble_fit(
     holds ``version``, ``method``, ``promoted``, ``weights`` (or ``coef`` and ``intercept``),
     ``log_loss`` and ``fixed_log_loss`` on the held-out rows, ``fixed_weights``, ``fitted_on``
     (the component versions), ``n_fit`` and ``n_holdout``. With ``move_alias`` false,
-    ``promoted`` is the decision and the caller moves the alias.
+    ``promoted`` is the decision and the caller moves the alias. ``since_ms`` leaves out the
+    outcomes before that event time (a refit after drift retraining judges the new regime only).
     """
     method = method or settings.ensemble_method
     if method not in FIT_METHODS:
@@ -124,7 +128,7 @@ def run_ensemble_fit(
             "no batch model has a champion to blend with the online model; "
             "train weekly_quick or monthly_full first"
         )
-    frame = read_outcome_history(settings).tail(settings.ensemble_history)
+    frame = read_outcome_history(settings, since=since_ms).tail(settings.ensemble_history)
     fixed = BlendWeights.from_split(batch=settings.blend_batch_weight)
     fit = fit_ensemble(frame, configs, names, method, fixed, online_config=settings.online_config())
     held = fit.held_out
@@ -160,8 +164,12 @@ def run_ensemble_fit(
     return summary
 
 
-async def refit_after_promotion(rt: Runtime, cause: str) -> dict[str, Any] | None:
+async def refit_after_promotion(
+    rt: Runtime, cause: str, since_ms: int | None = None
+) -> dict[str, Any] | None:
     """Refit the ensemble in a fresh child process; returns its summary, None if it failed.
+
+    ``since_ms``: fit on the outcomes from that event time on (after drift retraining, the alarm's).
 
     Off when ``ALPHAPULSE_ENSEMBLE_REFIT`` is false. A failure is logged and the worker goes on.
     """
@@ -173,7 +181,7 @@ async def refit_after_promotion(rt: Runtime, cause: str) -> dict[str, Any] | Non
     try:
         loop = asyncio.get_running_loop()
         summary: dict[str, Any] = await loop.run_in_executor(
-            pool, run_ensemble_fit, settings, None, False
+            pool, run_ensemble_fit, settings, None, False, since_ms
         )
     except AlphaPulseError as exc:  # the job's own errors (too little history...): one line
         log.warning("refitting the ensemble after %s failed: %s", cause, exc)

@@ -28,8 +28,9 @@ __all__ = ["GIVE_WAY_MAX_S", "DriftHook", "give_way", "is_hard_example", "regist
 
 log = logging.getLogger(__name__)
 
-DriftHook = Callable[[str], None]
-"""Called with the model key whose online model detected drift (after its ModelEvent is sent)."""
+DriftHook = Callable[[str, int], None]
+"""Called with the model key whose online model detected drift and the event time (epoch ms) of
+the outcome that raised it, after the drift ModelEvent is sent."""
 
 
 def is_hard_example(prediction: float, label: bool, confidence: float) -> bool:
@@ -100,7 +101,7 @@ async def _learn(
         await rt.send("model-events", out.model_key.encode(), encode(event))
         rt.count("drifts")
         if on_drift is not None:
-            on_drift(out.model_key)
+            on_drift(out.model_key, out.ts if out.ts is not None else int(msg.timestamp * 1000))
 
 
 GIVE_WAY_MAX_S = 0.05

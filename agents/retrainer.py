@@ -3,12 +3,20 @@
 Each cadence runs :func:`agents.training.run_training` by its UTC schedule
 (:mod:`models.schedule`): :meth:`Retrainer.tick`, called by a timer, starts every cadence that a
 slot has passed since its last run, which the registry remembers (so a restart neither repeats nor
-forgets a run). ``weekly_quick`` can also run after a drift event (at most once per
-``retrain_drift_min_gap_s``). Each job runs in a fresh child process, so the worker's event loop and
-memory are untouched; the registry decides promotion (champion/challenger) and the reloader picks
-up a promoted version, which closes the loop. Each job publishes ``retrain_started`` and
-``retrain_finished`` ModelEvents with its trigger. After a job promotes a model, the ensemble is
-refitted (:func:`agents.ensemble_fit.refit_after_promotion`).
+forgets a run).
+
+A drift alarm plans ``weekly_quick`` jobs on the outcomes since the alarm: each runs once that many
+outcomes have been learned after it (``retrain_drift_outcomes``, 300, 600, 1200 and 2400 by
+default), so that the new model learns the new regime only, and sooner with little data than late
+with more. An alarm within ``retrain_drift_min_gap_s`` of the one that started the plan is
+ignored; a later one starts a new plan. ``bench.quality`` measures this policy.
+
+Each job runs in a fresh child process, so the worker's event loop and memory are untouched. The
+job decides promotion (champion/challenger) but leaves the alias to the worker, which moves it and
+publishes ``promoted`` (:mod:`agents.promotion`); the reloader then swaps the version in. Each job
+publishes ``retrain_started`` and ``retrain_finished`` ModelEvents with its trigger. After a
+promotion the ensemble is refitted (:func:`agents.ensemble_fit.refit_after_promotion`), after a
+drift job on the same outcomes as the job.
 """
 
 from __future__ import annotations
@@ -37,8 +45,23 @@ __all__ = ["TRIGGERS", "Retrainer"]
 
 log = logging.getLogger(__name__)
 
+DRIFT_POLL_S = 1.0
+"""How often a drift plan checks the count of learned outcomes."""
+
 TRIGGERS = ("schedule", "drift", "manual")
 """What starts a job, as its ModelEvents say; any other reason counts as ``manual``."""
+
+
+@dataclass
+class DriftPlan:
+    """The drift-triggered jobs still to run after one alarm."""
+
+    since_ms: int
+    """Event time of the outcome that raised the alarm: the jobs train on outcomes from it on."""
+    learned_at: int
+    """The worker's count of learned outcomes when the alarm came."""
+    due: list[int]
+    """Outcomes learned after the alarm at which the remaining jobs run, in increasing order."""
 
 
 @dataclass
@@ -54,7 +77,10 @@ class Retrainer:
     """Writes each job's report (the composition root passes the application's writer)."""
     registry: Callable[[], ModelRegistry] | None = None
     running: asyncio.Lock = field(default_factory=asyncio.Lock)
-    last_drift_run: float = -1e18
+    last_alarm: float = -1e18
+    """When (monotonic seconds) the alarm that started the drift plan was accepted."""
+    plan: DriftPlan | None = None
+    follower: asyncio.Task[None] | None = None
     runs: int = 0
 
     def schedules(self) -> dict[str, Schedule]:
@@ -113,11 +139,13 @@ class Retrainer:
         finally:
             pool.shutdown(wait=False)
 
-    async def run(self, cadence: str, reason: str) -> dict[str, object] | None:
+    async def run(
+        self, cadence: str, reason: str, since_ms: int | None = None
+    ) -> dict[str, object] | None:
         """Train one cadence now (waits for a job already running); returns its summary.
 
         ``reason`` ``"schedule"`` or ``"drift"`` is the events' trigger; anything else is
-        ``"manual"``.
+        ``"manual"``. ``since_ms`` limits the job to outcomes from that event time on.
         """
         settings = self.rt.settings
         trigger = reason if reason in TRIGGERS else "manual"
@@ -128,7 +156,10 @@ class Retrainer:
             summary: dict[str, Any] | None = None
             failure = ""
             try:
-                request = TrainingRequest(settings.retrain_model_type, cadence, move_alias=False)
+                since = None if since_ms is None else str(since_ms)
+                request = TrainingRequest(
+                    settings.retrain_model_type, cadence, since=since, move_alias=False
+                )
                 summary = await self._train(request)
             except AlphaPulseError as exc:  # the job's own errors: one line, keep serving
                 log.warning("retraining %s failed: %s", cadence, exc)
@@ -156,16 +187,41 @@ class Retrainer:
             if promoted and version is not None:
                 detail = f"scheduled retraining ({reason}) promoted it"
                 if await promote_and_announce(self.rt, role, version, detail, cause=reason):
-                    await refit_after_promotion(self.rt, f"{role} v{version} was promoted")
+                    cause = f"{role} v{version} was promoted"
+                    await refit_after_promotion(self.rt, cause, since_ms)
             return summary
 
-    async def on_drift(self, model_key: str | None = None) -> None:
-        """Retrain ``weekly_quick`` after a drift event, unless one ran within the minimum gap."""
+    async def on_drift(self, model_key: str | None = None, ts: int | None = None) -> None:
+        """Plan drift retraining after an alarm raised by the outcome of event time ``ts``.
+
+        Ignored within ``retrain_drift_min_gap_s`` of the alarm that started the plan.
+        """
         settings = self.rt.settings
         now = time.monotonic()
-        if not settings.retrain_on_drift:
+        if not settings.retrain_on_drift or not settings.drift_outcomes():
             return
-        if now - self.last_drift_run < settings.retrain_drift_min_gap_s:
+        if now - self.last_alarm < settings.retrain_drift_min_gap_s:
             return
-        self.last_drift_run = now
-        await self.run("weekly_quick", "drift")
+        self.last_alarm = now
+        learned = self.rt.counters["outcomes.learned"]
+        self.plan = DriftPlan(
+            ts if ts is not None else now_ms(), learned, [*settings.drift_outcomes()]
+        )
+        log.info(
+            "drift on model key %s: weekly_quick retrains after %s more outcomes",
+            model_key,
+            settings.retrain_drift_outcomes,
+        )
+        if self.follower is None or self.follower.done():
+            self.follower = asyncio.ensure_future(self._follow())
+
+    async def _follow(self) -> None:
+        """Run the plan's jobs as their outcomes arrive; a new plan replaces the old one."""
+        while self.plan is not None and self.plan.due:
+            plan = self.plan
+            if self.rt.counters["outcomes.learned"] - plan.learned_at < plan.due[0]:
+                await asyncio.sleep(DRIFT_POLL_S)
+                continue
+            plan.due.pop(0)
+            await self.run("weekly_quick", "drift", since_ms=plan.since_ms)
+        self.plan = None

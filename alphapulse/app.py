@@ -165,10 +165,9 @@ def _schedule_retraining(app: faust.App, rt: Runtime) -> DriftHook | None:
         return None
     tasks: set[asyncio.Task[None]] = set()
 
-    def on_drift(model_key: str) -> None:
-        """Start a drift retraining (the retrainer skips it if one ran within its minimum gap)."""
-        log.info("drift on model key %s: retraining", model_key)
-        task = asyncio.ensure_future(retrainer.on_drift())
+    def on_drift(model_key: str, ts: int) -> None:
+        """Plan drift retraining (the retrainer ignores an alarm within its minimum gap)."""
+        task = asyncio.ensure_future(retrainer.on_drift(model_key, ts))
         tasks.add(task)
         task.add_done_callback(tasks.discard)
 

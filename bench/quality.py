@@ -19,21 +19,24 @@ The systems
 -----------
 - *Full system*: a batch model (LightGBM, ``weekly_quick`` preset) is trained on the first
   ``history`` outcomes and swapped in after them; it holds the whole batch weight, the online model
-  the rest. Drift retraining (``since_alarm``): when the online model signals drift, the batch
-  model is retrained on the outcomes since that alarm once ``retrain_at`` of them have arrived
-  (300, 600, 1200 and 2400), and each new model is swapped in at once (no promotion gate, no job
-  time). A newer alarm starts the count again. Alarms during the first ``history`` outcomes,
-  before any batch model, start nothing. After each swap the ensemble is refitted as the worker
-  refits it after a promotion (:func:`models.ensemble_fit.fit_ensemble` with
-  ``ALPHAPULSE_ENSEMBLE_METHOD`` on the last ``ensemble_history`` outcomes) and, when it beats
-  the fixed blend on its held-out rows, blends from the next signal on; otherwise the ensemble
-  before it (or the fixed blend) goes on serving.
+  the rest. Drift retraining (``since_alarm``, as the worker's retrainer does it): when the online
+  model signals drift, the batch model is retrained on the outcomes since that alarm once
+  ``retrain_at`` of them have arrived (300, 600, 1200 and 2400, the default of
+  ``ALPHAPULSE_RETRAIN_DRIFT_OUTCOMES``), and each new model is swapped in at once (no promotion
+  gate, no job time). A newer alarm starts the count again (the worker ignores one within
+  ``ALPHAPULSE_RETRAIN_DRIFT_MIN_GAP_S``, a wall-clock time this replay does not have). Alarms
+  during the first ``history`` outcomes, before any batch model, start nothing. After each swap
+  the ensemble is refitted as the worker refits it after a promotion
+  (:func:`models.ensemble_fit.fit_ensemble` with ``ALPHAPULSE_ENSEMBLE_METHOD`` on the last
+  ``ensemble_history`` outcomes, after a drift retraining those since the alarm) and, when it
+  beats the fixed blend on its held-out rows, blends from the next signal on; otherwise the
+  ensemble before it (or the fixed blend) goes on serving.
 - *Static batch model*: the same first batch model, never retrained, scored alone.
 - ``--sweep`` compares the online settings with the fixed blend (no ensemble refit, which
-  takes most of a run's time), and also runs the drift retraining the worker does today
-  (``worker``: the batch weight shared by a ``monthly_full`` that is never retrained and a
-  ``weekly_quick`` retrained at each alarm on every outcome so far, as its 90-day window covers
-  this whole stream) and ``none``.
+  takes most of a run's time), and also runs the drift retraining the worker did before it
+  followed ``since_alarm`` (``whole_window``: the batch weight shared by a ``monthly_full`` that
+  is never retrained and a ``weekly_quick`` retrained at each alarm on every outcome so far, as
+  its 90-day window covers this whole stream) and ``none``.
 
 The figures
 -----------
@@ -95,7 +98,7 @@ __all__ = [
 KEY = "BTCUSDT"
 BATCH = "weekly_quick"
 """The role that drift retraining replaces."""
-POLICIES = ("since_alarm", "worker", "none")
+POLICIES = ("since_alarm", "whole_window", "none")
 
 
 @dataclass(frozen=True)
@@ -196,7 +199,7 @@ def run_system(
         raise ValueError(f"policy must be one of {POLICIES}, got {policy!r}")
     cfg = TrainingConfig.for_cadence("lightgbm", "weekly_quick", n_estimators=sc.n_estimators)
     weights = BlendWeights.from_split(
-        batch=batch_weight, monthly_share=0.5 if policy == "worker" else 0.0
+        batch=batch_weight, monthly_share=0.5 if policy == "whole_window" else 0.0
     )
     ensemble: ServedEnsemble | None = None
 
@@ -206,7 +209,8 @@ def run_system(
     def refit_ensemble(i: int, models: dict[str, TrainedModel]) -> ServedEnsemble | None:
         if method is None:
             return None
-        frame = stream.frame.iloc[max(0, i + 1 - sc.ensemble_history) : i + 1]
+        lo = max(0, i + 1 - sc.ensemble_history, alarm + 1 if policy == "since_alarm" else 0)
+        frame = stream.frame.iloc[lo : i + 1]
         names = {role: list(m.feature_names) for role, m in models.items()}
         held = fit_ensemble(
             frame, {r: cfg for r in models}, names, method, weights, online_config=online
@@ -222,7 +226,7 @@ def run_system(
 
     def batch(i: int, model: TrainedModel) -> Swap:
         nonlocal ensemble
-        models = {"monthly_full": first[BATCH], BATCH: model} if policy == "worker" else {}
+        models = {"monthly_full": first[BATCH], BATCH: model} if policy == "whole_window" else {}
         models[BATCH] = model
         ensemble = refit_ensemble(i, models)
         return Swap(models, ensemble)
@@ -235,7 +239,7 @@ def run_system(
             return batch(i, first[BATCH])
         if i < stream.start:
             return None
-        if step.drift and policy == "worker":
+        if step.drift and policy == "whole_window":
             retrains.append(i)
             return batch(i, fit(0, i + 1))
         if step.drift and policy == "since_alarm":
@@ -453,7 +457,7 @@ def sweep(sc: Scenario, configured: OnlineConfig, weight: float) -> list[dict[st
         for detector in SWEEP_DETECTORS:
             online = replace(configured, **{"decay_factor": 0.5, **decay, **detector})
             rows.append(_sweep_row(streams, statics, sc, online, weight, "since_alarm"))
-    for policy in ("worker", "none"):
+    for policy in ("whole_window", "none"):
         rows.append(_sweep_row(streams, statics, sc, configured, weight, policy))
     for other in SWEEP_BATCH_WEIGHTS:
         rows.append(_sweep_row(streams, statics, sc, configured, other, "since_alarm"))

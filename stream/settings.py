@@ -13,6 +13,7 @@ all. Fields use the ``ALPHAPULSE_`` prefix, except the two standard variables
 
 from __future__ import annotations
 
+import itertools
 from functools import cached_property
 from pathlib import Path
 from typing import Literal
@@ -44,6 +45,21 @@ def _default_data_dir() -> Path:
 
 def _default_cache_dir() -> Path:
     return Path(platformdirs.user_cache_dir("alphapulse"))
+
+
+def _counts(text: str) -> tuple[int, ...] | None:
+    """Increasing positive whole numbers from ``"300,600"``, or None.
+
+    >>> _counts("300, 600"), _counts("600,300"), _counts("x")
+    ((300, 600), None, None)
+    """
+    parts = [p.strip() for p in text.split(",")]
+    if not all(p.isascii() and p.isdigit() for p in parts):
+        return None
+    counts = tuple(int(p) for p in parts)
+    if counts[0] < 1 or any(b <= a for a, b in itertools.pairwise(counts)):
+        return None
+    return counts
 
 
 class Settings(BaseSettings):
@@ -140,7 +156,13 @@ class Settings(BaseSettings):
     retrain_monthly_full_at: str = "1 04:00"
     retrain_check_interval_s: float = Field(default=30.0, gt=0)
     retrain_on_drift: bool = True
-    retrain_drift_min_gap_s: float = Field(default=3600.0, ge=0)
+    retrain_drift_min_gap_s: float = Field(
+        default=3600.0, ge=0, description="A drift alarm this soon after the last one is ignored."
+    )
+    retrain_drift_outcomes: str = Field(
+        default="300,600,1200,2400",
+        description="Outcomes learned after a drift alarm at which weekly_quick retrains on them.",
+    )
 
     # Online model: forgetting and drift detection. Defaults from `python -m bench.quality
     # --sweep` (docs/configuration.md says why, docs/benchmarks.md has the table).
@@ -204,6 +226,17 @@ class Settings(BaseSettings):
             raise ValueError(f"{var} must be {FORMATS} in UTC, got {v!r}") from None
         return " ".join(v.lower().split())
 
+    @field_validator("retrain_drift_outcomes")
+    @classmethod
+    def _drift_outcomes(cls, v: str) -> str:
+        counts = _counts(v)
+        if counts is None:
+            raise ValueError(
+                "ALPHAPULSE_RETRAIN_DRIFT_OUTCOMES must be increasing positive whole numbers "
+                f"separated by commas, such as 300,600,1200, got {v!r}"
+            )
+        return ",".join(map(str, counts))
+
     @field_validator(
         "online_decay",
         "online_decay_window",
@@ -254,6 +287,14 @@ class Settings(BaseSettings):
     def artifact_root(self) -> Path:
         """Artifact folder used with the local SQLite tracking store."""
         return self.data_dir / "mlflow" / "artifacts"
+
+    def drift_outcomes(self) -> tuple[int, ...]:
+        """When drift retraining runs: outcomes learned after the alarm, in increasing order.
+
+        >>> Settings(_env_file=None, retrain_drift_outcomes="100, 400").drift_outcomes()
+        (100, 400)
+        """
+        return _counts(self.retrain_drift_outcomes) or ()
 
     def online_config(self) -> OnlineConfig:
         """The configuration of the worker's online models: forgetting and drift detection.

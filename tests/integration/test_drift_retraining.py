@@ -3,8 +3,9 @@
 The first ``weekly_quick`` is trained on regime A. A worker with drift retraining on (and every
 schedule off) learns regime A, then regime B, whose informative coefficients are anti-correlated
 with A's (:class:`models.synthetic.TradeGenerator`). The online learner's drift detector fires, the
-drift-triggered job trains on the outcome history and challenges the champion on the same holdout
-rows, and the reloader swaps the new version in. The model-events topic must tell that story in
+drift-triggered job, once 300 outcomes have been learned after the alarm, trains on the outcomes
+from the alarm on and challenges the champion on the same holdout rows, the worker promotes it and
+the reloader swaps it in. The model-events topic must tell that story in
 order, and a prediction made after the swap must name the new version.
 
 model-events has several partitions, keyed by role or model key: events of one key are compared
@@ -46,10 +47,6 @@ N_B = 400
 SEED = 0
 """With this seed the online learner's detector stays quiet through regime A and fires 35 to 50
 outcomes into regime B (checked offline with ADWIN and with Page-Hinkley plus decay)."""
-B_SHIFT_MS = 200 * 86_400_000
-"""Regime B is dated 200 days after regime A: A then lies outside weekly_quick's 90-day window as
-seen from B, so the drift job trains on the new regime only, as a real job after a regime change
-would train mostly on recent outcomes."""
 
 
 def _regimes() -> tuple[list[TradeRow], list[TradeRow]]:
@@ -62,7 +59,7 @@ def _regimes() -> tuple[list[TradeRow], list[TradeRow]]:
     return a, b
 
 
-def _outcome(r: TradeRow, shift: int) -> tuple[bytes, bytes]:
+def _outcome(r: TradeRow) -> tuple[bytes, bytes]:
     doc = {
         "outcome_id": r.outcome_id,
         "signal_id": r.signal_id,
@@ -70,7 +67,7 @@ def _outcome(r: TradeRow, shift: int) -> tuple[bytes, bytes]:
         "label": bool(r.label),
         "realized_rr": r.realized_rr,
         "features": r.features,
-        "ts": r.ts + shift,
+        "ts": r.ts,
     }
     return KEY.encode(), orjson.dumps(doc)
 
@@ -143,7 +140,7 @@ def test_drift_retrains_promotes_and_serves_the_new_version(
     ):
         # 1. Version 1 is trained on regime A, read from the outcomes topic.
         sender.send(signals, [_signal(r) for r in regime_a])
-        sender.send(outcomes, [_outcome(r, 0) for r in regime_a])
+        sender.send(outcomes, [_outcome(r) for r in regime_a])
         first = train_json({**os.environ, **env}, "--cadence", ROLE, "--model-type", "lightgbm")
         assert first["model_name"] == ROLE and first["promoted"] is True, first
         v1 = int(first["version"])
@@ -168,7 +165,7 @@ def test_drift_retrains_promotes_and_serves_the_new_version(
 
             # 3. Regime B: the rules change until the learner raises drift.
             sender.send(signals, [_signal(r) for r in regime_b])
-            sender.send(outcomes, [_outcome(r, B_SHIFT_MS) for r in regime_b])
+            sender.send(outcomes, [_outcome(r) for r in regime_b])
 
             def story_told(c: Collector) -> bool:
                 evs = _events(c, events_topic)
@@ -215,12 +212,14 @@ def test_drift_retrains_promotes_and_serves_the_new_version(
             reason = client.get_model_version(ROLE, str(v2)).tags["alphapulse.promotion"]
             m = re.fullmatch(rf"beats champion: log loss (\S+) vs champion v{v1} (\S+)", reason)
             assert m is not None and float(m[1]) < float(m[2]), reason
-            # Regime A lies outside the job's window: it trained on regime B only.
+            # The job trained on the outcomes from the alarm on: regime B only, although regime A
+            # lies inside weekly_quick's 90-day window.
+            alarm = regime_b[int(drifts[0][1]["version"]) - N_A - 1]
             run_id = client.get_model_version(ROLE, str(v2)).run_id
             assert run_id is not None
             params = client.get_run(run_id).data.params
-            assert int(params["data_ts_min"]) >= regime_b[0].ts + B_SHIFT_MS, params
-            assert 0 < int(params["n_rows"]) <= N_B, params
+            assert int(params["data_ts_min"]) == alarm.ts, (params, alarm)
+            assert 300 <= int(params["n_rows"]) <= N_B - regime_b.index(alarm), params
 
             # 6. A signal sent after the swap is answered by the new version.
             after = probe(sender, c, signals, predictions, KEY, regime_b[-1].features, timeout=60)

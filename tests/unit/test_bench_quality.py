@@ -53,7 +53,7 @@ def test_sweep_rows_cover_settings_policies_and_weights(monkeypatch: pytest.Monk
     rows = sweep(SMALL, ONLINE, 0.8)
     assert [(r["policy"], r["batch_weight"]) for r in rows] == [
         ("since_alarm", 0.8),
-        ("worker", 0.8),
+        ("whole_window", 0.8),
         ("none", 0.8),
         ("since_alarm", 0.4),
     ]

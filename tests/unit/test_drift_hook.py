@@ -31,7 +31,7 @@ class _Retrainer:
         self.drifts = 0
         self.schedules = Retrainer(rt).schedules
 
-    async def on_drift(self) -> None:
+    async def on_drift(self, model_key: str, ts: int) -> None:
         self.drifts += 1
 
 
@@ -65,7 +65,7 @@ def test_the_hook_starts_a_drift_retraining(monkeypatch: pytest.MonkeyPatch) -> 
     _, hook, made = _schedule(monkeypatch, retrain_on_drift=True)
 
     async def drift() -> None:
-        hook("BTCUSDT")
+        hook("BTCUSDT", 1_000)
         await asyncio.sleep(0)
 
     asyncio.run(drift())
