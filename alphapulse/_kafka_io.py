@@ -13,12 +13,14 @@ import orjson
 from aiokafka import AIOKafkaProducer
 
 from alphapulse._rows import outcome_message, signal_message
+from stream.codec import encode
 from stream.kafka import client_kwargs
 from stream.reader import PartitionReader
+from stream.records import ModelEvent
 from stream.settings import Settings
 from stream.topics import ensure_topics
 
-__all__ = ["KINDS", "produce_rows", "tail"]
+__all__ = ["KINDS", "produce_rows", "send_model_event", "tail"]
 
 KINDS = ("signals", "outcomes", "trades")
 
@@ -42,6 +44,22 @@ class _Sender:
         futures, self.futures = self.futures, []
         if futures:
             await asyncio.gather(*futures)
+
+
+async def _send_event(settings: Settings, event: ModelEvent) -> None:
+    await ensure_topics(settings)
+    producer = AIOKafkaProducer(**client_kwargs(settings), acks="all")
+    try:
+        await producer.start()
+        key = (event.role or event.model_key or "").encode()
+        await producer.send_and_wait(settings.topic("model-events"), encode(event), key=key)
+    finally:
+        await producer.stop()
+
+
+def send_model_event(settings: Settings, event: ModelEvent, timeout: float = 15.0) -> None:
+    """Publish one ModelEvent on the model-events topic, as a worker would (blocking)."""
+    asyncio.run(asyncio.wait_for(_send_event(settings, event), timeout))
 
 
 async def produce_rows(

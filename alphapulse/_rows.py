@@ -36,6 +36,7 @@ __all__ = [
     "outcome_message",
     "read_rows",
     "signal_message",
+    "trade_rows",
 ]
 
 RESERVED = frozenset(
@@ -154,6 +155,11 @@ def generated_rows(
         drift_points=drift_at,
         seed=seed,
     )
+    return trade_rows(gen, n)
+
+
+def trade_rows(gen: TradeGenerator, n: int) -> list[dict[str, Any]]:
+    """The next ``n`` trades of ``gen`` as rows (model key: the symbol; ``regime`` kept)."""
     return [
         {
             "signal_id": r.signal_id,

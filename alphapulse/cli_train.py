@@ -33,13 +33,19 @@ from rich.progress import (
     TimeElapsedColumn,
 )
 
+from alphapulse._kafka_io import send_model_event
 from models.errors import AlphaPulseError, RegistryError
+from stream.codec import now_ms
+from stream.records import ModelEvent
 from stream.settings import Settings
 
 if TYPE_CHECKING:
     from models.registry import ModelRegistry
 
-__all__ = ["register"]
+__all__ = ["ANNOUNCE_TIMEOUT_S", "register"]
+
+ANNOUNCE_TIMEOUT_S = 10.0
+"""Longest `train` waits for the broker to take one of its ModelEvents."""
 
 
 @contextmanager
@@ -80,16 +86,76 @@ class _RichSteps:
             self._progress.update(self._task, total=done, completed=done)
 
 
+def _announce(settings: Settings, err: Console, event: str, role: str, **fields: Any) -> bool:
+    """Publish a ModelEvent of this job (trigger ``manual``); a failure is one warning line."""
+    version = fields.pop("version", None)
+    record = ModelEvent(
+        event,
+        now_ms(),
+        role=role,
+        version=version,
+        detail=str(fields.pop("detail", "")),
+        extra={"trigger": "manual", **fields},
+    )
+    try:
+        send_model_event(settings, record, timeout=ANNOUNCE_TIMEOUT_S)
+    except Exception as exc:  # the job's result matters more than its announcement
+        reason = " ".join(str(exc).split())
+        if isinstance(exc, TimeoutError) or not reason:
+            reason = f"no broker answered within {ANNOUNCE_TIMEOUT_S:.0f} s"
+        err.print(f"warning: {event} not published: {reason}", markup=False, highlight=False)
+        return False
+    return True
+
+
 def _train(request: Any, err: Console) -> dict[str, Any]:
+    """Run the job; one that trains from the outcomes topic announces itself on model-events."""
     # The trainer, the boosters and mlflow load in seconds: only `train` pays for them.
     from agents.training import run_training
     from alphapulse.report import write_training_report
+    from models.trainer import TrainingConfig
 
+    settings = Settings()
+    cadence = request.cadence
+    TrainingConfig.for_cadence(request.model_type, cadence)  # a usage error fails before anything
+    announce = request.from_file is None and not request.from_store
+    if announce:  # a broker that misses the start is not asked again
+        announce = _announce(settings, err, "retrain_started", cadence, cadence=cadence)
     columns = (SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn())
-    with Progress(*columns, TimeElapsedColumn(), console=err, transient=False) as progress:
-        summary = run_training(
-            Settings(), request, _RichSteps(progress), write_report=write_training_report
+    try:
+        with Progress(*columns, TimeElapsedColumn(), console=err, transient=False) as progress:
+            summary = run_training(
+                settings, request, _RichSteps(progress), write_report=write_training_report
+            )
+    except AlphaPulseError as exc:
+        if announce:
+            detail = f"failed: {' '.join(str(exc).split())}"
+            _announce(
+                settings,
+                err,
+                "retrain_finished",
+                cadence,
+                detail=detail,
+                cadence=cadence,
+                promoted=False,
+            )
+        raise
+    if announce:
+        role, version, promoted = summary["model_name"], summary["version"], summary["promoted"]
+        _announce(
+            settings,
+            err,
+            "retrain_finished",
+            role,
+            version=version,
+            cadence=cadence,
+            promoted=promoted,
         )
+        if promoted:
+            detail = "alphapulse train promoted it"
+            _announce(
+                settings, err, "promoted", role, version=version, detail=detail, cause="manual"
+            )
     err.print(f"report: {summary['_report']}", markup=False, highlight=False)
     return summary
 

@@ -75,6 +75,7 @@ import numpy as np
 import pandas as pd
 
 from alphapulse._replay import ReplayResult, ReplayStep, Swap, replay
+from alphapulse._rows import trade_rows
 from models.blend import BlendWeights
 from models.ensemble_fit import fit_ensemble
 from models.ensembler import fit_on_history
@@ -157,20 +158,7 @@ def make_stream(sc: Scenario, seed: int) -> Stream:
         symbols=(KEY,),
         seed=seed,
     )
-    rows = [
-        {
-            "signal_id": r.signal_id,
-            "outcome_id": r.outcome_id,
-            "symbol": KEY,
-            "model_key": KEY,
-            "ts": r.ts,
-            "features": r.features,
-            "label": bool(r.label),
-            "realized_rr": r.realized_rr,
-            "regime": r.regime,
-        }
-        for r in gen.rows(n)
-    ]
+    rows = trade_rows(gen, n)
     data = TrainingData.from_frame(gen.frame(n), exclude=["regime"])
     frame = pd.DataFrame(
         [

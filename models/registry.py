@@ -432,9 +432,9 @@ class ModelRegistry:
         with _mlflow_errors(f"resolving {name}@{alias}"):
             return str(self.client.get_model_version_by_alias(name, alias).version)
 
-    def load_version(self, name: str, version: str | int) -> TrainedModel:
-        """Load ``models:/<name>/<version>`` (an exact version, never an alias)."""
-        version = str(version)
+    @contextmanager
+    def _downloaded(self, name: str, version: str) -> Iterator[Path]:
+        """The artifacts of ``models:/<name>/<version>`` in a temporary folder."""
         if not (version.isascii() and version.isdigit()):
             raise RegistryError(
                 f"load by exact version only; got {version!r} (resolve aliases first)"
@@ -446,12 +446,18 @@ class ModelRegistry:
             # MLflow's own "models:/" resolution ignores the registry URI argument and falls back to
             # the process-wide default, so resolve the exact version through this client instead.
             source = self.client.get_model_version_download_uri(name, version)
-            path = download_artifacts(
-                artifact_uri=source,
-                dst_path=tmp,
-                tracking_uri=self.tracking_uri,
-                registry_uri=self.tracking_uri,
+            yield Path(
+                download_artifacts(
+                    artifact_uri=source,
+                    dst_path=tmp,
+                    tracking_uri=self.tracking_uri,
+                    registry_uri=self.tracking_uri,
+                )
             )
+
+    def load_version(self, name: str, version: str | int) -> TrainedModel:
+        """Load ``models:/<name>/<version>`` (an exact version, never an alias)."""
+        with self._downloaded(name, str(version)) as path:
             return TrainedModel.load(path)
 
     def load_alias(self, name: str, alias: str = CHAMPION) -> tuple[str, TrainedModel]:
@@ -536,22 +542,7 @@ class ModelRegistry:
 
         Raises :class:`ModelError` when the version holds no readable document.
         """
-        version = str(version)
-        if not (version.isascii() and version.isdigit()):
-            raise RegistryError(
-                f"load by exact version only; got {version!r} (resolve aliases first)"
-            )
-        with (
-            tempfile.TemporaryDirectory(prefix="alphapulse-load-") as tmp,
-            _mlflow_errors(f"loading models:/{name}/{version}"),
-        ):
-            source = self.client.get_model_version_download_uri(name, version)
-            path = download_artifacts(
-                artifact_uri=source,
-                dst_path=tmp,
-                tracking_uri=self.tracking_uri,
-                registry_uri=self.tracking_uri,
-            )
+        with self._downloaded(name, str(version)) as path:
             try:
                 return json.loads((Path(path) / _DOCUMENT).read_text(encoding="utf-8"))
             except (OSError, ValueError) as exc:

@@ -169,7 +169,7 @@ def test_drift_retrains_promotes_and_serves_the_new_version(
 
             def story_told(c: Collector) -> bool:
                 evs = _events(c, events_topic)
-                done = _find(evs, "retrain_finished", role=ROLE)
+                done = _find(evs, "retrain_finished", role=ROLE, trigger="drift")
                 if done is None:
                     return False
                 version = done[1].get("version")
@@ -188,7 +188,19 @@ def test_drift_retrains_promotes_and_serves_the_new_version(
             assert all(v["model_key"] == KEY for _, v in drifts), drifts
             # The regime change raised it: no alarm while the learner was in regime A.
             assert all(int(v["version"]) > N_A for _, v in drifts), [v for _, v in drifts]
-            jobs = [v for _, v in evs if v["event"].startswith("retrain_")]
+            # alphapulse train announced version 1 as a manual job.
+            manual = [
+                v for _, v in evs if v.get("trigger") == "manual" or v.get("cause") == "manual"
+            ]
+            assert [(v["event"], v.get("version")) for v in manual] == [
+                ("retrain_started", None),
+                ("retrain_finished", v1),
+                ("promoted", v1),
+            ], manual
+            assert manual[1]["promoted"] is True and manual[1]["cadence"] == ROLE, manual
+            jobs = [
+                v for _, v in evs if v["event"].startswith("retrain_") and v["trigger"] == "drift"
+            ]
             assert [v["event"] for v in jobs] == ["retrain_started", "retrain_finished"], jobs
             assert all(v["trigger"] == "drift" and v["cadence"] == ROLE for v in jobs), jobs
             finished = jobs[1]
@@ -198,8 +210,8 @@ def test_drift_retrains_promotes_and_serves_the_new_version(
             assert v2 > v1
 
             loaded_v1 = _find(evs, "loaded", role=ROLE, version=v1)
-            started = _find(evs, "retrain_started", role=ROLE)
-            done = _find(evs, "retrain_finished", role=ROLE)
+            started = _find(evs, "retrain_started", role=ROLE, trigger="drift")
+            done = _find(evs, "retrain_finished", role=ROLE, trigger="drift")
             promoted = _find(evs, "promoted", role=ROLE, version=v2)
             loaded_v2 = _find(evs, "loaded", role=ROLE, version=v2)
             assert loaded_v1 and started and done and promoted and loaded_v2
