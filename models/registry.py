@@ -297,9 +297,8 @@ class ModelRegistry:
         with _mlflow_errors("closing the run"):
             _terminate(self.client, handle.run_id, "FINISHED")
 
-    def _register(
-        self, name: str, run_id: str, result: TrainingResult, force: bool, move_alias: bool = True
-    ) -> Registration:
+    def _prepare(self, name: str, run_id: str) -> tuple[bool, str | None, list[str], str]:
+        """Create ``name`` if new; its champion and history before, and the run's model source."""
         client = self.client
         with _mlflow_errors(f"looking up registered model {name!r}"):
             created_model = not client.search_registered_models(f"name = '{name}'")
@@ -308,6 +307,13 @@ class ModelRegistry:
             old_champion = self._alias_or_none(name, CHAMPION)
             old_history = self._history(name)
             source = f"{client.get_run(run_id).info.artifact_uri.rstrip('/')}/model"
+        return created_model, old_champion, old_history, source
+
+    def _register(
+        self, name: str, run_id: str, result: TrainingResult, force: bool, move_alias: bool = True
+    ) -> Registration:
+        client = self.client
+        created_model, old_champion, old_history, source = self._prepare(name, run_id)
         version: str | None = None
         promoted_alias = False
         try:
@@ -514,14 +520,9 @@ class ModelRegistry:
             with _mlflow_errors("closing the failed run"):
                 _terminate(client, run_id, "FAILED")
             raise
-        with _mlflow_errors(f"looking up registered model {name!r}"):
+        with _mlflow_errors("closing the run"):
             _terminate(client, run_id, "FINISHED")
-            created_model = not client.search_registered_models(f"name = '{name}'")
-            if created_model:
-                client.create_registered_model(name)
-            old_champion = self._alias_or_none(name, CHAMPION)
-            old_history = self._history(name)
-            source = f"{client.get_run(run_id).info.artifact_uri.rstrip('/')}/model"
+        created_model, old_champion, old_history, source = self._prepare(name, run_id)
         version: str | None = None
         try:
             with _mlflow_errors(f"registering a version of {name!r}"):
