@@ -44,6 +44,7 @@ MODEL_EVENTS = (
     "checkpoint",
     "retrain_started",
     "retrain_finished",
+    "state_refused",  # in the contract for issue 25; nothing publishes it yet
 )
 
 
