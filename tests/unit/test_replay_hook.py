@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from alphapulse._replay import Swap, replay
+from alphapulse._rows import trade_rows
 from models.ensembler import Ensemble
 from models.served_ensemble import ServedEnsemble, ensemble_document
 from models.synthetic import TradeGenerator
@@ -22,19 +23,7 @@ def test_replay_swaps_in_the_batch_models_a_hook_returns() -> None:
         frame["label"].to_numpy(),
         feature_names=names,
     ).model
-    rows = [
-        {
-            "signal_id": r.signal_id,
-            "outcome_id": r.outcome_id,
-            "symbol": "X",
-            "model_key": "X",
-            "ts": r.ts,
-            "features": r.features,
-            "label": bool(r.label),
-            "realized_rr": None,
-        }
-        for r in gen.rows(20)
-    ]
+    rows = trade_rows(gen, 20)
     res = replay(
         rows, on_outcome=lambda step, _: Swap({"monthly_full": model}) if step.index == 9 else None
     )
@@ -47,18 +36,7 @@ def test_replay_swaps_in_the_batch_models_a_hook_returns() -> None:
 
 def test_a_swapped_in_ensemble_blends_the_signals_after_it() -> None:
     gen = TradeGenerator(n_features=3, n_informative=2, seed=5)
-    rows = [
-        {
-            "signal_id": r.signal_id,
-            "outcome_id": r.outcome_id,
-            "symbol": "X",
-            "model_key": "X",
-            "ts": r.ts,
-            "features": r.features,
-            "label": bool(r.label),
-        }
-        for r in gen.rows(12)
-    ]
+    rows = trade_rows(gen, 12)
     # The fixed blend without batch models is the online score; a stacked one is not.
     stacked = Ensemble("stacked", ("online",), coef=(2.0,), intercept=0.5)
     served = ServedEnsemble.from_document(ensemble_document(stacked, {}), version=2)
