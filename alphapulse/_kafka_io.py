@@ -70,6 +70,7 @@ async def produce_rows(
     keep_ts: bool = False,
     outcome_delay: float = 1.0,
     progress: Callable[[int], None] | None = None,
+    connect_timeout: float | None = None,
 ) -> tuple[int, int]:
     """Send ``rows`` as ``kind`` messages at up to ``rate`` rows per second (0: no limit).
 
@@ -77,11 +78,12 @@ async def produce_rows(
     ``trades`` (each row's signal, then ``outcome_delay`` seconds later its outcome without
     features, for the worker to join). Messages are keyed by model key. The project's topics are
     created first when missing (a topic the producer auto-creates would get the broker's default
-    partition count). Returns the numbers of signals and outcomes sent.
+    partition count); ``connect_timeout`` bounds the wait for an unreachable broker. Returns the
+    numbers of signals and outcomes sent.
     """
     if kind not in KINDS:
         raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
-    await ensure_topics(settings)
+    await ensure_topics(settings, connect_timeout=connect_timeout)
     signals_topic, outcomes_topic = settings.topic("signals"), settings.topic("outcomes")
     producer = AIOKafkaProducer(**client_kwargs(settings), acks="all", linger_ms=5)
     await producer.start()

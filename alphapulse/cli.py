@@ -1,30 +1,46 @@
 """The ``alphapulse`` command line.
 
-Every command reads the one settings object from the environment. Errors the project raises on
-purpose are printed as one line (no traceback) and exit with status 1.
+Every command reads the one settings object from the environment. Every command follows the one
+error policy of :mod:`alphapulse._errors`: a usage or configuration error exits with status 2, a
+runtime failure (Kafka, MLflow or PostgreSQL unreachable, ...) with status 1, each as one line on
+stderr without a traceback.
+
+>>> from typer.testing import CliRunner
+>>> result = CliRunner().invoke(app, ["--version"])
+>>> result.exit_code, result.stdout.startswith("alphapulse ")
+(0, True)
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
+import os
 import sys
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+from typing import Annotated, Any
+from urllib.parse import urlsplit, urlunsplit
 
 import typer
+from pydantic import SecretStr
 from rich.console import Console
 
 from alphapulse import cli_ensemble, cli_ops, cli_train
+from alphapulse._errors import REACH_TIMEOUT_S, GuardedGroup, report
 from alphapulse.demo import run_demo
-from models.errors import AlphaPulseError
 from stream.broker import LocalKafka, local_kafka
 from stream.mlflow_server import MlflowServer
-from stream.settings import Settings
+from stream.settings import Settings, env_names, unknown_variables
 from stream.topics import describe_topics, ensure_topics
 
 __all__ = ["app", "main"]
 
 app = typer.Typer(
-    help="AlphaPulse: continuous learning from trading results over Apache Kafka.",
+    cls=GuardedGroup,
+    help="AlphaPulse: continuous learning from trading results over Apache Kafka. "
+    "Exit status: 0 success, 1 runtime failure, 2 usage or configuration error.",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
@@ -41,6 +57,92 @@ err = Console(stderr=True)
 
 def _settings() -> Settings:
     return Settings()
+
+
+def _version() -> str:
+    try:
+        return version("alphapulse")
+    except PackageNotFoundError:  # pragma: no cover - running from a source tree not installed
+        return "unknown"
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        typer.echo(f"alphapulse {_version()}")
+        raise typer.Exit(0)
+
+
+def warn_unknown_variables() -> None:
+    """One warning line on stderr per ``ALPHAPULSE_*`` variable that sets nothing."""
+    for name, nearest in unknown_variables(os.environ):
+        hint = f"did you mean {nearest}?" if nearest else "see 'alphapulse config'"
+        typer.echo(f"warning: unknown {name} ({hint})", err=True)
+
+
+@app.callback()
+def _root(
+    ctx: typer.Context,
+    show_version: Annotated[
+        bool,
+        typer.Option(
+            "--version", is_eager=True, callback=_print_version, help="Print the version and exit."
+        ),
+    ] = False,
+) -> None:
+    if ctx.invoked_subcommand != "worker":  # the worker logs them itself
+        warn_unknown_variables()
+        # aiokafka logs each failed connection; the command's own error line says it once.
+        logging.getLogger("aiokafka").setLevel(logging.CRITICAL)
+
+
+def _mask_url(text: str) -> str:
+    """``text`` with the password of a URL in it replaced by ``***``.
+
+    >>> _mask_url("http://ap:secret@mlflow:5000/x"), _mask_url("h1:9092,h2:9092")
+    ('http://ap:***@mlflow:5000/x', 'h1:9092,h2:9092')
+    """
+    parts = urlsplit(text) if "://" in text else None
+    if parts is None or parts.password is None:
+        return text
+    host = parts.netloc.rpartition("@")[2]
+    return urlunsplit(parts._replace(netloc=f"{parts.username}:***@{host}"))
+
+
+def effective_settings(settings: Settings) -> dict[str, Any]:
+    """Every setting by its environment variable, secrets and passwords in URLs masked.
+
+    >>> shown = effective_settings(Settings(_env_file=None, store_password="pw", web_port=7000))
+    >>> shown["ALPHAPULSE_STORE_PASSWORD"], shown["ALPHAPULSE_WEB_PORT"]
+    ('***', 7000)
+    """
+    shown: dict[str, Any] = {}
+    for field in Settings.model_fields:
+        value = getattr(settings, field)
+        if isinstance(value, SecretStr):
+            value = "***"
+        elif isinstance(value, Path):
+            value = str(value)
+        elif isinstance(value, str):
+            value = _mask_url(value)
+        shown[env_names(field)[0]] = value
+    return shown
+
+
+@app.command("config")
+def config(
+    json_out: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+) -> None:
+    """Print the settings in force, by environment variable; secrets are masked as ***."""
+    shown = effective_settings(_settings())
+    if json_out:
+        typer.echo(json.dumps(shown))
+        return
+    width = max(map(len, shown))
+    for name, value in shown.items():
+        text = (
+            "(unset)" if value is None else str(value).lower() if isinstance(value, bool) else value
+        )
+        typer.echo(f"{name:<{width}}  {text}")
 
 
 def _local_broker(settings: Settings, nodes: int) -> LocalKafka | None:
@@ -123,14 +225,16 @@ def mlflow_down() -> None:
 def topics_create() -> None:
     """Create the project's missing topics with the configured partitions and retention."""
     s = _settings()
-    created = asyncio.run(ensure_topics(s))
+    created = asyncio.run(ensure_topics(s, connect_timeout=REACH_TIMEOUT_S))
     typer.echo("created: " + (", ".join(created) if created else "nothing (all exist)"))
 
 
 @topics_app.command("describe")
 def topics_describe() -> None:
     """Show each of the project's topics and its partition count."""
-    for name, parts in asyncio.run(describe_topics(_settings())).items():
+    for name, parts in asyncio.run(
+        describe_topics(_settings(), connect_timeout=REACH_TIMEOUT_S)
+    ).items():
         typer.echo(f"{name}  {'missing' if parts is None else f'{parts} partitions'}")
 
 
@@ -183,11 +287,13 @@ def main() -> None:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:
         app()
-    except AlphaPulseError as exc:
-        err.print(f"error: {exc}", markup=False, highlight=False)
-        sys.exit(1)
     except KeyboardInterrupt:
         sys.exit(130)
+    except Exception as exc:  # raised outside a command (the group handles the commands' own)
+        code = report(exc, os.environ)
+        if code is None:
+            raise
+        sys.exit(code)
 
 
 if __name__ == "__main__":  # pragma: no cover

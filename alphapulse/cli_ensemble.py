@@ -1,15 +1,14 @@
 """``alphapulse ensemble fit``: fit the blend of the champions and the online model, register it.
 
-Errors the project raises on purpose are printed as one line on stderr and exit with status 2,
-as ``train`` does. With ``--json`` standard output is one JSON object on one line.
+Errors follow the one policy of :mod:`alphapulse._errors`, as for every command. With ``--json``
+standard output is one JSON object on one line.
 
->>> import typer
 >>> from typer.testing import CliRunner
->>> app = typer.Typer()
->>> register(app)
+>>> from alphapulse.cli import app
 >>> result = CliRunner().invoke(app, ["ensemble", "fit", "--method", "mean"])
->>> result.exit_code, result.stderr.strip()
-(2, "error: unknown ensemble method 'mean'; expected one of ('stacking', 'weights')")
+>>> result.exit_code, result.stderr.strip()  # doctest: +NORMALIZE_WHITESPACE
+(2, "error: Invalid value for '--method': 'mean' is not one of 'weights', 'stacking'.
+(see 'root ensemble fit --help')")
 """
 
 from __future__ import annotations
@@ -19,7 +18,8 @@ from typing import Annotated, Any
 
 import typer
 
-from alphapulse.cli_train import _cli_errors
+from alphapulse._choices import EnsembleMethod
+from alphapulse._errors import REACH_TIMEOUT_S
 from stream.settings import Settings
 
 __all__ = ["register"]
@@ -27,7 +27,7 @@ __all__ = ["register"]
 
 def _fit(
     method: Annotated[
-        str | None,
+        EnsembleMethod | None,
         typer.Option(
             "--method",
             help="weights (log-loss-optimal weights) or stacking (logistic regression on the "
@@ -44,15 +44,13 @@ def _fit(
     order; the fitted ensemble is registered as a version of the model `ensemble` and becomes its
     champion only when its log loss on the later held-out rows beats the fixed blend's.
     """
-    with _cli_errors():
-        # The job loads the boosters, pandas and mlflow: only `ensemble fit` pays for them.
-        from agents.ensemble_fit import describe, run_ensemble_fit
-        from models.ensembler import FIT_METHODS
-        from models.errors import ConfigError
+    # The job loads the boosters, pandas and mlflow: only `ensemble fit` pays for them.
+    from agents.ensemble_fit import describe, run_ensemble_fit
+    from stream.registry import check_tracking_server
 
-        if method is not None and method not in FIT_METHODS:
-            raise ConfigError(f"unknown ensemble method {method!r}; expected one of {FIT_METHODS}")
-        summary: dict[str, Any] = run_ensemble_fit(Settings(), method)
+    settings = Settings()
+    check_tracking_server(settings, REACH_TIMEOUT_S)
+    summary: dict[str, Any] = run_ensemble_fit(settings, method.value if method else None)
     if json_out:
         typer.echo(json.dumps({k: v for k, v in summary.items() if not k.startswith("_")}))
         return

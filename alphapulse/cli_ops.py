@@ -1,7 +1,7 @@
 """``alphapulse produce``, ``consume`` and ``replay``: the commands for daily work.
 
-Progress and summaries go to stderr; ``consume`` writes JSON lines to stdout. Errors the project
-raises on purpose end the command with one line on stderr and exit status 1.
+Progress and summaries go to stderr; ``consume`` writes JSON lines to stdout. Errors follow the
+one policy of :mod:`alphapulse._errors` (2 usage or configuration, 1 runtime failure).
 
 >>> import typer
 >>> from typer.testing import CliRunner
@@ -24,12 +24,14 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
-from alphapulse._kafka_io import KINDS, produce_rows, tail
+from alphapulse._choices import Kind, TopicRole
+from alphapulse._errors import REACH_TIMEOUT_S
+from alphapulse._kafka_io import produce_rows, tail
 from alphapulse._rows import generated_rows, read_rows
 from models.blend import BlendWeights
 from models.errors import ConfigError, DataError
 from models.roles import BATCH_ROLES
-from stream.settings import TOPIC_ROLES, Settings
+from stream.settings import Settings
 
 __all__ = ["register"]
 
@@ -64,7 +66,7 @@ def _rows(file: Path | None, generate: int, seed: int, features: int, drift_at: 
 def _make_produce(err: Console) -> Any:
     def produce(
         kind: Annotated[
-            str,
+            Kind,
             typer.Argument(
                 help="signals, outcomes, or trades (each row's signal, then its outcome).",
                 show_default=False,
@@ -94,8 +96,6 @@ def _make_produce(err: Console) -> Any:
         is a feature. Messages are keyed by model key (model_key, else symbol). In trades mode,
         outcomes carry no features: the worker joins them to their signals.
         """
-        if kind not in KINDS:
-            raise ConfigError(f"KIND must be one of {', '.join(KINDS)}, got {kind!r}")
         settings = Settings()
         rows = _rows(file, generate, seed, features, drift_at or [])
         columns = (TextColumn("sending"), BarColumn(), MofNCompleteColumn())
@@ -105,11 +105,12 @@ def _make_produce(err: Console) -> Any:
                 produce_rows(
                     settings,
                     rows,
-                    kind,
+                    kind.value,
                     rate,
                     keep_ts=keep_ts,
                     outcome_delay=outcome_delay,
                     progress=lambda i: bar.update(task, completed=i),
+                    connect_timeout=REACH_TIMEOUT_S,
                 )
             )
         err.print(
@@ -123,9 +124,8 @@ def _make_produce(err: Console) -> Any:
 
 def consume(
     topic: Annotated[
-        str,
-        typer.Option("--topic", help=f"Topic role: {', '.join(TOPIC_ROLES)}."),
-    ] = "predictions",
+        TopicRole, typer.Option("--topic", help="Topic role.")
+    ] = TopicRole.predictions,
     from_beginning: Annotated[
         bool, typer.Option("--from-beginning", help="Start at the oldest message, not the newest.")
     ] = False,
@@ -141,8 +141,6 @@ def consume(
 
     Reads without a consumer group, so it never moves anyone's committed offsets. Ctrl-C stops.
     """
-    if topic not in TOPIC_ROLES:
-        raise ConfigError(f"--topic must be one of {', '.join(TOPIC_ROLES)}, got {topic!r}")
     settings = Settings()
     out = sys.stdout.buffer
 
@@ -150,13 +148,15 @@ def consume(
         out.write(line + b"\n")
         out.flush()
 
-    asyncio.run(tail(settings, settings.topic(topic), write, from_beginning, max_messages, timeout))
+    asyncio.run(
+        tail(settings, settings.topic(topic.value), write, from_beginning, max_messages, timeout)
+    )
 
 
 def _batch_models(model: list[str], champions: bool, settings: Settings) -> dict[str, Any]:
     # The boosters and mlflow load in seconds: only `replay` pays for them.
     from models.trainer import TrainedModel
-    from stream.registry import open_registry
+    from stream.registry import check_tracking_server, open_registry
 
     models: dict[str, Any] = {}
     for spec in model:
@@ -165,6 +165,7 @@ def _batch_models(model: list[str], champions: bool, settings: Settings) -> dict
             raise ConfigError(f"--model takes ROLE=DIRECTORY, got {spec!r}")
         models[role] = TrainedModel.load(Path(path))
     if champions:
+        check_tracking_server(settings, REACH_TIMEOUT_S)
         registry = open_registry(settings)
         for role in BATCH_ROLES:
             if role not in models and registry.champion(role) is not None:

@@ -1,23 +1,22 @@
 """``alphapulse train`` and ``alphapulse models``: batch training and the model registry.
 
-Errors the project raises on purpose are printed as one line on stderr and exit with status 2.
-Progress goes to stderr; with ``--json`` the last line on stdout is one JSON object.
+Errors follow the one policy of :mod:`alphapulse._errors` (2 usage or configuration, 1 runtime
+failure, each one line on stderr). Progress goes to stderr; with ``--json`` the last line on
+stdout is one JSON object.
 
->>> import typer
 >>> from typer.testing import CliRunner
->>> app = typer.Typer()
->>> register(app)
+>>> from alphapulse.cli import app
 >>> args = ["train", "--model-type", "sklearn", "--cadence", "weekly_quick"]
 >>> result = CliRunner().invoke(app, args)
->>> result.exit_code, result.stderr.strip()
-(2, "error: unknown model_type 'sklearn'; expected one of xgboost, lightgbm, catboost")
+>>> result.exit_code, result.stderr.strip()  # doctest: +NORMALIZE_WHITESPACE
+(2, "error: Invalid value for '--model-type': 'sklearn' is not one of 'xgboost', 'lightgbm',
+'catboost'. (see 'root train --help')")
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -33,8 +32,10 @@ from rich.progress import (
     TimeElapsedColumn,
 )
 
+from alphapulse._choices import Cadence, ModelType
+from alphapulse._errors import REACH_TIMEOUT_S
 from alphapulse._kafka_io import send_model_event
-from models.errors import AlphaPulseError, RegistryError
+from models.errors import AlphaPulseError, ConfigError
 from stream.codec import now_ms
 from stream.records import ModelEvent
 from stream.settings import Settings
@@ -48,20 +49,12 @@ ANNOUNCE_TIMEOUT_S = 10.0
 """Longest `train` waits for the broker to take one of its ModelEvents."""
 
 
-@contextmanager
-def _cli_errors() -> Iterator[None]:
-    try:
-        yield
-    except AlphaPulseError as exc:
-        message = " ".join(str(exc).split())
-        typer.echo(f"error: {message}", err=True)
-        raise typer.Exit(2) from exc
-
-
 def _registry(settings: Settings) -> ModelRegistry:
+    """The registry, once its server (if any) accepts connections."""
     # mlflow loads in seconds: only the commands that use the registry pay for it.
-    from stream.registry import open_registry
+    from stream.registry import check_tracking_server, open_registry
 
+    check_tracking_server(settings, REACH_TIMEOUT_S)
     return open_registry(settings)
 
 
@@ -114,10 +107,15 @@ def _train(request: Any, err: Console) -> dict[str, Any]:
     from agents.training import run_training
     from alphapulse.report import write_training_report
     from models.trainer import TrainingConfig
+    from stream.registry import check_tracking_server
+    from stream.store import check_store
 
     settings = Settings()
     cadence = request.cadence
     TrainingConfig.for_cadence(request.model_type, cadence)  # a usage error fails before anything
+    check_tracking_server(settings, REACH_TIMEOUT_S)
+    if request.from_store:
+        check_store(settings, REACH_TIMEOUT_S)
     announce = request.from_file is None and not request.from_store
     if announce:  # a broker that misses the start is not asked again
         announce = _announce(settings, err, "retrain_started", cadence, cadence=cadence)
@@ -175,13 +173,8 @@ def _print_summary(summary: dict[str, Any]) -> None:
 
 def _make_train(err: Console) -> Callable[..., None]:
     def train(
-        model_type: Annotated[
-            str, typer.Option("--model-type", help="xgboost, lightgbm or catboost.")
-        ],
-        cadence: Annotated[
-            str,
-            typer.Option("--cadence", help="nightly_incremental, weekly_quick or monthly_full."),
-        ],
+        model_type: Annotated[ModelType, typer.Option("--model-type", help="Booster library.")],
+        cadence: Annotated[Cadence, typer.Option("--cadence", help="Which batch model to train.")],
         from_file: Annotated[
             Path | None,
             typer.Option("--from-file", help="CSV, JSONL or Parquet file instead of the topic."),
@@ -223,8 +216,8 @@ def _make_train(err: Console) -> Callable[..., None]:
         from agents.training import TrainingRequest
 
         request = TrainingRequest(
-            model_type,
-            cadence,
+            model_type.value,
+            cadence.value,
             from_file=from_file,
             from_store=from_store,
             since=since,
@@ -234,8 +227,7 @@ def _make_train(err: Console) -> Callable[..., None]:
             force=force,
             report=report,
         )
-        with _cli_errors():
-            summary = _train(request, err)
+        summary = _train(request, err)
         if json_out:
             public = {k: v for k, v in summary.items() if not k.startswith("_")}
             typer.echo(json.dumps(public))
@@ -249,8 +241,7 @@ def _models_list(
     json_out: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
     """Registered models, their versions and aliases."""
-    with _cli_errors():
-        models = _registry(Settings()).list_models()
+    models = _registry(Settings()).list_models()
     if json_out:
         payload = [
             {
@@ -286,10 +277,9 @@ def _models_promote(
     version: Annotated[str, typer.Argument(help="Exact version to make champion.")],
 ) -> None:
     """Make VERSION the champion of NAME."""
-    with _cli_errors():
-        if not version.isdigit():
-            raise RegistryError(f"VERSION must be a version number, got {version!r}")
-        _registry(Settings()).promote(name, version)
+    if not version.isdigit():
+        raise ConfigError(f"VERSION must be a version number, got {version!r}")
+    _registry(Settings()).promote(name, version)
     typer.echo(f"{name}: version {version} is champion")
 
 
@@ -297,8 +287,7 @@ def _models_rollback(
     name: Annotated[str, typer.Argument(help="Registered model name, e.g. weekly_quick.")],
 ) -> None:
     """Move NAME's champion back to the previous champion."""
-    with _cli_errors():
-        version = _registry(Settings()).rollback(name)
+    version = _registry(Settings()).rollback(name)
     typer.echo(f"{name}: champion rolled back to version {version}")
 
 

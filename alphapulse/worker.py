@@ -5,11 +5,12 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
+import os
 from typing import Any
 
 from alphapulse.app import create_app
 from stream import _faust_consumer
-from stream.settings import Settings
+from stream.settings import Settings, unknown_variables
 from stream.topics import ensure_topics
 
 __all__ = [
@@ -73,6 +74,8 @@ def run_app(app: Any, loglevel: str) -> None:
 
 def run_worker(settings: Settings) -> None:
     """Create missing topics, build the app and run its worker (blocks until stopped)."""
+    for name, nearest in unknown_variables(os.environ):
+        log.warning("unknown %s (%s)", name, f"did you mean {nearest}?" if nearest else "ignored")
     created = asyncio.run(ensure_topics(settings))
     if created:
         log.info("created topics: %s", ", ".join(created))

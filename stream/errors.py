@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from models.errors import AlphaPulseError
 
-__all__ = ["BrokerError", "ContractViolation"]
+__all__ = ["BrokerError", "ContractViolation", "StoreError"]
 
 
 class ContractViolation(AlphaPulseError, ValueError):
@@ -24,3 +24,7 @@ class ContractViolation(AlphaPulseError, ValueError):
 
 class BrokerError(AlphaPulseError):
     """The local Kafka broker cannot be started, stopped or reached."""
+
+
+class StoreError(AlphaPulseError):
+    """The PostgreSQL store cannot be reached."""

@@ -21,7 +21,9 @@ from typing import Any, Literal
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.errors import KafkaError
 
+from stream.errors import BrokerError
 from stream.kafka import client_kwargs
 from stream.settings import Settings
 
@@ -83,7 +85,16 @@ class PartitionReader:
             max_partition_fetch_bytes=self.max_partition_fetch_bytes,
             fetch_max_bytes=self.fetch_max_bytes,
         )
-        await consumer.start()
+        try:
+            await consumer.start()
+        except BaseException as exc:
+            await consumer.stop()  # a consumer that failed to start is closed too, not leaked
+            if isinstance(exc, KafkaError):
+                raise BrokerError(
+                    f"cannot reach Kafka at {self.settings.bootstrap_servers}: {exc}. Start the "
+                    "local broker with 'alphapulse broker up' or set KAFKA_BOOTSTRAP_SERVERS."
+                ) from None
+            raise
         self._consumer = consumer
         return self
 

@@ -13,11 +13,14 @@
 from __future__ import annotations
 
 import os
+from urllib.parse import urlsplit
 
+from models.errors import RegistryError
 from models.registry import ModelRegistry
+from stream._reach import why_unreachable
 from stream.settings import Settings
 
-__all__ = ["open_registry"]
+__all__ = ["check_tracking_server", "open_registry"]
 
 
 def open_registry(settings: Settings) -> ModelRegistry:
@@ -32,3 +35,21 @@ def open_registry(settings: Settings) -> ModelRegistry:
     uri = settings.tracking_uri
     artifacts = settings.artifact_root.as_uri() if uri.startswith("sqlite:") else None
     return ModelRegistry(uri, settings.mlflow_experiment, artifact_location=artifacts)
+
+
+def check_tracking_server(settings: Settings, timeout: float) -> None:
+    """Raise :class:`RegistryError` when the MLflow server named by the settings does not accept a
+    connection within ``timeout`` seconds; a local (SQLite) store is not asked.
+
+    >>> check_tracking_server(Settings(_env_file=None), timeout=1.0)  # the local store
+    """
+    parts = urlsplit(settings.tracking_uri)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        return
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    reason = why_unreachable([(parts.hostname, port)], timeout)
+    if reason is not None:
+        raise RegistryError(
+            f"cannot reach MLflow at {parts.scheme}://{parts.hostname}:{port} ({reason}); start "
+            "it with 'alphapulse mlflow up' or set MLFLOW_TRACKING_URI"
+        )

@@ -13,7 +13,9 @@ all. Fields use the ``ALPHAPULSE_`` prefix, except the two standard variables
 
 from __future__ import annotations
 
+import difflib
 import itertools
+from collections.abc import Mapping
 from functools import cached_property
 from pathlib import Path
 from typing import Literal
@@ -34,8 +36,9 @@ from models.errors import ConfigError
 from models.online import OnlineConfig
 from models.schedule import FORMATS, parse_schedule
 
-__all__ = ["TOPIC_ROLES", "Settings"]
+__all__ = ["ENV_PREFIX", "TOPIC_ROLES", "Settings", "env_names", "unknown_variables"]
 
+ENV_PREFIX = "ALPHAPULSE_"
 TOPIC_ROLES = ("signals", "outcomes", "predictions", "deadletter", "retrain-queue", "model-events")
 
 
@@ -66,7 +69,7 @@ class Settings(BaseSettings):
     """AlphaPulse configuration, read once from the environment and frozen."""
 
     model_config = SettingsConfigDict(
-        env_prefix="ALPHAPULSE_", frozen=True, extra="ignore", env_file=None
+        env_prefix=ENV_PREFIX, frozen=True, extra="ignore", env_file=None
     )
 
     # Kafka
@@ -320,3 +323,43 @@ class Settings(BaseSettings):
     def uses_local_broker(self) -> bool:
         """True when no external cluster is configured."""
         return not self.kafka_bootstrap_servers
+
+
+def env_names(field: str) -> tuple[str, ...]:
+    """The environment variables that set the setting ``field``, the preferred one first.
+
+    >>> env_names("web_port"), env_names("mlflow_tracking_uri")
+    (('ALPHAPULSE_WEB_PORT',), ('MLFLOW_TRACKING_URI', 'ALPHAPULSE_MLFLOW_TRACKING_URI'))
+    """
+    alias = Settings.model_fields[field].validation_alias
+    if isinstance(alias, AliasChoices):
+        return tuple(str(name) for name in alias.choices)
+    return (ENV_PREFIX + field.upper(),)
+
+
+def unknown_variables(environ: Mapping[str, str]) -> list[tuple[str, str | None]]:
+    """The ``ALPHAPULSE_*`` variables of ``environ`` that set nothing, each with the nearest known.
+
+    Names are compared without regard to case, as the settings read them.
+
+    >>> env = {"ALPHAPULSE_WEBPORT": "1", "ALPHAPULSE_WEB_PORT": "2", "HOME": "/root"}
+    >>> unknown_variables(env)
+    [('ALPHAPULSE_WEBPORT', 'ALPHAPULSE_WEB_PORT')]
+    >>> unknown_variables({"ALPHAPULSE_XYZZY": "1", "alphapulse_log_level": "INFO"})
+    [('ALPHAPULSE_XYZZY', None)]
+    """
+    known = sorted(
+        name
+        for field in Settings.model_fields
+        for name in env_names(field)
+        if name.startswith(ENV_PREFIX)
+    )
+    unknown = []
+    for name in sorted(environ):
+        upper = name.upper()
+        if upper.startswith(ENV_PREFIX) and upper not in known:
+            # Compared without the shared prefix, which would make every name look close.
+            suffixes = [k.removeprefix(ENV_PREFIX) for k in known]
+            nearest = difflib.get_close_matches(upper.removeprefix(ENV_PREFIX), suffixes, n=1)
+            unknown.append((name, ENV_PREFIX + nearest[0] if nearest else None))
+    return unknown

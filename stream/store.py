@@ -32,13 +32,16 @@ from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from psycopg_pool import ConnectionPool
 
 from models.errors import ConfigError, DataError
+from stream._reach import why_unreachable
 from stream.codec import ContractViolation
+from stream.errors import StoreError
 from stream.settings import Settings
 
 __all__ = [
     "TABLES",
     "Batch",
     "Store",
+    "check_store",
     "describe_dsn",
     "insert_sql",
     "read_training_rows",
@@ -98,6 +101,26 @@ def store_conninfo(settings: Settings) -> str:
             "ALPHAPULSE_STORE_DSN is not a valid PostgreSQL connection string (URI or "
             "key=value form); details are withheld because it may hold a password"
         ) from None
+
+
+def check_store(settings: Settings, timeout: float) -> None:
+    """Raise :class:`StoreError` when no host of ``ALPHAPULSE_STORE_DSN`` accepts a TCP
+    connection within ``timeout`` seconds; a Unix socket is not asked.
+
+    >>> check_store(Settings(_env_file=None, store_dsn="host=/run/postgresql"), timeout=1.0)
+    """
+    d = conninfo_to_dict(store_conninfo(settings))
+    hosts = str(d.get("hostaddr") or d.get("host") or "localhost").split(",")
+    ports = str(d.get("port") or "5432").split(",")
+    if any(h.startswith("/") or h.startswith("@") for h in hosts):
+        return
+    addresses = [(h, int(ports[i] if i < len(ports) else ports[-1])) for i, h in enumerate(hosts)]
+    reason = why_unreachable(addresses, timeout)
+    if reason is not None:
+        raise StoreError(
+            f"cannot reach the PostgreSQL store at {describe_dsn(store_conninfo(settings))} "
+            f"({reason}); check ALPHAPULSE_STORE_DSN"
+        )
 
 
 def describe_dsn(conninfo: str) -> str:

@@ -113,9 +113,12 @@ async def _auth_failure(settings: Settings) -> str | None:
     return None
 
 
-async def _admin(settings: Settings, timeout: float) -> AIOKafkaAdminClient:
+async def _admin(
+    settings: Settings, timeout: float, connect_timeout: float | None = None
+) -> AIOKafkaAdminClient:
     admin = AIOKafkaAdminClient(**client_kwargs(settings), request_timeout_ms=int(timeout * 1000))
-    deadline = asyncio.get_running_loop().time() + timeout
+    wait = timeout if connect_timeout is None else connect_timeout
+    deadline = asyncio.get_running_loop().time() + wait
     while True:
         try:
             await admin.start()
@@ -141,11 +144,18 @@ async def _admin(settings: Settings, timeout: float) -> AIOKafkaAdminClient:
 
 
 async def ensure_topics(
-    settings: Settings, extra: list[TopicSpec] | None = None, timeout: float = 30.0
+    settings: Settings,
+    extra: list[TopicSpec] | None = None,
+    timeout: float = 30.0,
+    connect_timeout: float | None = None,
 ) -> list[str]:
-    """Create the project's missing topics. Returns the names it created."""
+    """Create the project's missing topics. Returns the names it created.
+
+    ``connect_timeout`` (default ``timeout``) bounds how long an unreachable broker is retried
+    before :class:`BrokerError`.
+    """
     specs = topic_specs(settings) + internal_topic_specs(settings) + list(extra or [])
-    admin = await _admin(settings, timeout)
+    admin = await _admin(settings, timeout, connect_timeout)
     try:
         existing = set(await admin.list_topics())
         missing = [s for s in specs if s.name not in existing]
@@ -208,9 +218,11 @@ async def _partition_counts(admin: AIOKafkaAdminClient, names: list[str]) -> dic
     return counts
 
 
-async def describe_topics(settings: Settings, timeout: float = 30.0) -> dict[str, int | None]:
+async def describe_topics(
+    settings: Settings, timeout: float = 30.0, connect_timeout: float | None = None
+) -> dict[str, int | None]:
     """Partition count of each of the project's topics (None when missing)."""
-    admin = await _admin(settings, timeout)
+    admin = await _admin(settings, timeout, connect_timeout)
     try:
         names = [s.name for s in topic_specs(settings)]
         existing = set(await admin.list_topics())

@@ -111,8 +111,8 @@ def test_errors_and_help() -> None:
         for w in words:
             assert w in res.output, (cmd, w)
     bad = _cli({}, "produce", "quotes", "--generate", "5")
-    assert bad.returncode == 1 and "KIND must be one of" in bad.stderr
+    assert bad.returncode == 2 and "is not one of" in bad.stderr
     none = _cli({}, "produce", "signals")
-    assert none.returncode == 1 and "--file PATH or --generate N" in none.stderr
+    assert none.returncode == 2 and "--file PATH or --generate N" in none.stderr
     missing = _cli({}, "replay", "/nonexistent.jsonl")
-    assert missing.returncode == 1 and "no such file" in missing.stderr
+    assert missing.returncode == 2 and "no such file" in missing.stderr

@@ -18,12 +18,11 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import pytest
-import typer
 from mlflow import MlflowClient
 from sklearn.datasets import load_breast_cancer
 from typer.testing import CliRunner, Result
 
-from alphapulse.cli_train import register
+from alphapulse.cli import app as cli_app
 from models.registry import ModelRegistry
 from models.synthetic import TradeGenerator
 from models.trainer import evaluate
@@ -69,9 +68,8 @@ def cancer_csv(cancer: pd.DataFrame, tmp_path_factory: pytest.TempPathFactory) -
 
 
 def cli(*args: str) -> Result:
-    app = typer.Typer()
-    register(app)
-    return CliRunner().invoke(app, list(args))
+    # The whole CLI, so that its error policy (exit statuses, one-line errors) applies.
+    return CliRunner().invoke(cli_app, list(args))
 
 
 def last_json(result: Result) -> dict[str, Any]:
@@ -307,8 +305,8 @@ def test_nightly_incremental_continues_the_champion(
         ("text_feature", "not numeric"),
         ("unknown_type", "unknown file type"),
         ("no_file", "no such file"),
-        ("bad_model", "unknown model_type"),
-        ("bad_cadence", "unknown cadence"),
+        ("bad_model", "'sklearn' is not one of"),
+        ("bad_cadence", "'hourly' is not one of"),
     ],
 )
 def test_bad_input_is_one_line_exit_2_and_registers_nothing(
