@@ -22,6 +22,7 @@ endef
 $(STAMP): pyproject.toml
 	$(call apt_need,command -v java >/dev/null && command -v mvn >/dev/null,default-jre-headless maven,the local Kafka broker; or set KAFKA_BOOTSTRAP_SERVERS)
 	$(call apt_need,ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1 || command -v pg_ctl >/dev/null,postgresql,the store tests run a real server on loopback)
+	$(call apt_need,command -v redis-server >/dev/null,redis-server,the log stream tests run a real server on loopback)
 	$(call apt_need,command -v chromium >/dev/null || command -v chromium-browser >/dev/null,chromium,the dashboard test loads the page in headless Chromium)
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
