@@ -31,6 +31,18 @@
   plain aiokafka consumer and producer that answer each signal with only its id, without Faust
   (:mod:`bench._echo`): what this machine and broker give any Python answerer.
 
+- ``p99_vs_echo``: the worker's p99 over the echo's (goal <= 1.25);
+- ``sustained_kept_up_ratio``, ``sustained_signal_to_prediction_p99_ms`` and
+  ``sustained_offered_per_s``: the worker offered ``--sustained-rate`` signals/s plus as many
+  outcomes/s for ``--sustained-duration`` s; records it processed by 2 s after the last send
+  (predictions received, outcomes committed) over the records offered (goal >= 0.99), the p99 of
+  the predictions received, and the rate the load generator really offered (both topics).
+
+After an unmeasured warm-up (``--warmup`` events through the no-op and the worker), every figure
+is measured in each of ``--rounds`` interleaved rounds (no-op, worker, the others; then again), and
+printed as the median over the rounds with ``low``, ``high`` and ``rounds``; a ratio is taken within
+each round, against that round's baseline, and ``baseline`` is the baseline's median.
+
 It uses ``KAFKA_BOOTSTRAP_SERVERS`` when set, else starts a local broker on free ports.
 """
 
@@ -38,6 +50,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
 import subprocess
 import sys
@@ -270,6 +283,83 @@ def run(args: argparse.Namespace) -> None:
         _measure(args, work)
 
 
+Figures = dict[str, float]
+"""One round's figures by JSON name."""
+
+
+def _throughput_round(bootstrap: str, args: argparse.Namespace, work: Path, tag: str) -> Figures:
+    """Backlog rates of the no-op, the worker, the floor and the River floors, in that order."""
+    n = args.messages
+    signals, outcomes = trade_messages(n, "signals"), trade_messages(n, "outcomes")
+    env, s = _fresh_topics(bootstrap, f"{tag}.", work)
+    noop_topic = f"{tag}.noop"
+    asyncio.run(_create(bootstrap, [noop_topic]))
+    group = f"{tag}-noop"
+    cmd = ["-m", "bench._noop", bootstrap, noop_topic, group]
+    noop = _backlog_rate(bootstrap, cmd, env, work / "noop.log", noop_topic, group, signals, args)
+
+    # One worker for the outcomes, then one (same group and state) for the signals of the same
+    # trades: it restores the online models the first one learned, so it predicts with them,
+    # and the signals it reads to restore the join window are those it then answers.
+    cmd, group, log = _WORKER_CMD, env["ALPHAPULSE_APP_ID"], work / "worker.log"
+    learn = _backlog_rate(bootstrap, cmd, env, log, s.topic("outcomes"), group, outcomes, args)
+    pred = _backlog_rate(bootstrap, cmd, env, log, s.topic("signals"), group, signals, args)
+
+    fenv, fs = _fresh_topics(bootstrap, f"{tag}floortp.", work)
+    group, topic = fenv["ALPHAPULSE_APP_ID"], fs.topic("signals")
+    cmd = _answerer_cmd(bootstrap, fenv, fs, "floor")
+    floor = _backlog_rate(bootstrap, cmd, fenv, work / "floor.log", topic, group, signals, args)
+
+    renv, rs = _fresh_topics(bootstrap, f"{tag}river.", work)
+    group, log = renv["ALPHAPULSE_APP_ID"], work / "river.log"
+    cmd = ["-m", "bench._noop", bootstrap, rs.topic("outcomes"), group, "--river"]
+    river_learn = _backlog_rate(
+        bootstrap, cmd, renv, log, rs.topic("outcomes"), group, outcomes, args
+    )
+    cmd = _answerer_cmd(bootstrap, renv, rs, "river")
+    river_predict = _backlog_rate(
+        bootstrap, cmd, renv, log, rs.topic("signals"), group, signals, args
+    )
+    return {
+        "noop_events_per_s": noop,
+        "predictor_events_per_s": pred,
+        "learner_events_per_s": learn,
+        "predictor_vs_noop_throughput": pred / noop,
+        "learner_vs_noop_throughput": learn / noop,
+        "floor_events_per_s": floor,
+        "floor_vs_noop_throughput": floor / noop,
+        "predictor_vs_floor_throughput": pred / floor,
+        "river_learn_floor_events_per_s": river_learn,
+        "river_predict_floor_events_per_s": river_predict,
+        "river_learn_floor_vs_noop_throughput": river_learn / noop,
+        "river_predict_floor_vs_noop_throughput": river_predict / noop,
+    }
+
+
+def _latency_round(bootstrap: str, args: argparse.Namespace, work: Path, tag: str) -> Figures:
+    """Latency percentiles of the echo, the worker, the floor and the River floor."""
+    figures: Figures = {}
+    for kind, prefix in (
+        ("echo", "echo_"),
+        ("worker", ""),
+        ("floor", "floor_"),
+        ("river", "river_"),
+    ):
+        lat = _latency_run(bootstrap, args, work, f"{tag}{kind}lat.", kind)
+        figures[f"{prefix}signal_to_prediction_p50_ms"] = float(np.percentile(lat, 50))
+        figures[f"{prefix}signal_to_prediction_p99_ms"] = float(np.percentile(lat, 99))
+        if kind == "worker":
+            offered = int(args.rate * args.duration)
+            figures["signal_to_prediction_answered"] = len(lat) / offered
+    figures["p99_vs_floor"] = (
+        figures["signal_to_prediction_p99_ms"] / figures["floor_signal_to_prediction_p99_ms"]
+    )
+    figures["p99_vs_echo"] = (
+        figures["signal_to_prediction_p99_ms"] / figures["echo_signal_to_prediction_p99_ms"]
+    )
+    return figures
+
+
 def _measure(args: argparse.Namespace, work: Path) -> None:
     kafka = None
     bootstrap = Settings().kafka_bootstrap_servers  # an existing cluster, if configured
@@ -279,96 +369,157 @@ def _measure(args: argparse.Namespace, work: Path) -> None:
         bootstrap = kafka.bootstrap_servers
     try:
         run_id = uuid.uuid4().hex[:6]
-        prefix = f"bench{run_id}."
-        env, s = _fresh_topics(bootstrap, prefix, work)
-        n = args.messages
-        noop_topic = f"{prefix}noop"
-        asyncio.run(_create(bootstrap, [noop_topic]))
-        signals = trade_messages(n, "signals")
-        group = f"bench-noop-{run_id}"
-        cmd = ["-m", "bench._noop", bootstrap, noop_topic, group]
-        noop = _backlog_rate(
-            bootstrap, cmd, env, work / "noop.log", noop_topic, group, signals, args
-        )
-        emit("noop_events_per_s", noop, "events/s", args.json)
-
-        fenv, fs = _fresh_topics(bootstrap, f"bench{run_id}floortp.", work)
-        group, topic = fenv["ALPHAPULSE_APP_ID"], fs.topic("signals")
-        cmd = _answerer_cmd(bootstrap, fenv, fs, "floor")
-        floor_tp = _backlog_rate(
-            bootstrap, cmd, fenv, work / "floor.log", topic, group, signals, args
-        )
-        emit("floor_events_per_s", floor_tp, "events/s", args.json)
-
-        outcomes = trade_messages(n, "outcomes")
-        renv, rs = _fresh_topics(bootstrap, f"bench{run_id}river.", work)
-        group = renv["ALPHAPULSE_APP_ID"]
-        cmd = ["-m", "bench._noop", bootstrap, rs.topic("outcomes"), group, "--river"]
-        log = work / "river.log"
-        river_learn = _backlog_rate(
-            bootstrap, cmd, renv, log, rs.topic("outcomes"), group, outcomes, args
-        )
-        cmd = _answerer_cmd(bootstrap, renv, rs, "river")
-        river_predict = _backlog_rate(
-            bootstrap, cmd, renv, log, rs.topic("signals"), group, signals, args
-        )
-
-        # One worker for the outcomes, then one (same group and state) for the signals of the same
-        # trades: it restores the online models the first one learned, so it predicts with them,
-        # and the signals it reads to restore the join window are those it then answers.
-        cmd, group = _WORKER_CMD, env["ALPHAPULSE_APP_ID"]
-        log = work / "worker.log"
-        learn = _backlog_rate(bootstrap, cmd, env, log, s.topic("outcomes"), group, outcomes, args)
-        pred = _backlog_rate(bootstrap, cmd, env, log, s.topic("signals"), group, signals, args)
-        emit("predictor_events_per_s", pred, "events/s", args.json)
-        emit("learner_events_per_s", learn, "events/s", args.json)
-        emit("predictor_vs_noop_throughput", pred / noop, "ratio", args.json, baseline=noop)
-        emit("learner_vs_noop_throughput", learn / noop, "ratio", args.json, baseline=noop)
-        emit("floor_vs_noop_throughput", floor_tp / noop, "ratio", args.json, baseline=noop)
-        emit(
-            "predictor_vs_floor_throughput", pred / floor_tp, "ratio", args.json, baseline=floor_tp
-        )
-        emit("river_learn_floor_events_per_s", river_learn, "events/s", args.json)
-        emit("river_predict_floor_events_per_s", river_predict, "events/s", args.json)
-        emit(
-            "river_learn_floor_vs_noop_throughput",
-            river_learn / noop,
-            "ratio",
-            args.json,
-            baseline=noop,
-        )
-        emit(
-            "river_predict_floor_vs_noop_throughput",
-            river_predict / noop,
-            "ratio",
-            args.json,
-            baseline=noop,
-        )
-
-        echo = _latency_run(bootstrap, args, work, f"bench{run_id}echo.", "echo")
-        floor = _latency_run(bootstrap, args, work, f"bench{run_id}floor.", "floor")
-        river = _latency_run(bootstrap, args, work, f"bench{run_id}riverlat.", "river")
-        lat = _latency_run(bootstrap, args, work, f"bench{run_id}lat.", "worker")
-        p99 = float(np.percentile(lat, 99))
-        emit("signal_to_prediction_p50_ms", float(np.percentile(lat, 50)), "ms", args.json)
-        emit("signal_to_prediction_p99_ms", p99, "ms", args.json, baseline=50.0)
-        emit(
-            "signal_to_prediction_answered",
-            len(lat) / int(args.rate * args.duration),
-            "ratio",
-            args.json,
-        )
-        floor_p99 = float(np.percentile(floor, 99))
-        emit("floor_signal_to_prediction_p50_ms", float(np.percentile(floor, 50)), "ms", args.json)
-        emit("floor_signal_to_prediction_p99_ms", floor_p99, "ms", args.json)
-        emit("p99_vs_floor", p99 / floor_p99, "ratio", args.json, baseline=floor_p99)
-        emit("river_signal_to_prediction_p50_ms", float(np.percentile(river, 50)), "ms", args.json)
-        emit("river_signal_to_prediction_p99_ms", float(np.percentile(river, 99)), "ms", args.json)
-        emit("echo_signal_to_prediction_p50_ms", float(np.percentile(echo, 50)), "ms", args.json)
-        emit("echo_signal_to_prediction_p99_ms", float(np.percentile(echo, 99)), "ms", args.json)
+        if args.warmup > 0:
+            # Unmeasured: the broker's JIT, the page cache and the imports warm up here.
+            _progress(f"warm-up: {args.warmup} events through the no-op and the worker")
+            warm = argparse.Namespace(**{**vars(args), "messages": args.warmup})
+            with contextlib.suppress(RuntimeError):  # too short a backlog to rate: no matter
+                _throughput_round(bootstrap, warm, work, f"bench{run_id}w")
+        rounds: list[Figures] = []
+        for r in range(args.rounds):
+            # Interleaved: each round measures the no-op, then the worker, then the others, so
+            # that a machine slowing down during the run weighs on baseline and worker alike.
+            _progress(f"round {r + 1} of {args.rounds}")
+            tag = f"bench{run_id}r{r}"
+            figures = _throughput_round(bootstrap, args, work, tag)
+            figures |= _latency_round(bootstrap, args, work, tag)
+            if args.sustained_duration > 0:
+                figures |= _sustained(bootstrap, args, work, f"{tag}sus.")
+            rounds.append(figures)
+        for name, value, unit, extra in summarise(rounds):
+            emit(name, value, unit, args.json, **extra)
     finally:
         if kafka is not None:
             kafka.down(progress=lambda m: None)
+
+
+_BASELINES = {
+    "_vs_noop_throughput": "noop_events_per_s",
+    "predictor_vs_floor_throughput": "floor_events_per_s",
+    "p99_vs_floor": "floor_signal_to_prediction_p99_ms",
+    "p99_vs_echo": "echo_signal_to_prediction_p99_ms",
+}
+"""The figure each ratio divides by (a suffix or a whole name)."""
+
+
+def _unit(name: str) -> str:
+    if name.endswith("_ms"):
+        return "ms"
+    if name.endswith("_per_s"):
+        return "events/s"
+    return "ratio"
+
+
+def summarise(rounds: list[Figures]) -> list[tuple[str, float, str, dict[str, float]]]:
+    """Each figure's median over the rounds, with its spread (lowest, highest) and, for a ratio,
+    the median of its baseline. Ratios are taken within each round, then their median.
+
+    >>> rows = summarise([{"noop_events_per_s": 10.0, "learner_vs_noop_throughput": 0.5},
+    ...                   {"noop_events_per_s": 14.0, "learner_vs_noop_throughput": 0.7},
+    ...                   {"noop_events_per_s": 12.0, "learner_vs_noop_throughput": 0.4}])
+    >>> name, value, unit, extra = rows[1]
+    >>> name, value, unit
+    ('learner_vs_noop_throughput', 0.5, 'ratio')
+    >>> extra
+    {'low': 0.4, 'high': 0.7, 'rounds': 3, 'baseline': 12.0}
+    """
+    out = []
+    for name in rounds[0]:
+        values = [r[name] for r in rounds if name in r]
+        extra: dict[str, float] = {
+            "low": round(min(values), 4),
+            "high": round(max(values), 4),
+            "rounds": len(values),
+        }
+        base = next((b for k, b in _BASELINES.items() if name.endswith(k)), None)
+        if base is not None and base in rounds[0]:
+            extra["baseline"] = round(float(np.median([r[base] for r in rounds])), 4)
+        elif name == "signal_to_prediction_p99_ms":
+            extra["baseline"] = 50.0  # the goal, as before
+        out.append((name, float(np.median(values)), _unit(name), extra))
+    return out
+
+
+def _progress(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+async def _sustained_load(
+    bootstrap: str, s: Settings, group: str, rate: int, duration: float
+) -> Figures:
+    """Offer ``rate`` signals/s and as many outcomes/s for ``duration`` s; count what the worker
+    processed by 2 s after the last send: predictions received and outcomes committed."""
+    n = int(rate * duration)
+    sig, outs = trade_messages(n, "signals"), trade_messages(n, "outcomes")
+    ids = [orjson.loads(v)["signal_id"] for _, v in sig]
+    consumer = AIOKafkaConsumer(
+        s.topic("predictions"), bootstrap_servers=bootstrap, auto_offset_reset="latest"
+    )
+    await consumer.start()
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=5, acks=1)
+    await producer.start()
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    sent: dict[str, float] = {}
+    lat: list[float] = []
+
+    async def receive() -> None:
+        while True:
+            batch = await consumer.getmany(timeout_ms=100)
+            now = time.perf_counter()
+            for records in batch.values():
+                for r in records:
+                    t = sent.pop(orjson.loads(r.value)["signal_id"], None)
+                    if t is not None:
+                        lat.append((now - t) * 1000)
+
+    task = asyncio.create_task(receive())
+    try:
+        await asyncio.sleep(2.0)
+        learned_before = await _committed(admin, group, s.topic("outcomes"))
+        start = time.perf_counter()
+        step = 100  # records per pacing step: one sleep per 100 signals keeps the sender cheap
+        offered = 0
+        for i in range(0, n, step):
+            delay = start + i / rate - time.perf_counter()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            now = time.perf_counter()
+            for j in range(i, min(i + step, n)):
+                sent[ids[j]] = now
+                await producer.send(s.topic("signals"), sig[j][1], key=sig[j][0])
+                await producer.send(s.topic("outcomes"), outs[j][1], key=outs[j][0])
+                offered += 1
+        await producer.flush()
+        offered_s = time.perf_counter() - start
+        await asyncio.sleep(2.0)
+        learned = await _committed(admin, group, s.topic("outcomes")) - learned_before
+        answered = len(lat)
+    finally:
+        task.cancel()
+        await producer.stop()
+        await consumer.stop()
+        await admin.close()
+    return {
+        "sustained_kept_up_ratio": (answered + learned) / (2 * offered),
+        "sustained_signal_to_prediction_p99_ms": float(np.percentile(lat, 99)) if lat else 0.0,
+        "sustained_offered_per_s": 2 * offered / offered_s,
+    }
+
+
+def _sustained(bootstrap: str, args: argparse.Namespace, work: Path, prefix: str) -> Figures:
+    """The worker under ``--sustained-rate`` signals/s plus as many outcomes/s."""
+    env, s = _fresh_topics(bootstrap, prefix, work)
+    proc = _spawn(_WORKER_CMD, env, work / "sustained.log")
+    try:
+        time.sleep(12)  # join the group before the clock starts
+        return asyncio.run(
+            _sustained_load(
+                bootstrap, s, env["ALPHAPULSE_APP_ID"], args.sustained_rate, args.sustained_duration
+            )
+        )
+    finally:
+        stop_process_group(proc)
 
 
 def main() -> None:
@@ -380,6 +531,12 @@ def main() -> None:
     p.add_argument("--duration", type=float, default=20.0, help="seconds of the latency run")
     p.add_argument("--timeout", type=float, default=300.0, help="limit per throughput run")
     p.add_argument("--keep", action="store_true", help="keep the logs and state of a good run too")
+    p.add_argument("--rounds", type=int, default=3, help="interleaved rounds; figures are medians")
+    p.add_argument("--warmup", type=int, default=10_000, help="unmeasured events first (0: none)")
+    p.add_argument("--sustained-rate", type=int, default=5000, help="signals/s (and outcomes/s)")
+    p.add_argument(
+        "--sustained-duration", type=float, default=60.0, help="seconds offered (0: skip)"
+    )
     run(p.parse_args())
 
 
