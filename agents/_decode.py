@@ -15,7 +15,7 @@ from typing import Any, Protocol, TypeVar
 from stream.codec import ContractViolation, Limits, dead_letter, encode
 from stream.runtime import Runtime
 
-__all__ = ["Keyed", "decode_or_divert", "send_dead_letter"]
+__all__ = ["Keyed", "decode_or_divert", "log_context", "send_dead_letter"]
 
 log = logging.getLogger(__name__)
 
@@ -30,6 +30,18 @@ class Keyed(Protocol):
 
 
 R = TypeVar("R", bound=Keyed)
+
+
+def log_context(message: Any, **more: Any) -> dict[str, Any]:
+    """Where a Faust ``message`` came from, as the ``extra=`` of a log call (the JSON log
+    format shows them as fields).
+
+    >>> from types import SimpleNamespace
+    >>> log_context(SimpleNamespace(topic="t", partition=1, offset=7), model_key="BTC")
+    {'topic': 't', 'partition': 1, 'offset': 7, 'model_key': 'BTC'}
+    """
+    where = {"topic": message.topic, "partition": message.partition, "offset": message.offset}
+    return {**where, **more}
 
 
 async def send_dead_letter(rt: Runtime, message: Any, reason: str, detail: str) -> None:
@@ -52,6 +64,7 @@ async def send_dead_letter(rt: Runtime, message: Any, reason: str, detail: str) 
             held,
             reason,
             rt.log_throttle.window_s,
+            extra={"reason": reason},
         )
     if logged:
         log.warning(
@@ -61,6 +74,7 @@ async def send_dead_letter(rt: Runtime, message: Any, reason: str, detail: str) 
             message.offset,
             reason,
             detail,
+            extra=log_context(message, reason=reason),
         )
     rt.count(f"deadletter.{reason}")
     await rt.send("deadletter", message.key, encode(dl))
@@ -112,7 +126,11 @@ async def decode_or_divert(
         await rt.send(role, key, message.value)
     except Exception as exc:  # unknown failure: dead-letter as internal, keep going
         log.exception(
-            "re-routing failed on %s[%d]@%d", message.topic, message.partition, message.offset
+            "re-routing failed on %s[%d]@%d",
+            message.topic,
+            message.partition,
+            message.offset,
+            extra=log_context(message, model_key=record.model_key),
         )
         await send_dead_letter(rt, message, "internal", f"{type(exc).__name__}: {exc}")
         return None

@@ -16,7 +16,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from agents._decode import decode_or_divert, send_dead_letter
+from agents._decode import decode_or_divert, log_context, send_dead_letter
 from agents.backlog import SignalBacklog
 from agents.state import PartitionState, PartitionStore, checkpoint, join_fields, join_ts
 from models.keyed import log_loss
@@ -100,6 +100,12 @@ async def _learn(
         )
         await rt.send("model-events", out.model_key.encode(), encode(event))
         rt.count("drifts")
+        log.info(
+            "drift on model key %s after %d outcomes",
+            out.model_key,
+            res.n_learned,
+            extra=log_context(msg, model_key=out.model_key),
+        )
         if on_drift is not None:
             on_drift(out.model_key, out.ts if out.ts is not None else int(msg.timestamp * 1000))
 
@@ -159,7 +165,13 @@ def register(
                 if out is not None:
                     await _learn(rt, st, msg, out, on_drift)
             except Exception as exc:  # unknown failure: dead-letter as internal, keep learning
-                log.exception("learner failed on %s[%d]@%d", msg.topic, msg.partition, msg.offset)
+                log.exception(
+                    "learner failed on %s[%d]@%d",
+                    msg.topic,
+                    msg.partition,
+                    msg.offset,
+                    extra=log_context(msg),
+                )
                 await send_dead_letter(rt, msg, "internal", f"{type(exc).__name__}: {exc}")
             st.next_offset = msg.offset + 1
             st.pending.append(event)

@@ -9,10 +9,11 @@ rebalance the join store is rebuilt from the signals topic itself.
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from agents._decode import decode_or_divert, send_dead_letter
+from agents._decode import decode_or_divert, log_context, send_dead_letter
 from agents.backlog import SignalBacklog
 from agents.state import PartitionState, PartitionStore, remember_signal
 from models.blend import BlendWeights, blend
@@ -93,6 +94,20 @@ class _Answer:
     """The encoded prediction."""
 
 
+def _offsets(messages: Iterable[Any]) -> dict[str, list[int]]:
+    """First and last offset of each ``topic[partition]`` among ``messages`` (log context).
+
+    >>> from types import SimpleNamespace as M
+    >>> _offsets([M(topic="s", partition=0, offset=4), M(topic="s", partition=0, offset=9)])
+    {'s[0]': [4, 9]}
+    """
+    out: dict[str, list[int]] = {}
+    for m in messages:
+        span = out.setdefault(f"{m.topic}[{m.partition}]", [m.offset, m.offset])
+        span[0], span[1] = min(span[0], m.offset), max(span[1], m.offset)
+    return out
+
+
 async def _score_batch(
     rt: Runtime, store: PartitionStore, weights: BlendWeights, events: list[Any]
 ) -> list[_Answer]:
@@ -114,7 +129,11 @@ async def _score_batch(
         try:
             batch_components = serving.scorer.components_many([req.features for _, req in valid])
         except Exception:  # a failing batch model must not stop the online answers
-            log.exception("batch scoring failed for %d signals; answering without it", len(valid))
+            log.exception(
+                "batch scoring failed for %d signals; answering without it",
+                len(valid),
+                extra={"offsets": _offsets(msg for msg, _ in valid)},
+            )
     answers: list[_Answer] = []
     for (msg, req), components in zip(valid, batch_components, strict=True):
         msg_ts = int(msg.timestamp * 1000)
@@ -132,7 +151,13 @@ async def _score_batch(
             )
             answers.append(_Answer(msg, req, pred, st, msg_ts, encode(pred)))
         except Exception as exc:  # unknown failure: dead-letter as internal, keep serving
-            log.exception("predictor failed on %s[%d]@%d", msg.topic, msg.partition, msg.offset)
+            log.exception(
+                "predictor failed on %s[%d]@%d",
+                msg.topic,
+                msg.partition,
+                msg.offset,
+                extra=log_context(msg, model_key=req.model_key),
+            )
             await send_dead_letter(rt, msg, "internal", f"{type(exc).__name__}: {exc}")
     return answers
 
@@ -145,7 +170,11 @@ async def _deliver(rt: Runtime, answers: list[_Answer]) -> None:
     try:
         await rt.send_many("predictions", [(a.message.key, a.value) for a in answers])
     except Exception as exc:  # unknown failure: dead-letter as internal, keep serving
-        log.exception("sending %d predictions failed", len(answers))
+        log.exception(
+            "sending %d predictions failed",
+            len(answers),
+            extra={"offsets": _offsets(a.message for a in answers)},
+        )
         for a in answers:
             await send_dead_letter(rt, a.message, "internal", f"{type(exc).__name__}: {exc}")
         return

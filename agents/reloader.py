@@ -128,7 +128,12 @@ class Reloader:
                 events.append(
                     ModelEvent("rejected", now_ms(), role=role, version=version, detail=detail)
                 )
-                log.warning("rejected %s version %r: not an exact numeric version", role, version)
+                log.warning(
+                    "rejected %s version %r: not an exact numeric version",
+                    role,
+                    version,
+                    extra={"role": role, "version": version},
+                )
                 continue
             try:
                 model = await loop.run_in_executor(None, self._load, role, version, current)
@@ -141,7 +146,13 @@ class Reloader:
                         "rejected", now_ms(), role=role, version=version, detail=str(exc)[:500]
                     )
                 )
-                log.warning("rejected %s version %s: %s", role, version, exc)
+                log.warning(
+                    "rejected %s version %s: %s",
+                    role,
+                    version,
+                    exc,
+                    extra={"role": role, "version": version},
+                )
                 continue
             self.models[role] = (version, model)
             changed = True
@@ -154,7 +165,9 @@ class Reloader:
                     detail=f"models:/{role}/{version}",
                 )
             )
-            log.info("loaded %s version %s", role, version)
+            log.info(
+                "loaded %s version %s", role, version, extra={"role": role, "version": version}
+            )
         if changed:
             batch = {role: m for role, (_, m) in self.models.items() if role != ENSEMBLE}
             scorer = self.rt.serving.scorer

@@ -151,7 +151,13 @@ class Retrainer:
         trigger = reason if reason in TRIGGERS else "manual"
         async with self.running:
             t0 = time.monotonic()
-            log.info("retraining %s with %s (%s)", cadence, settings.retrain_model_type, reason)
+            log.info(
+                "retraining %s with %s (%s)",
+                cadence,
+                settings.retrain_model_type,
+                reason,
+                extra={"cadence": cadence, "trigger": trigger},
+            )
             await self._event("retrain_started", cadence, trigger=trigger, cadence=cadence)
             summary: dict[str, Any] | None = None
             failure = ""
@@ -162,10 +168,10 @@ class Retrainer:
                 )
                 summary = await self._train(request)
             except AlphaPulseError as exc:  # the job's own errors: one line, keep serving
-                log.warning("retraining %s failed: %s", cadence, exc)
+                log.warning("retraining %s failed: %s", cadence, exc, extra={"cadence": cadence})
                 failure = f"failed: {exc}"
             except Exception as exc:  # a failed side job must not stop the worker's agents
-                log.exception("retraining %s failed", cadence)
+                log.exception("retraining %s failed", cadence, extra={"cadence": cadence})
                 failure = f"failed: {type(exc).__name__}"
             finally:
                 self.runs += 1
@@ -183,7 +189,13 @@ class Retrainer:
             )
             if summary is None:
                 return None
-            log.info("retrained %s in %.1fs: %s", cadence, time.monotonic() - t0, summary)
+            log.info(
+                "retrained %s in %.1fs: %s",
+                cadence,
+                time.monotonic() - t0,
+                summary,
+                extra={"cadence": cadence, "role": role, "version": version},
+            )
             if promoted and version is not None:
                 detail = f"scheduled retraining ({reason}) promoted it"
                 if await promote_and_announce(self.rt, role, version, detail, cause=reason):
@@ -211,6 +223,7 @@ class Retrainer:
             "drift on model key %s: weekly_quick retrains after %s more outcomes",
             model_key,
             settings.retrain_drift_outcomes,
+            extra={"model_key": model_key},
         )
         if self.follower is None or self.follower.done():
             self.follower = asyncio.ensure_future(self._follow())

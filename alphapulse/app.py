@@ -21,6 +21,7 @@ from agents.learner import DriftHook
 from agents.retrainer import Retrainer
 from agents.state import PartitionStore
 from alphapulse.health import Probe, WatchedReloader
+from alphapulse.metrics import WorkerMetrics
 from alphapulse.report import write_training_report
 from alphapulse.web import register_web
 from stream.codec import Limits, now_ms
@@ -38,11 +39,13 @@ INTERNAL_ROLES = ("checkpoints",)
 
 @dataclass(frozen=True)
 class Built:
-    """A configured Faust app, the runtime its agents share and its partition states."""
+    """A configured Faust app, the runtime its agents share, its partition states and the
+    metrics its web pages serve."""
 
     app: faust.App
     runtime: Runtime
     store: PartitionStore
+    metrics: WorkerMetrics
 
 
 def create_app(settings: Settings) -> Built:
@@ -101,7 +104,7 @@ def create_app(settings: Settings) -> Built:
         async def _reload_models() -> None:
             await reloader.run_forever(settings.reload_interval_s)
 
-    register_web(app, rt, store, registry=registry_status)
+    metrics = register_web(app, rt, store, registry=registry_status)
 
     @app.on_partitions_revoked.connect
     async def _on_revoked(sender: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:
@@ -115,7 +118,7 @@ def create_app(settings: Settings) -> Built:
         store.preload({tp.partition for tp in assigned if tp.topic == outcomes_topic})
 
     log.debug("app %s built for %s", settings.app_id, settings.bootstrap_servers)
-    return Built(app=app, runtime=rt, store=store)
+    return Built(app=app, runtime=rt, store=store, metrics=metrics)
 
 
 def faust_tuning_kwargs(settings: Settings) -> dict[str, Any]:

@@ -24,11 +24,12 @@ from typing import Annotated, Any
 from urllib.parse import urlsplit, urlunsplit
 
 import typer
-from pydantic import SecretStr
+from pydantic import SecretStr, ValidationError
 from rich.console import Console
 
-from alphapulse import cli_ensemble, cli_ops, cli_train
+from alphapulse import cli_ensemble, cli_logs, cli_ops, cli_train
 from alphapulse._errors import REACH_TIMEOUT_S, GuardedGroup, report
+from alphapulse._logs import configure_logging
 from alphapulse.demo import run_demo
 from stream.broker import LocalKafka, local_kafka
 from stream.mlflow_server import MlflowServer
@@ -280,11 +281,16 @@ def demo(
 cli_train.register(app)
 cli_ensemble.register(app)
 cli_ops.register(app)
+cli_logs.register(app)
 
 
 def main() -> None:
     """Console-script entry point."""
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        log_format = Settings().log_format
+    except ValidationError:  # the command reports the bad setting itself, as its error
+        log_format = "text"
+    configure_logging(log_format, logging.WARNING)
     try:
         app()
     except KeyboardInterrupt:

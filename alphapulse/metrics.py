@@ -35,7 +35,7 @@ from __future__ import annotations
 import math
 import time
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import numpy as np
@@ -115,6 +115,8 @@ class WorkerMetrics:
         self.started = time.time()
         self._counts: deque[tuple[float, int, int]] = deque(maxlen=64)
         self._rates = (0.0, 0.0)
+        self.log_records_dropped: Callable[[], int] | None = None
+        """Reads the entries the Redis log stream dropped (set by the worker when it has one)."""
         limit = rt.settings.metrics_max_model_keys if max_model_keys is None else max_model_keys
         self.model_key_label = LabelCap(limit)
         self.registry.register(_RuntimeCollector(self))
@@ -207,11 +209,11 @@ class WorkerMetrics:
         self.history.append(point)
         return point
 
-    def snapshot(self, with_history: bool = False) -> dict[str, Any]:
-        """Every figure of the dashboard as a JSON-ready dict."""
+    def performance(self) -> dict[str, Any]:
+        """The worker's performance figures: totals, rates, latency, rolling metrics per
+        component, model versions and consumer lag (the Redis log stream's snapshots)."""
         c = self.rt.counters
-        out: dict[str, Any] = {
-            "ts": int(time.time() * 1000),
+        return {
             "uptime_s": round(time.time() - self.started, 1),
             "predictions_total": c["predictions"],
             "outcomes_total": c["outcomes.learned"],
@@ -219,11 +221,9 @@ class WorkerMetrics:
             "deadletters": {
                 k.split(".", 1)[1]: v for k, v in c.items() if k.startswith("deadletter.")
             },
-            "counters": dict(sorted(c.items())),
             "rates": {"predictions_per_s": self._rates[0], "outcomes_per_s": self._rates[1]},
             "latency": self.quantiles(),
             "components": self.components(),
-            "online": self.online_models(),
             "versions": dict(self.rt.serving.versions),
             "lag": {
                 "total": sum(self.lag.values()),
@@ -231,6 +231,15 @@ class WorkerMetrics:
                     {"topic": t, "partition": p, "lag": n} for (t, p), n in sorted(self.lag.items())
                 ],
             },
+        }
+
+    def snapshot(self, with_history: bool = False) -> dict[str, Any]:
+        """Every figure of the dashboard as a JSON-ready dict."""
+        out: dict[str, Any] = {
+            "ts": int(time.time() * 1000),
+            **self.performance(),
+            "counters": dict(sorted(self.rt.counters.items())),
+            "online": self.online_models(),
         }
         if with_history:
             out["history"] = list(self.history)
@@ -272,6 +281,13 @@ class _RuntimeCollector:
         up = GaugeMetricFamily("alphapulse_uptime_seconds", "Seconds since the worker started.")
         up.add_metric([], time.time() - self.m.started)
         yield up
+        dropped = CounterMetricFamily(
+            "alphapulse_log_records_dropped",
+            "Log records and snapshots not written to the Redis log stream: its queue was full.",
+        )
+        read = self.m.log_records_dropped
+        dropped.add_metric([], float(read() if read is not None else 0))
+        yield dropped
 
     def _counters(self) -> Iterator[Metric]:
         counters = self.m.rt.counters

@@ -6,22 +6,38 @@ import asyncio
 import gc
 import logging
 import os
+import socket
+from functools import partial
 from typing import Any
 
-from alphapulse.app import create_app
+from alphapulse._logs import WORKER_TEXT_FORMAT, configure_logging
+from alphapulse._logsink import (
+    RedisLogHandler,
+    RedisLogSink,
+    redis_client,
+    redis_where,
+    snapshot_doc,
+)
+from alphapulse.app import Built, create_app
 from stream import _faust_consumer
 from stream.settings import Settings, unknown_variables
 from stream.topics import ensure_topics
 
 __all__ = [
+    "REDIS_TIMEOUT_S",
+    "attach_log_sink",
     "freeze_startup_objects",
     "install_event_loop",
+    "open_log_sink",
     "prepare_process",
     "run_app",
     "run_worker",
 ]
 
 log = logging.getLogger(__name__)
+
+REDIS_TIMEOUT_S = 2.0
+"""Longest the log stream's thread waits for Redis to connect or answer."""
 
 
 def install_event_loop(settings: Settings) -> None:
@@ -56,7 +72,11 @@ def prepare_process(settings: Settings) -> None:
 
 
 def run_app(app: Any, loglevel: str) -> None:
-    """Run a Faust app's worker until stopped, with the start-up objects frozen."""
+    """Run a Faust app's worker until stopped, with the start-up objects frozen.
+
+    Logging stays as the caller configured it (:func:`alphapulse._logs.configure_logging`):
+    Faust's worker would replace the root logger's handlers with its own.
+    """
     import faust
 
     @app.task
@@ -67,17 +87,75 @@ def run_app(app: Any, loglevel: str) -> None:
         for name in ("faust", "mode", "aiokafka"):
             logging.getLogger(name).setLevel(level)
 
-    worker = faust.Worker(app, loglevel=loglevel, quiet=True)
+    worker = faust.Worker(app, loglevel=loglevel, quiet=True, override_logging=False)
+    worker.spinner = None  # it writes to stdout, between the log lines
     log.debug("objects frozen out of garbage collection: %d", freeze_startup_objects())
     worker.execute_from_commandline()
 
 
+def open_log_sink(settings: Settings) -> RedisLogSink | None:
+    """The Redis log stream's sink when ``ALPHAPULSE_REDIS_URL`` is set (not started yet)."""
+    url = settings.redis_url
+    if url is None:
+        return None
+    connect = partial(redis_client, url, REDIS_TIMEOUT_S)
+    connect()  # no connection yet: fails now, as a configuration error, if redis is missing
+    return RedisLogSink(
+        connect,
+        settings.redis_stream,
+        settings.redis_maxlen,
+        settings.redis_queue_size,
+        where=redis_where(url),
+        source=f"{socket.gethostname()}:{os.getpid()}",
+    )
+
+
+def attach_log_sink(built: Built, sink: RedisLogSink, snapshot_s: float) -> None:
+    """Count the sink's drops on ``/metrics`` and offer it a performance snapshot every
+    ``snapshot_s`` seconds, from the figures the dashboard shows."""
+    metrics = built.metrics
+    metrics.log_records_dropped = lambda: sink.dropped
+
+    @built.app.timer(interval=snapshot_s, name="alphapulse-redis-snapshot")
+    async def _snapshot() -> None:
+        sink.offer("snapshot", snapshot_doc(metrics.performance()))
+
+
 def run_worker(settings: Settings) -> None:
-    """Create missing topics, build the app and run its worker (blocks until stopped)."""
-    for name, nearest in unknown_variables(os.environ):
-        log.warning("unknown %s (%s)", name, f"did you mean {nearest}?" if nearest else "ignored")
-    created = asyncio.run(ensure_topics(settings))
-    if created:
-        log.info("created topics: %s", ", ".join(created))
-    prepare_process(settings)
-    run_app(create_app(settings).app, settings.log_level)
+    """Configure logging, create missing topics, build the app and run its worker (blocks
+    until stopped)."""
+    sink = open_log_sink(settings)
+    handlers = [] if sink is None else [RedisLogHandler(sink)]
+    configure_logging(
+        settings.log_format,
+        settings.log_level,
+        text_format=WORKER_TEXT_FORMAT,
+        handlers=handlers,
+    )
+    try:
+        if sink is not None:
+            sink.start()
+            log.info(
+                "log records at INFO and above, and a snapshot every %g s, go to the Redis "
+                "stream %s at %s (MAXLEN ~ %d)",
+                settings.redis_snapshot_s,
+                settings.redis_stream,
+                sink.where,
+                settings.redis_maxlen,
+            )
+        for name, nearest in unknown_variables(os.environ):
+            hint = f"did you mean {nearest}?" if nearest else "ignored"
+            log.warning("unknown %s (%s)", name, hint)
+        created = asyncio.run(ensure_topics(settings))
+        if created:
+            log.info("created topics: %s", ", ".join(created))
+        prepare_process(settings)
+        built = create_app(settings)
+        if sink is not None:
+            attach_log_sink(built, sink, settings.redis_snapshot_s)
+        run_app(built.app, settings.log_level)
+    finally:
+        if sink is not None:
+            for handler in handlers:
+                logging.getLogger().removeHandler(handler)
+            sink.close()

@@ -120,6 +120,9 @@ class Settings(BaseSettings):
     data_dir: Path = Field(default_factory=_default_data_dir)
     cache_dir: Path = Field(default_factory=_default_cache_dir)
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    log_format: Literal["text", "json"] = Field(
+        default="text", description="json: one JSON object per log line (alphapulse._logs)."
+    )
     max_message_bytes: int = Field(default=64 * 1024, ge=256)
     max_features: int = Field(default=512, ge=1)
     deadletter_value_max_bytes: int = Field(default=16 * 1024, ge=0)
@@ -209,6 +212,28 @@ class Settings(BaseSettings):
     store_batch_size: int = Field(default=1000, ge=1, le=100_000)
     store_flush_interval_ms: int = Field(default=500, ge=1)
     store_retry_max_ms: int = Field(default=10_000, ge=1)
+
+    # Redis log stream (the optional extra alphapulse[redis])
+    redis_url: str | None = Field(
+        default=None,
+        description="Redis of the worker's log stream (redis://, rediss://, unix://); unset: off.",
+    )
+    redis_stream: str = Field(default="alphapulse:logs", min_length=1)
+    redis_maxlen: int = Field(default=100_000, ge=1, description="XADD MAXLEN ~ of the stream.")
+    redis_snapshot_s: float = Field(default=30.0, gt=0, allow_inf_nan=False)
+    redis_queue_size: int = Field(
+        default=10_000, ge=1, description="Records waiting for Redis; the overflow is dropped."
+    )
+
+    @field_validator("redis_url")
+    @classmethod
+    def _redis_scheme(cls, v: str | None) -> str | None:
+        if v is not None and not v.startswith(("redis://", "rediss://", "unix://")):
+            raise ValueError(
+                "ALPHAPULSE_REDIS_URL must start with redis://, rediss:// or unix://, "
+                f"got {v.split('@')[-1]!r}"
+            )
+        return v
 
     @field_validator("topic_prefix")
     @classmethod

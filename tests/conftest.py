@@ -21,7 +21,7 @@ from stream.mlflow_server import MlflowServer
 from stream.settings import Settings
 from tests.support import free_port, free_port_block
 
-pytest_plugins = ["tests.integration.conftest_pg"]
+pytest_plugins = ["tests.integration.conftest_pg", "tests.integration.conftest_redis"]
 
 CACHE_DIR = Path(os.environ.get("ALPHAPULSE_CACHE_DIR") or Settings().cache_dir)
 

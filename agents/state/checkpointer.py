@@ -91,7 +91,12 @@ async def _on_delivery(
     try:
         meta = await fut
     except Exception as exc:  # any failure to deliver is handled the same way
-        log.warning("checkpoint of partition %d not delivered (%s): retried", st.partition, exc)
+        log.warning(
+            "checkpoint of partition %d not delivered (%s): retried",
+            st.partition,
+            exc,
+            extra={"partition": st.partition},
+        )
         st.pending[:0] = events
         st.dirty = True
         if full and st.full_in_flight is asyncio.current_task():

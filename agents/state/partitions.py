@@ -136,7 +136,11 @@ class PartitionStore:
                     return  # revoked before its turn came
                 await self._load_once(partition, drops)
         except Exception:  # the first event of the partition tries again and reports it
-            log.exception("preloading the state of partition %d failed", partition)
+            log.exception(
+                "preloading the state of partition %d failed",
+                partition,
+                extra={"partition": partition},
+            )
 
     def prune_joins(self, now_ms: int) -> int:
         """Forget joinable signals older than the join window, and the oldest beyond the cap.
@@ -181,7 +185,7 @@ class PartitionStore:
         for p in partitions:
             self._drops[p] = self._drops.get(p, 0) + 1
             if self.states.pop(p, None) is not None:
-                log.info("dropped learner state of partition %d", p)
+                log.info("dropped learner state of partition %d", p, extra={"partition": p})
 
     async def _load(self, partition: int) -> PartitionState:
         t0 = time.monotonic()
@@ -195,6 +199,7 @@ class PartitionStore:
                 partition,
                 keyed.config,
                 self.online_config,
+                extra={"partition": partition},
             )
         horizon = int(time.time() * 1000 - self.settings.join_window_s * 1000)
         records = await self._read_partition(self.signals_topic, partition, since=horizon)
@@ -210,6 +215,7 @@ class PartitionStore:
             next_offset,
             len(keyed.learners),
             len(join),
+            extra={"partition": partition, "offset": next_offset},
         )
         return PartitionState(partition, next_offset, keyed, join)
 
@@ -235,6 +241,7 @@ class PartitionStore:
                         "extends is gone; restoring with the ids of the delta only",
                         partition,
                         base_offset,
+                        extra={"partition": partition, "offset": base_offset},
                     )
         return await asyncio.get_running_loop().run_in_executor(None, decode_checkpoint, data, base)
 
