@@ -40,7 +40,7 @@ $(DEV_STAMP): $(STAMP)
 	@# promtool tests the alert rules; Debian ships it in the prometheus package, whose server
 	@# (with a service that may start) is not wanted here: only promtool is taken out of it.
 	@command -v promtool >/dev/null || [ -x $(BIN)/promtool ] || { \
-	  tmp=$$(mktemp -d); \
+	  tmp=$$(mktemp -d); chmod 755 $$tmp; \
 	  (cd $$tmp && { apt-get download -q prometheus || { apt-get update -q && apt-get download -q prometheus; }; }) \
 	    && dpkg-deb -x $$tmp/prometheus_*.deb $$tmp/root && cp $$tmp/root/usr/bin/promtool $(BIN)/promtool; \
 	  status=$$?; rm -rf $$tmp; \
@@ -68,7 +68,8 @@ unit: install
 constraints: install
 	{ echo "# pip constraints: every package of the dev install at one version. Regenerate: make constraints"; \
 	  $(BIN)/pip freeze --exclude-editable --exclude alphapulse | LC_ALL=C sort; } > $(CONSTRAINTS).tmp
-	mv $(CONSTRAINTS).tmp $(CONSTRAINTS)
+	@# Rewritten only when it changed, so that the installs above do not run again for nothing.
+	cmp -s $(CONSTRAINTS).tmp $(CONSTRAINTS) && rm $(CONSTRAINTS).tmp || mv $(CONSTRAINTS).tmp $(CONSTRAINTS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
