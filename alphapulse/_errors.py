@@ -56,6 +56,11 @@ def _is_database_error(exc: BaseException) -> bool:
 
     No psycopg error can exist before something imported psycopg, so an install without the
     store extra never imports it here.
+
+    >>> import psycopg
+    >>> down = psycopg.OperationalError("connection refused")
+    >>> _is_database_error(down), exit_code(down), messages(down, environ={})
+    (True, 1, ['PostgreSQL store: connection refused'])
     """
     psycopg = sys.modules.get("psycopg")
     return psycopg is not None and isinstance(exc, psycopg.Error)
