@@ -1,4 +1,15 @@
 # The AlphaPulse worker image. Build context: the repository root.
+# Stage one builds the wheel; stage two installs it with the store and redis extras, every
+# dependency at the version pinned in constraints.txt.
+FROM python:3.11-slim AS build
+WORKDIR /src
+COPY pyproject.toml README.md ./
+COPY alphapulse ./alphapulse
+COPY stream ./stream
+COPY agents ./agents
+COPY models ./models
+RUN pip wheel --no-cache-dir --no-deps --wheel-dir /wheels .
+
 FROM python:3.11-slim
 
 ENV PYTHONDONTWRITEBYTECODE=1 \
@@ -10,17 +21,15 @@ RUN apt-get update \
  && apt-get install -y --no-install-recommends libgomp1 \
  && rm -rf /var/lib/apt/lists/*
 
-WORKDIR /app
-COPY pyproject.toml README.md ./
-COPY alphapulse ./alphapulse
-COPY stream ./stream
-COPY agents ./agents
-COPY models ./models
-RUN pip install --no-cache-dir .
+COPY constraints.txt /tmp/constraints.txt
+COPY --from=build /wheels /tmp/wheels
+RUN pip install --no-cache-dir -c /tmp/constraints.txt "$(ls /tmp/wheels/alphapulse-*.whl)[store,redis]" \
+ && rm -rf /tmp/wheels /tmp/constraints.txt
 
 RUN useradd --system --home /var/lib/alphapulse alphapulse \
  && mkdir -p /var/lib/alphapulse && chown alphapulse /var/lib/alphapulse
 USER alphapulse
+WORKDIR /var/lib/alphapulse
 EXPOSE 6066
 # Liveness only: /readyz also fails while partitions load, the broker is away or MLflow is down,
 # none of which a restart mends. Orchestrators that gate on readiness use /readyz themselves.

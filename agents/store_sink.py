@@ -29,7 +29,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import orjson
-import psycopg
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.errors import KafkaError
 
@@ -280,6 +279,9 @@ class StoreSink:
 
     async def _write(self, executor: ThreadPoolExecutor, batch: Batch) -> dict[str, int]:
         """Write ``batch``, retrying the same batch until the database takes it."""
+        # The store extra's driver: the Store this sink holds could not exist without it.
+        import psycopg
+
         loop = asyncio.get_running_loop()
         delay = min(0.25, self.retry_max)
         attempt = 0

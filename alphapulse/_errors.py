@@ -19,13 +19,13 @@ ALPHAPULSE_WEB_PORT: must be an integer from 1 to 65535, got 'abc'
 from __future__ import annotations
 
 import os
+import sys
 import types
 import typing
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-import psycopg
 import typer
 from aiokafka.errors import KafkaError
 from pydantic import SecretStr, ValidationError
@@ -51,6 +51,21 @@ _MLFLOW_USAGE_CODES = frozenset(
 )
 
 
+def _is_database_error(exc: BaseException) -> bool:
+    """Whether ``exc`` is a psycopg error; psycopg (the store extra) is asked only if loaded.
+
+    No psycopg error can exist before something imported psycopg, so an install without the
+    store extra never imports it here.
+
+    >>> import psycopg
+    >>> down = psycopg.OperationalError("connection refused")
+    >>> _is_database_error(down), exit_code(down), messages(down, environ={})
+    (True, 1, ['PostgreSQL store: connection refused'])
+    """
+    psycopg = sys.modules.get("psycopg")
+    return psycopg is not None and isinstance(exc, psycopg.Error)
+
+
 def exit_code(exc: BaseException) -> int | None:
     """The exit status for ``exc``, or None when it is outside the policy (re-raise it)."""
     if isinstance(exc, ConfigError | DataError | ContractViolation | ValidationError):
@@ -60,7 +75,7 @@ def exit_code(exc: BaseException) -> int | None:
     if isinstance(exc, RegistryError):
         code = getattr(exc.__cause__, "error_code", None)
         return USAGE if code in _MLFLOW_USAGE_CODES else FAILURE
-    if isinstance(exc, AlphaPulseError | KafkaError | psycopg.Error | OSError):
+    if isinstance(exc, AlphaPulseError | KafkaError | OSError) or _is_database_error(exc):
         return FAILURE
     return None
 
@@ -79,7 +94,7 @@ def messages(exc: BaseException, environ: Mapping[str, str]) -> list[str]:
     text = _one_line(str(exc))
     if isinstance(exc, KafkaError):
         return [f"Kafka: {text or type(exc).__name__}"]
-    if isinstance(exc, psycopg.Error):
+    if _is_database_error(exc):
         return [f"PostgreSQL store: {text or type(exc).__name__}"]
     if isinstance(exc, TimeoutError) and not text:
         return ["timed out"]

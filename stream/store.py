@@ -22,20 +22,22 @@ import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from types import MappingProxyType
-from typing import Any
+from types import MappingProxyType, ModuleType
+from typing import TYPE_CHECKING, Any
 
 import orjson
 import pandas as pd
-import psycopg
-from psycopg.conninfo import conninfo_to_dict, make_conninfo
-from psycopg_pool import ConnectionPool
 
 from models.errors import ConfigError, DataError
+from stream._extras import require
 from stream._reach import why_unreachable
 from stream.codec import ContractViolation
 from stream.errors import StoreError
 from stream.settings import Settings
+
+if TYPE_CHECKING:
+    import psycopg
+    from psycopg_pool import ConnectionPool
 
 __all__ = [
     "TABLES",
@@ -81,6 +83,11 @@ _TS_RANGE = (-62_135_596_800_000, 253_402_300_799_999)  # years 1 to 9999
 _SCHEMA_LOCK = 0x41_50_53_54  # advisory lock taken while creating the schema
 
 
+def _pg() -> ModuleType:
+    """psycopg, from the ``store`` extra: imported at first use, so installs without it run."""
+    return require("psycopg", "store", "the PostgreSQL store")
+
+
 def store_conninfo(settings: Settings) -> str:
     """The libpq connection string in force (the DSN plus the separate password, if any).
 
@@ -93,10 +100,13 @@ def store_conninfo(settings: Settings) -> str:
         )
     dsn = settings.store_dsn.get_secret_value()
     pw = settings.store_password
+    pg = _pg()
     try:
-        conninfo_to_dict(dsn)
-        return make_conninfo(dsn, password=pw.get_secret_value()) if pw is not None else dsn
-    except psycopg.ProgrammingError:
+        pg.conninfo.conninfo_to_dict(dsn)
+        if pw is None:
+            return dsn
+        return str(pg.conninfo.make_conninfo(dsn, password=pw.get_secret_value()))
+    except pg.ProgrammingError:
         raise ConfigError(
             "ALPHAPULSE_STORE_DSN is not a valid PostgreSQL connection string (URI or "
             "key=value form); details are withheld because it may hold a password"
@@ -109,7 +119,7 @@ def check_store(settings: Settings, timeout: float) -> None:
 
     >>> check_store(Settings(_env_file=None, store_dsn="host=/run/postgresql"), timeout=1.0)
     """
-    d = conninfo_to_dict(store_conninfo(settings))
+    d = _pg().conninfo.conninfo_to_dict(store_conninfo(settings))
     hosts = str(d.get("hostaddr") or d.get("host") or "localhost").split(",")
     ports = str(d.get("port") or "5432").split(",")
     if any(h.startswith("/") or h.startswith("@") for h in hosts):
@@ -129,9 +139,10 @@ def describe_dsn(conninfo: str) -> str:
     >>> describe_dsn("postgresql://ap:secret@db:5433/hist")
     'ap@db:5433/hist'
     """
+    pg = _pg()
     try:
-        d = conninfo_to_dict(conninfo)
-    except psycopg.ProgrammingError:
+        d = pg.conninfo.conninfo_to_dict(conninfo)
+    except pg.ProgrammingError:
         return "<invalid DSN>"
     user = d.get("user", "")
     where = f"{d.get('host', '')}:{d.get('port', 5432)}/{d.get('dbname', '')}"
@@ -289,13 +300,14 @@ class Store:
         self.target = describe_dsn(conninfo)
         self.pool_size = pool_size
         self.timeout = timeout
-        self._pool: ConnectionPool[psycopg.Connection[Any]] = ConnectionPool(
+        pool_class = require("psycopg_pool", "store", "the PostgreSQL store").ConnectionPool
+        self._pool: ConnectionPool[psycopg.Connection[Any]] = pool_class(
             conninfo,
             min_size=1,
             max_size=pool_size,
             open=False,
             timeout=timeout,
-            check=ConnectionPool.check_connection,
+            check=pool_class.check_connection,
             kwargs={"connect_timeout": max(1, int(timeout))},
             name="alphapulse-store",
         )
@@ -343,10 +355,12 @@ class Store:
         its range) is logged and left out, so one bad row cannot stall the writer.
         """
         hyper = self.ensure_schema()
+        pg = _pg()
+        rejected = (pg.DataError, pg.errors.ProgramLimitExceeded)
         try:
             with self._pool.connection() as conn, conn.transaction():
                 return {t: _insert(conn, t, rows, hyper) for t, rows in batch.rows.items() if rows}
-        except (psycopg.DataError, psycopg.errors.ProgramLimitExceeded) as exc:
+        except rejected as exc:
             log.warning("store batch rejected (%s); writing its rows one by one", exc)
         out: dict[str, int] = {}
         for table, rows in batch.rows.items():
@@ -354,7 +368,7 @@ class Store:
                 try:
                     with self._pool.connection() as conn, conn.transaction():
                         out[table] = out.get(table, 0) + _insert(conn, table, [row], hyper)
-                except (psycopg.DataError, psycopg.errors.ProgramLimitExceeded) as exc:
+                except rejected as exc:
                     log.warning("store skipped %s row %r: %s", table, row[0], exc)
         return out
 
@@ -378,7 +392,7 @@ class Store:
         try:
             with self._pool.connection() as conn:
                 records = conn.execute(sql, {"lo": lo, "hi": hi}).fetchall()
-        except psycopg.errors.UndefinedTable:
+        except _pg().errors.UndefinedTable:
             raise DataError(
                 f"store {self.target} has no training_rows view yet; run a worker with "
                 "ALPHAPULSE_STORE_ENABLED=true first"
@@ -391,7 +405,7 @@ def _create_schema(conn: psycopg.Connection[Any]) -> bool:
     try:
         with conn.transaction():
             conn.execute("CREATE EXTENSION IF NOT EXISTS timescaledb")
-    except psycopg.Error as exc:
+    except _pg().Error as exc:
         if conn.broken:
             raise
         timescale = False

@@ -1,8 +1,8 @@
 """Test harness: a real Kafka broker and a real MLflow server for the session.
 
-Kafka comes from ``KAFKA_BOOTSTRAP_SERVERS`` when set, else from testcontainers when a Docker engine
-answers, else from the project's own launcher on free loopback ports. MLflow is a real
-``mlflow server`` process on a free port.
+Kafka comes from ``KAFKA_BOOTSTRAP_SERVERS`` when set, else from an ``apache/kafka`` container
+(testcontainers, see tests/_containers.py) when a Docker engine answers, else from the project's
+own launcher on free loopback ports. MLflow is a real ``mlflow server`` process on a free port.
 """
 
 from __future__ import annotations
@@ -43,10 +43,11 @@ def kafka_bootstrap(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         yield external
         return
     if _docker_engine():
-        from testcontainers.kafka import KafkaContainer
+        # testcontainers (and docker) are imported only on machines with a Docker engine
+        from tests._containers import bootstrap_server, kafka_container
 
-        with KafkaContainer("apache/kafka:4.1.1").with_kraft() as kc:
-            yield kc.get_bootstrap_server()
+        with kafka_container(free_port()) as kc:
+            yield bootstrap_server(kc)
         return
     base = free_port_block(2)
     kafka = LocalKafka(
