@@ -4,7 +4,8 @@ Each job goes through the project's own path (:func:`agents.training.run_trainin
 application's report writer). The registered version then loads with
 ``mlflow.pyfunc.load_model("models:/<role>@champion")`` and predicts what the project's own
 booster predicts; it carries a signature and an input example and no pickle; its run holds the
-training report. One test serves the champion with ``mlflow models serve`` and asks it.
+training report. Focal-loss models (raw margins through a sigmoid) agree as well. One test serves
+the champion with ``mlflow models serve`` and asks it over HTTP.
 
 The role names are fixed and the server is shared by the session, so every job here is forced to
 champion before the alias is read.
@@ -34,7 +35,7 @@ from agents.training import TrainingRequest, run_training
 from alphapulse.report import write_training_report
 from models.registry import ModelRegistry
 from models.synthetic import TradeGenerator
-from models.trainer import MODEL_TYPES, TrainedModel
+from models.trainer import MODEL_TYPES, TrainedModel, TrainingConfig, TrainingData, train
 from stream.registry import open_registry
 from stream.settings import Settings
 from tests.support import free_port, wait_until
@@ -163,6 +164,24 @@ def test_nightly_version_is_a_pyfunc_too(
     assert booster.n_trees == registry.load_version(ROLE, base).n_trees + 20
     rows = scoring_rows(frame, booster)
     got = mlflow.pyfunc.load_model(f"models:/{ROLE}/{version}").predict(rows)
+    np.testing.assert_allclose(got, booster.predict_proba(rows), rtol=0.0, atol=1e-9)
+
+
+@pytest.mark.parametrize("model_type", ["xgboost", "lightgbm"])
+def test_focal_loss_version_predicts_like_the_booster(
+    settings: Settings, trades: tuple[Path, pd.DataFrame], model_type: str
+) -> None:
+    _, frame = trades
+    config = TrainingConfig(model_type=model_type, n_estimators=20, focal_loss=True)
+    result = train(config, TrainingData.from_frame(frame))
+    registry = open_registry(settings)
+    name = f"test_pyfunc_{uuid.uuid4().hex[:10]}"
+    with registry.training_run(name, result.config) as run:
+        version = run.register(result).version
+    booster = registry.load_version(name, version)
+    assert booster.focal_loss
+    rows = scoring_rows(frame, booster)
+    got = mlflow.pyfunc.load_model(f"models:/{name}/{version}").predict(rows)
     np.testing.assert_allclose(got, booster.predict_proba(rows), rtol=0.0, atol=1e-9)
 
 
