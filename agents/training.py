@@ -3,7 +3,8 @@
 :func:`run_training` reads the rows (a file, the outcomes topic or the PostgreSQL store), warm
 starts a ``nightly_incremental`` job from the champion of its library, weighs the learner's hard
 examples more, trains, logs the run to MLflow, registers the model and challenges the champion,
-optionally writes the report, and returns a JSON-ready summary. Progress is reported through an
+optionally writes the report and attaches it to the run (under ``report/``, while the run is
+open), and returns a JSON-ready summary. Progress is reported through an
 optional :class:`Progress`; nothing here prints.
 
 Hard examples are the outcomes the learner sent to the retrain queue since the newest registered
@@ -22,6 +23,8 @@ is an offline input that need not come with a broker. Those jobs, and rows witho
 from __future__ import annotations
 
 import json
+import shutil
+import tempfile
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -39,7 +42,7 @@ if TYPE_CHECKING:
     import numpy as np
     import pandas as pd
 
-    from models.registry import ModelRegistry
+    from models.registry import ModelRegistry, TrainingRun
     from models.trainer import TrainedModel, TrainingResult
 
 __all__ = [
@@ -52,7 +55,11 @@ __all__ = [
 ]
 
 ReportWriter = Callable[..., tuple[Path, Path]]
-"""Writes a training report: ``(result, target, compare=...) -> (html_path, json_path)``."""
+"""Writes a training report: ``(result, target, compare=..., plots_dir=...) -> (html, json)``;
+with ``plots_dir`` it also saves each plot there as a PNG file."""
+
+REPORT_ARTIFACTS = "report"
+"""Where the training run keeps its report: the HTML, the JSON and ``plots/*.png``."""
 
 
 class Progress(Protocol):
@@ -267,12 +274,30 @@ def run_training(
             result, force=request.force, warm_start_from=ref, move_alias=request.move_alias
         )
         steps.finish()
-    html = None
-    if write_report is not None:
-        steps.start("writing the report", 1)
-        target = request.report or (
-            settings.data_dir / "reports" / f"train-{outcome.name}-v{outcome.version}.html"
-        )
-        html, _ = write_report(result, target, compare=compare)
-        steps.finish()
+        html = None
+        if write_report is not None:
+            steps.start("writing the report", 1)
+            target = request.report or (
+                settings.data_dir / "reports" / f"train-{outcome.name}-v{outcome.version}.html"
+            )
+            html = _write_and_attach(write_report, run, result, target, compare)
+            steps.finish()
     return _summary(outcome, result, request.model_type, html, hard)
+
+
+def _write_and_attach(
+    write_report: ReportWriter,
+    run: TrainingRun,
+    result: TrainingResult,
+    target: Path,
+    compare: Mapping[str, Any],
+) -> Path:
+    """Write the report at ``target`` and attach it, with its plots, to the open ``run``."""
+    with tempfile.TemporaryDirectory(prefix="alphapulse-report-") as tmp:
+        folder = Path(tmp) / REPORT_ARTIFACTS
+        folder.mkdir()
+        html, json_path = write_report(result, target, compare=compare, plots_dir=folder / "plots")
+        for path in (html, json_path):
+            shutil.copy2(path, folder / path.name)
+        run.log_artifacts(folder, REPORT_ARTIFACTS)
+    return html

@@ -11,7 +11,10 @@ evaluation of a new batch model) write a report with:
 
 The HTML embeds its plots as PNG data and fetches nothing. The JSON beside it (same name, suffix
 ``.json``) holds every number the plots show, under ``metrics``, ``calibration``,
-``rolling_auc``, ``drift_points``, ``regime_changes`` and ``feature_importance``.
+``rolling_auc``, ``drift_points``, ``regime_changes`` and ``feature_importance``. Given a
+``plots_dir``, :func:`write_training_report` also saves each plot there as a PNG file
+(``calibration.png``, ``rolling_auc.png``, ``components.png``, ``feature_importance.png``), for a
+training job to attach them to its MLflow run.
 
 Examples
 --------
@@ -185,7 +188,8 @@ def _table(header: list[str], rows: list[list[Any]]) -> str:
     return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
 
-def _render_html(fig: Mapping[str, Any], json_name: str) -> str:
+def _plots(fig: Mapping[str, Any]) -> list[tuple[str, str, bytes]]:
+    """Each plot of ``fig`` as (file stem, caption, PNG bytes)."""
     # matplotlib loads in about a second: only the writing of a report pays for it.
     from alphapulse._plots import (
         plot_calibration,
@@ -194,17 +198,20 @@ def _render_html(fig: Mapping[str, Any], json_name: str) -> str:
         plot_rolling_auc,
     )
 
-    images = [
-        ("Calibration", plot_calibration(fig["calibration"])),
-        (
-            "Rolling ROC AUC (red: drift alarms; dashed: known regime changes)",
-            plot_rolling_auc(
-                fig["rolling_auc"], fig["drift_points"], fig["regime_changes"], fig["x_label"]
-            ),
-        ),
-        ("Components against the blend", plot_components(fig["metrics"])),
-        ("Feature importance", plot_importance(fig["feature_importance"])),
+    auc = plot_rolling_auc(
+        fig["rolling_auc"], fig["drift_points"], fig["regime_changes"], fig["x_label"]
+    )
+    return [
+        ("calibration", "Calibration", plot_calibration(fig["calibration"])),
+        ("rolling_auc", "Rolling ROC AUC (red: drift alarms; dashed: known regime changes)", auc),
+        ("components", "Components against the blend", plot_components(fig["metrics"])),
+        ("feature_importance", "Feature importance", plot_importance(fig["feature_importance"])),
     ]
+
+
+def _render_html(
+    fig: Mapping[str, Any], json_name: str, images: list[tuple[str, str, bytes]]
+) -> str:
     metrics = fig["metrics"]
     parts = [
         f"<h1>{html.escape(fig['title'])}</h1>",
@@ -217,7 +224,7 @@ def _render_html(fig: Mapping[str, Any], json_name: str) -> str:
             [[n, *(m.get(c) for c in _METRIC_COLUMNS)] for n, m in metrics.items()],
         ),
     ]
-    for caption, png in images:
+    for _, caption, png in images:
         data = base64.b64encode(png).decode("ascii")
         parts.append(
             f'<figure><img alt="{html.escape(caption)}" src="data:image/png;base64,{data}">'
@@ -247,15 +254,23 @@ def _render_html(fig: Mapping[str, Any], json_name: str) -> str:
     )
 
 
-def write_report(figures: Mapping[str, Any], path: Path) -> tuple[Path, Path]:
+def write_report(
+    figures: Mapping[str, Any], path: Path, plots_dir: Path | None = None
+) -> tuple[Path, Path]:
     """Write ``figures`` as an HTML report at ``path`` and as JSON beside it.
 
     ``path`` is the HTML file, or a directory (then ``report.html`` in it). Returns both paths.
+    With ``plots_dir``, each plot is also saved there as ``<name>.png``.
     """
     html_path, json_path = _paths(path)
     html_path.parent.mkdir(parents=True, exist_ok=True)
+    images = _plots(figures)
     json_path.write_text(json.dumps(figures, indent=1, allow_nan=False) + "\n", encoding="utf-8")
-    html_path.write_text(_render_html(figures, json_path.name), encoding="utf-8")
+    html_path.write_text(_render_html(figures, json_path.name, images), encoding="utf-8")
+    if plots_dir is not None:
+        plots_dir.mkdir(parents=True, exist_ok=True)
+        for stem, _, png in images:
+            (plots_dir / f"{stem}.png").write_bytes(png)
     return html_path, json_path
 
 
@@ -269,6 +284,10 @@ def write_training_report(
     path: Path,
     compare: Mapping[str, Any] | None = None,
     drift_points: list[int] | None = None,
+    plots_dir: Path | None = None,
 ) -> tuple[Path, Path]:
-    """Write the report of a training job (see :func:`training_figures`); returns both paths."""
-    return write_report(training_figures(result, compare, drift_points), path)
+    """Write the report of a training job (see :func:`training_figures`); returns both paths.
+
+    With ``plots_dir``, each plot is also saved there as a PNG file.
+    """
+    return write_report(training_figures(result, compare, drift_points), path, plots_dir)

@@ -73,7 +73,8 @@ class TrainedModel:
             out = self.booster.inplace_predict(
                 arr, predict_type="margin" if self.focal_loss else "value"
             )
-            out = expit(out) if self.focal_loss else out
+            # XGBoost's margins are float32: the sigmoid runs in float64, as in the MLflow pyfunc.
+            out = expit(np.asarray(out, dtype=np.float64)) if self.focal_loss else out
         elif self.model_type == "lightgbm":
             out = self.booster.predict(arr, raw_score=self.focal_loss)
             out = expit(out) if self.focal_loss else out

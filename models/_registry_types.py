@@ -4,8 +4,15 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from typing import Any
 
-__all__ = ["ModelVersionInfo", "RegisteredModelInfo", "Registration", "parse_history"]
+__all__ = [
+    "ModelVersionInfo",
+    "RegisteredModelInfo",
+    "Registration",
+    "parse_history",
+    "version_info",
+]
 
 
 @dataclass(frozen=True)
@@ -71,3 +78,18 @@ def parse_history(raw: str | None) -> list[str]:
     except ValueError:
         return []
     return [str(v) for v in values] if isinstance(values, list) else []
+
+
+def version_info(mv: Any, aliases: dict[str, str] | None = None) -> ModelVersionInfo:
+    """Version details; ``aliases`` (alias -> version) fills in what version searches omit."""
+    names = set(mv.aliases or ())
+    names.update(a for a, v in (aliases or {}).items() if str(v) == str(mv.version))
+    return ModelVersionInfo(
+        name=str(mv.name),
+        version=str(mv.version),
+        aliases=tuple(sorted(names)),
+        model_type=(mv.tags or {}).get("alphapulse.model_type", ""),
+        run_id=mv.run_id or "",
+        created_ms=int(mv.creation_timestamp or 0),
+        tags=dict(mv.tags or {}),
+    )

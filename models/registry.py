@@ -1,9 +1,12 @@
-"""The MLflow model registry: the only AlphaPulse module that imports MLflow.
+"""The MLflow model registry: with its private helpers, the only AlphaPulse code that uses MLflow.
 
-A training job is one MLflow run (parameters, holdout metrics, feature list, the data's time range
-and row count, and the model in its library's native format under the artifact path ``model``);
-each hyperparameter-search trial is a nested run. The model is registered under its role name
-(``monthly_full``, ``weekly_quick``) and read back only by exact version, ``models:/<name>/<v>``.
+A training job is one MLflow run (parameters, holdout metrics, the data's time range and row
+count, the training report) whose output is an MLflow model: a pyfunc logged from code around the
+booster in its library's native format, with a signature and an input example
+(:mod:`models._pyfunc`); each hyperparameter-search trial is a nested run. The model is registered
+under its role name (``monthly_full``, ``weekly_quick``), so that
+``mlflow.pyfunc.load_model("models:/<name>@champion")`` serves it; AlphaPulse itself reads back
+only the native booster, by exact version, ``models:/<name>/<v>``.
 
 Champion and challenger
     The alias ``champion`` marks the version that serves. A new version takes it only when its
@@ -25,11 +28,9 @@ it) is deleted and the previous champion alias is restored, and a :class:`Regist
 from __future__ import annotations
 
 import json
-import sys
 import tempfile
-import time
 from collections.abc import Iterator
-from contextlib import contextmanager, redirect_stdout
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -37,73 +38,42 @@ import numpy as np
 import pandas as pd
 from mlflow import MlflowClient
 from mlflow.artifacts import download_artifacts
-from mlflow.entities import Metric, Param
+from mlflow.entities import Param
 from mlflow.exceptions import MlflowException
 
 from models._hpo import TrialReport
+from models._mlflow_calls import metric_list, mlflow_errors, safe_name, terminate
+from models._pyfunc import (
+    LoggedBooster,
+    booster_folder,
+    input_example,
+    link_version,
+    log_booster_model,
+)
 from models._registry_types import (
     ModelVersionInfo,
     RegisteredModelInfo,
     Registration,
     parse_history,
+    version_info,
 )
 from models.errors import AlphaPulseError, DataError, ModelError, RegistryError
 from models.trainer import TrainedModel, TrainingConfig, TrainingResult, evaluate
 
-__all__ = ["CHAMPION", "ModelRegistry", "ModelVersionInfo", "RegisteredModelInfo", "Registration"]
+__all__ = [
+    "CHAMPION",
+    "ModelRegistry",
+    "ModelVersionInfo",
+    "RegisteredModelInfo",
+    "Registration",
+    "TrainingRun",
+]
 
 CHAMPION = "champion"
 HISTORY_TAG = "alphapulse.champion_history"
 LAST_RUN_TAG = "alphapulse.last_run."
 _HISTORY_KEEP = 200
 _DOCUMENT = "document.json"
-
-
-def _version_info(mv: Any, aliases: dict[str, str] | None = None) -> ModelVersionInfo:
-    """Version details; ``aliases`` (alias -> version) fills in what version searches omit."""
-    names = set(mv.aliases or ())
-    names.update(a for a, v in (aliases or {}).items() if str(v) == str(mv.version))
-    return ModelVersionInfo(
-        name=str(mv.name),
-        version=str(mv.version),
-        aliases=tuple(sorted(names)),
-        model_type=(mv.tags or {}).get("alphapulse.model_type", ""),
-        run_id=mv.run_id or "",
-        created_ms=int(mv.creation_timestamp or 0),
-        tags=dict(mv.tags or {}),
-    )
-
-
-@contextmanager
-def _mlflow_errors(action: str) -> Iterator[None]:
-    try:
-        yield
-    except MlflowException as exc:
-        first = str(exc.message).strip().splitlines()[0] if exc.message else type(exc).__name__
-        raise RegistryError(f"{action} failed: {first}") from exc
-
-
-def _safe_name(name: str) -> str:
-    """An MLflow-safe metric or param name.
-
-    >>> _safe_name("BTC/USDT:roc auc")
-    'BTC/USDT_roc auc'
-    """
-    return "".join(c if c.isalnum() or c in "_-. /" else "_" for c in name)[:250]
-
-
-def _terminate(client: MlflowClient, run_id: str, status: str) -> None:
-    # Against a tracking server MLflow writes "View run ..." links to stdout when a run ends;
-    # send them to stderr so that stdout stays machine-readable (``alphapulse train --json``).
-    with redirect_stdout(sys.stderr):
-        client.set_terminated(run_id, status)
-
-
-def _metric_list(metrics: dict[str, float], prefix: str = "") -> list[Metric]:
-    now = int(time.time() * 1000)
-    return [
-        Metric(prefix + k, float(v), now, 0) for k, v in metrics.items() if np.isfinite(float(v))
-    ]
 
 
 class TrainingRun:
@@ -121,11 +91,13 @@ class TrainingRun:
         self.name = name
         self.run_id = run_id
         self.experiment_id = experiment_id
+        self.logged: LoggedBooster | None = None
+        """The MLflow model that :meth:`register` logged on this run."""
 
     def log_trial(self, report: TrialReport) -> None:
         """Record one search trial as a nested run (usable as ``on_trial``)."""
         client = self.registry.client
-        with _mlflow_errors(f"logging trial {report.number}"):
+        with mlflow_errors(f"logging trial {report.number}"):
             run = client.create_run(
                 self.experiment_id,
                 run_name=f"{self.name}-trial-{report.number}",
@@ -136,15 +108,15 @@ class TrainingRun:
                 metrics["objective"] = report.value
             metrics["duration_s"] = report.duration_s
             params = [Param(k, str(v)) for k, v in report.params.items()]
-            client.log_batch(run.info.run_id, metrics=_metric_list(metrics), params=params)
+            client.log_batch(run.info.run_id, metrics=metric_list(metrics), params=params)
             status = "FINISHED" if report.state == "COMPLETE" else "FAILED"
-            _terminate(client, run.info.run_id, status)
+            terminate(client, run.info.run_id, status)
 
     def log_params(self, params: dict[str, Any]) -> None:
         """Record job parameters on this run (such as ``hard_examples``, the up-weighted rows)."""
-        with _mlflow_errors("logging the run's parameters"):
+        with mlflow_errors("logging the run's parameters"):
             self.registry.client.log_batch(
-                self.run_id, params=[Param(_safe_name(k), str(v)) for k, v in params.items()]
+                self.run_id, params=[Param(safe_name(k), str(v)) for k, v in params.items()]
             )
 
     def register(
@@ -161,11 +133,17 @@ class TrainingRun:
         (:meth:`ModelRegistry.promote`), so that it can announce the promotion before a reloader
         sees it.
         """
-        reg = self.registry
-        self._log_result(result, warm_start_from)
-        return reg._register(self.name, self.run_id, result, force, move_alias)
+        self.logged = self._log_result(result, warm_start_from)
+        return self.registry._register(
+            self.name, self.run_id, result, force, move_alias, self.logged
+        )
 
-    def _log_result(self, result: TrainingResult, warm_start_from: str | None) -> None:
+    def log_artifacts(self, local_dir: Path, artifact_path: str) -> None:
+        """Attach the files under ``local_dir`` to this run at ``artifact_path`` (the report)."""
+        with mlflow_errors(f"attaching {artifact_path} to the training run"):
+            self.registry.client.log_artifacts(self.run_id, str(local_dir), artifact_path)
+
+    def _log_result(self, result: TrainingResult, warm_start_from: str | None) -> LoggedBooster:
         client = self.registry.client
         params: dict[str, Any] = {f"cfg.{k}": v for k, v in result.config.as_params().items()}
         params.update(
@@ -186,16 +164,17 @@ class TrainingRun:
                 data_time_max=pd.Timestamp(hi, unit="ms", tz="UTC").isoformat(),
             )
         metrics = {**result.metrics, "n_train": result.n_train, "n_valid": result.n_valid}
-        with _mlflow_errors("logging the training run"):
-            client.log_batch(
-                self.run_id,
-                metrics=_metric_list(metrics, "holdout_"),
-                params=[Param(k, str(v)) for k, v in params.items()],
+        holdout = result.holdout
+        example = input_example(holdout.X, holdout.feature_names, result.feature_names)
+        tags = {"alphapulse.role": self.name, "alphapulse.cadence": result.config.cadence}
+        with mlflow_errors("logging the training run"):
+            client.log_batch(self.run_id, params=[Param(k, str(v)) for k, v in params.items()])
+            logged = log_booster_model(
+                client, self.experiment_id, self.run_id, result.model, example, tags
             )
-            with tempfile.TemporaryDirectory(prefix="alphapulse-model-") as tmp:
-                path = result.model.save(Path(tmp) / "model")
-                (path / "features.json").write_text(json.dumps(list(result.feature_names)))
-                client.log_artifacts(self.run_id, str(path), "model")
+            # Metrics that name the model show on the LoggedModel as well as on the run.
+            client.log_batch(self.run_id, metrics=metric_list(metrics, "holdout_", logged.model_id))
+        return logged
 
 
 class ModelRegistry:
@@ -249,7 +228,7 @@ class ModelRegistry:
         Kept as the experiment tag ``alphapulse.last_run.<cadence>``, so that it outlives workers.
         """
         exp_id = self._experiment_id()
-        with _mlflow_errors(f"reading the last run of {cadence}"):
+        with mlflow_errors(f"reading the last run of {cadence}"):
             value = self.client.get_experiment(exp_id).tags.get(LAST_RUN_TAG + cadence)
         return int(value) if value is not None and value.isdigit() else None
 
@@ -266,11 +245,11 @@ class ModelRegistry:
         >>> tmpdir.cleanup()
         """
         exp_id = self._experiment_id()
-        with _mlflow_errors(f"recording the last run of {cadence}"):
+        with mlflow_errors(f"recording the last run of {cadence}"):
             self.client.set_experiment_tag(exp_id, LAST_RUN_TAG + cadence, str(int(ms)))
 
     def _experiment_id(self) -> str:
-        with _mlflow_errors(f"opening experiment {self.experiment!r}"):
+        with mlflow_errors(f"opening experiment {self.experiment!r}"):
             exp = self.client.get_experiment_by_name(self.experiment)
             if exp is not None:
                 return str(exp.experiment_id)
@@ -285,46 +264,65 @@ class ModelRegistry:
             "alphapulse.model_type": config.model_type,
             "alphapulse.cadence": config.cadence,
         }
-        with _mlflow_errors("starting a training run"):
+        with mlflow_errors("starting a training run"):
             run = self.client.create_run(exp_id, tags=tags, run_name=f"{name}-{config.model_type}")
         handle = TrainingRun(self, name, run.info.run_id, exp_id)
         try:
             yield handle
         except BaseException:
-            with _mlflow_errors("closing the failed run"):
-                _terminate(self.client, handle.run_id, "FAILED")
+            with mlflow_errors("closing the failed run"):
+                terminate(self.client, handle.run_id, "FAILED")
             raise
-        with _mlflow_errors("closing the run"):
-            _terminate(self.client, handle.run_id, "FINISHED")
+        with mlflow_errors("closing the run"):
+            terminate(self.client, handle.run_id, "FINISHED")
 
-    def _prepare(self, name: str, run_id: str) -> tuple[bool, str | None, list[str], str]:
-        """Create ``name`` if new; its champion and history before, and the run's model source."""
+    def _prepare(
+        self, name: str, run_id: str, source: str | None = None
+    ) -> tuple[bool, str | None, list[str], str]:
+        """Create ``name`` if new; its champion and history before, and the version's source
+        (``source``, or the run's ``model`` artifacts)."""
         client = self.client
-        with _mlflow_errors(f"looking up registered model {name!r}"):
+        with mlflow_errors(f"looking up registered model {name!r}"):
             created_model = not client.search_registered_models(f"name = '{name}'")
             if created_model:
                 client.create_registered_model(name)
             old_champion = self._alias_or_none(name, CHAMPION)
             old_history = self._history(name)
-            source = f"{client.get_run(run_id).info.artifact_uri.rstrip('/')}/model"
+            if source is None:
+                source = f"{client.get_run(run_id).info.artifact_uri.rstrip('/')}/model"
         return created_model, old_champion, old_history, source
 
     def _register(
-        self, name: str, run_id: str, result: TrainingResult, force: bool, move_alias: bool = True
+        self,
+        name: str,
+        run_id: str,
+        result: TrainingResult,
+        force: bool,
+        move_alias: bool,
+        logged: LoggedBooster,
     ) -> Registration:
         client = self.client
-        created_model, old_champion, old_history, source = self._prepare(name, run_id)
+        # The LoggedModel's own location: a "models:/<model_id>" source would be resolved by a
+        # local SQLite store through the process-wide tracking URI, not this client's.
+        created_model, old_champion, old_history, source = self._prepare(
+            name, run_id, logged.artifact_location
+        )
         version: str | None = None
         promoted_alias = False
         try:
-            with _mlflow_errors(f"registering a version of {name!r}"):
+            with mlflow_errors(f"registering a version of {name!r}"):
                 tags = {
                     "alphapulse.model_type": result.model.model_type,
                     "alphapulse.focal_loss": str(result.model.focal_loss).lower(),
                     "alphapulse.features": json.dumps(list(result.feature_names))[:4900],
                     "alphapulse.cadence": result.config.cadence,
                 }
-                version = str(client.create_model_version(name, source, run_id, tags=tags).version)
+                version = str(
+                    client.create_model_version(
+                        name, source, run_id, tags=tags, model_id=logged.model_id
+                    ).version
+                )
+                link_version(client, logged.model_id, name, version)
             loaded = self.load_version(name, version)
             probe = result.holdout.X
             if not np.array_equal(loaded.predict_proba(probe), result.model.predict_proba(probe)):
@@ -335,7 +333,7 @@ class ModelRegistry:
             if promote and move_alias:
                 promoted_alias = True
                 self._set_champion(name, version)
-            with _mlflow_errors("tagging the version"):
+            with mlflow_errors("tagging the version"):
                 client.set_model_version_tag(name, version, "alphapulse.promotion", reason)
         except BaseException as exc:
             restore = (old_champion, old_history) if promoted_alias else None
@@ -406,19 +404,19 @@ class ModelRegistry:
             return None
 
     def _history(self, name: str) -> list[str]:
-        with _mlflow_errors(f"reading {name!r}"):
+        with mlflow_errors(f"reading {name!r}"):
             return parse_history(self.client.get_registered_model(name).tags.get(HISTORY_TAG))
 
     def _set_champion(self, name: str, version: str) -> None:
         history = [*self._history(name), version][-_HISTORY_KEEP:]
-        with _mlflow_errors(f"setting the champion of {name!r}"):
+        with mlflow_errors(f"setting the champion of {name!r}"):
             self.client.set_registered_model_alias(name, CHAMPION, version)
             self.client.set_registered_model_tag(name, HISTORY_TAG, json.dumps(history))
 
     def get_version(self, name: str, version: str | int) -> ModelVersionInfo:
         """Details of one registered version."""
-        with _mlflow_errors(f"finding {name} version {version}"):
-            return _version_info(self.client.get_model_version(name, str(version)))
+        with mlflow_errors(f"finding {name} version {version}"):
+            return version_info(self.client.get_model_version(name, str(version)))
 
     def champion(self, name: str) -> ModelVersionInfo | None:
         """The version the ``champion`` alias points at, or ``None`` (also for unknown models)."""
@@ -427,15 +425,15 @@ class ModelRegistry:
 
     def latest_version(self, name: str) -> ModelVersionInfo | None:
         """The most recently registered version of ``name`` (champion or not), or ``None``."""
-        with _mlflow_errors(f"listing versions of {name!r}"):
+        with mlflow_errors(f"listing versions of {name!r}"):
             mvs = self.client.search_model_versions(f"name = '{name}'")
         if not mvs:
             return None
-        return _version_info(max(mvs, key=lambda mv: int(mv.version)))
+        return version_info(max(mvs, key=lambda mv: int(mv.version)))
 
     def resolve_alias(self, name: str, alias: str = CHAMPION) -> str:
         """The exact version that ``alias`` points at now."""
-        with _mlflow_errors(f"resolving {name}@{alias}"):
+        with mlflow_errors(f"resolving {name}@{alias}"):
             return str(self.client.get_model_version_by_alias(name, alias).version)
 
     @contextmanager
@@ -447,7 +445,7 @@ class ModelRegistry:
             )
         with (
             tempfile.TemporaryDirectory(prefix="alphapulse-load-") as tmp,
-            _mlflow_errors(f"loading models:/{name}/{version}"),
+            mlflow_errors(f"loading models:/{name}/{version}"),
         ):
             # MLflow's own "models:/" resolution ignores the registry URI argument and falls back to
             # the process-wide default, so resolve the exact version through this client instead.
@@ -464,7 +462,7 @@ class ModelRegistry:
     def load_version(self, name: str, version: str | int) -> TrainedModel:
         """Load ``models:/<name>/<version>`` (an exact version, never an alias)."""
         with self._downloaded(name, str(version)) as path:
-            return TrainedModel.load(path)
+            return TrainedModel.load(booster_folder(path))
 
     def load_alias(self, name: str, alias: str = CHAMPION) -> tuple[str, TrainedModel]:
         """Resolve ``alias`` once, then load that exact version."""
@@ -473,7 +471,7 @@ class ModelRegistry:
 
     def run_params(self, run_id: str) -> dict[str, str]:
         """The parameters logged on a run (as strings), e.g. a champion's ``cfg.*``."""
-        with _mlflow_errors(f"reading run {run_id}"):
+        with mlflow_errors(f"reading run {run_id}"):
             return dict(self.client.get_run(run_id).data.params)
 
     def register_document(
@@ -504,28 +502,28 @@ class ModelRegistry:
         """
         exp_id = self._experiment_id()
         client = self.client
-        with _mlflow_errors(f"logging the run of {name!r}"):
+        with mlflow_errors(f"logging the run of {name!r}"):
             run_id = str(
                 client.create_run(exp_id, run_name=name, tags={"alphapulse.role": name}).info.run_id
             )
         try:
-            with _mlflow_errors(f"logging the run of {name!r}"):
+            with mlflow_errors(f"logging the run of {name!r}"):
                 client.log_batch(
                     run_id,
-                    metrics=_metric_list({_safe_name(k): v for k, v in metrics.items()}),
-                    params=[Param(_safe_name(k), str(v)[:6000]) for k, v in params.items()],
+                    metrics=metric_list({safe_name(k): v for k, v in metrics.items()}),
+                    params=[Param(safe_name(k), str(v)[:6000]) for k, v in params.items()],
                 )
                 client.log_dict(run_id, document, f"model/{_DOCUMENT}")
         except BaseException:
-            with _mlflow_errors("closing the failed run"):
-                _terminate(client, run_id, "FAILED")
+            with mlflow_errors("closing the failed run"):
+                terminate(client, run_id, "FAILED")
             raise
-        with _mlflow_errors("closing the run"):
-            _terminate(client, run_id, "FINISHED")
+        with mlflow_errors("closing the run"):
+            terminate(client, run_id, "FINISHED")
         created_model, old_champion, old_history, source = self._prepare(name, run_id)
         version: str | None = None
         try:
-            with _mlflow_errors(f"registering a version of {name!r}"):
+            with mlflow_errors(f"registering a version of {name!r}"):
                 all_tags = {"alphapulse.model_type": name, **tags}
                 version = str(
                     client.create_model_version(name, source, run_id, tags=all_tags).version
@@ -563,24 +561,24 @@ class ModelRegistry:
         Metric names are made MLflow-safe (other characters become ``_``).
         """
         exp_id = self._experiment_id()
-        safe = {_safe_name(k): float(v) for k, v in metrics.items() if v == v}
-        with _mlflow_errors(f"logging run {run_name!r}"):
+        safe = {safe_name(k): float(v) for k, v in metrics.items() if v == v}
+        with mlflow_errors(f"logging run {run_name!r}"):
             run = self.client.create_run(exp_id, run_name=run_name, tags=tags or {})
             run_id = str(run.info.run_id)
             self.client.log_batch(
                 run_id,
-                metrics=_metric_list(safe),
-                params=[Param(_safe_name(k), str(v)[:6000]) for k, v in params.items()],
+                metrics=metric_list(safe),
+                params=[Param(safe_name(k), str(v)[:6000]) for k, v in params.items()],
             )
             if document is not None:
                 self.client.log_dict(run_id, document, f"{run_name}.json")
-            _terminate(self.client, run_id, "FINISHED")
+            terminate(self.client, run_id, "FINISHED")
         return run_id
 
     def list_models(self) -> list[RegisteredModelInfo]:
         """Every registered model with its versions (newest first) and aliases."""
         out = []
-        with _mlflow_errors("listing registered models"):
+        with mlflow_errors("listing registered models"):
             models: list[Any] = []
             token = None
             while True:
@@ -593,7 +591,7 @@ class ModelRegistry:
                 mvs = self.client.search_model_versions(f"name = '{rm.name}'")
                 aliases = {str(k): str(v) for k, v in (rm.aliases or {}).items()}
                 versions = tuple(
-                    _version_info(mv, aliases) for mv in sorted(mvs, key=lambda v: -int(v.version))
+                    version_info(mv, aliases) for mv in sorted(mvs, key=lambda v: -int(v.version))
                 )
                 history = tuple(parse_history(rm.tags.get(HISTORY_TAG)))
                 out.append(RegisteredModelInfo(rm.name, aliases, versions, history))
@@ -602,7 +600,7 @@ class ModelRegistry:
     def promote(self, name: str, version: str | int) -> None:
         """Make ``version`` the champion unconditionally (a no-op if it already is)."""
         version = str(version)
-        with _mlflow_errors(f"finding {name} version {version}"):
+        with mlflow_errors(f"finding {name} version {version}"):
             self.client.get_model_version(name, version)
         if self._alias_or_none(name, CHAMPION) != version:
             self._set_champion(name, version)
@@ -613,13 +611,13 @@ class ModelRegistry:
         current = self._alias_or_none(name, CHAMPION)
         if history and history[-1] == current:
             history.pop()
-        with _mlflow_errors(f"listing versions of {name!r}"):
+        with mlflow_errors(f"listing versions of {name!r}"):
             alive = {str(v.version) for v in self.client.search_model_versions(f"name = '{name}'")}
         while history and (history[-1] not in alive or history[-1] == current):
             history.pop()
         if not history:
             raise RegistryError(f"{name!r} has no earlier champion to roll back to")
-        with _mlflow_errors(f"rolling back {name!r}"):
+        with mlflow_errors(f"rolling back {name!r}"):
             self.client.set_registered_model_alias(name, CHAMPION, history[-1])
             self.client.set_registered_model_tag(name, HISTORY_TAG, json.dumps(history))
         return history[-1]

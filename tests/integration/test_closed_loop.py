@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import orjson
 import pytest
+from mlflow.artifacts import download_artifacts
 from mlflow.tracking import MlflowClient
 
 from models.registry import ModelRegistry
@@ -43,7 +44,9 @@ def _register_corrupt(uri: str, tmp: Path) -> str:
     """Register a copy of the champion whose booster file is garbage, and make it champion."""
     client = MlflowClient(uri, registry_uri=uri)
     good = client.get_model_version_by_alias("monthly_full", "champion")
-    local = Path(client.download_artifacts(good.run_id, "model", str(tmp / "good")))
+    source = client.get_model_version_download_uri("monthly_full", good.version)
+    booster = f"{source}/artifacts/booster"  # the native files inside the pyfunc's folder
+    local = Path(download_artifacts(booster, dst_path=str(tmp / "good"), tracking_uri=uri))
     meta = orjson.loads((local / "alphapulse_model.json").read_text())
     (local / meta["file"]).write_bytes(b"\x00 this is not a booster \xff" * 10)
     exp = client.get_experiment_by_name("closed-loop")

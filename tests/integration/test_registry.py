@@ -7,6 +7,7 @@ import uuid
 import numpy as np
 import pytest
 from mlflow import MlflowClient
+from mlflow.artifacts import list_artifacts
 from mlflow.exceptions import MlflowException
 
 from models.errors import DataError, RegistryError
@@ -63,8 +64,9 @@ def test_registered_model_loads_back_by_version_and_predicts_identically(
     assert params["cfg.model_type"] == model_type
     assert logged.data.metrics["holdout_log_loss"] == pytest.approx(result.metrics["log_loss"])
     assert logged.data.metrics["holdout_roc_auc"] == pytest.approx(result.metrics["roc_auc"])
-    artifacts = {a.path for a in registry.client.list_artifacts(reg.run_id, "model")}
-    assert "model/features.json" in artifacts
+    source = registry.client.get_model_version_download_uri(name, reg.version)
+    listed = list_artifacts(f"{source}/artifacts/booster", tracking_uri=registry.tracking_uri)
+    assert "booster/features.json" in {a.path for a in listed}
 
 
 def test_worse_challenger_is_not_promoted_unless_forced(
