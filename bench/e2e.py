@@ -185,6 +185,19 @@ def _worker_env(bootstrap: str, prefix: str, work: Path) -> dict[str, str]:
     }
 
 
+async def _receive(consumer: AIOKafkaConsumer, sent: dict[str, float], lat: list[float]) -> None:
+    """Until cancelled: for each prediction of a signal in ``sent`` (its send time), append to
+    ``lat`` the milliseconds since it was sent."""
+    while True:
+        batch = await consumer.getmany(timeout_ms=100)
+        now = time.perf_counter()
+        for records in batch.values():
+            for r in records:
+                t = sent.pop(orjson.loads(r.value)["signal_id"], None)
+                if t is not None:
+                    lat.append((now - t) * 1000)
+
+
 async def _latency(bootstrap: str, s: Settings, rate: int, duration: float) -> list[float]:
     sig = trade_messages(int(rate * duration), "signals")
     outs = trade_messages(int(rate * duration), "outcomes")
@@ -201,17 +214,7 @@ async def _latency(bootstrap: str, s: Settings, rate: int, duration: float) -> l
     sent: dict[str, float] = {}
     lat: list[float] = []
 
-    async def receive() -> None:
-        while True:
-            batch = await consumer.getmany(timeout_ms=100)
-            now = time.perf_counter()
-            for records in batch.values():
-                for r in records:
-                    t = sent.pop(orjson.loads(r.value)["signal_id"], None)
-                    if t is not None:
-                        lat.append((now - t) * 1000)
-
-    task = asyncio.create_task(receive())
+    task = asyncio.create_task(_receive(consumer, sent, lat))
     await asyncio.sleep(2.0)
     start = time.perf_counter()
     for i, ((k, v), (ko, vo)) in enumerate(zip(sig, outs, strict=True)):
@@ -463,17 +466,7 @@ async def _sustained_load(
     sent: dict[str, float] = {}
     lat: list[float] = []
 
-    async def receive() -> None:
-        while True:
-            batch = await consumer.getmany(timeout_ms=100)
-            now = time.perf_counter()
-            for records in batch.values():
-                for r in records:
-                    t = sent.pop(orjson.loads(r.value)["signal_id"], None)
-                    if t is not None:
-                        lat.append((now - t) * 1000)
-
-    task = asyncio.create_task(receive())
+    task = asyncio.create_task(_receive(consumer, sent, lat))
     try:
         await asyncio.sleep(2.0)
         learned_before = await _committed(admin, group, s.topic("outcomes"))
