@@ -20,6 +20,7 @@ from agents._decode import decode_or_divert, send_dead_letter
 from agents.backlog import SignalBacklog
 from agents.state import PartitionState, PartitionStore, checkpoint, join_fields, join_ts
 from models.keyed import log_loss
+from models.online import NonFiniteUpdate
 from stream.codec import decode_outcome, encode, now_ms
 from stream.records import HardExample, ModelEvent, TradeOutcome
 from stream.runtime import Runtime
@@ -64,7 +65,11 @@ async def _learn(
             )
             return
         features = joined_features
-    res = st.keyed.learn(out.outcome_id, out.model_key, features, out.label, out.realized_rr)
+    try:
+        res = st.keyed.learn(out.outcome_id, out.model_key, features, out.label, out.realized_rr)
+    except NonFiniteUpdate as exc:  # refused, the model unchanged: bad input, not a failure
+        await send_dead_letter(rt, msg, "bad_feature", f"outcome '{out.outcome_id}': {exc}")
+        return
     if not res.learned:
         await send_dead_letter(
             rt, msg, "duplicate", f"outcome '{out.outcome_id}' was already learned"
