@@ -7,7 +7,9 @@ each batch every message must be accounted for, by the original message:
 
 - a valid signal is answered by exactly one prediction with its ``signal_id``;
 - a valid outcome is learned (``model_versions.online`` of its model key goes up by one), or
-  dead-lettered as ``duplicate`` (a copy of one already learned) or ``unjoinable``;
+  dead-lettered as ``duplicate`` (a copy of one already learned) or ``unjoinable`` (its signal
+  unknown, or older than the join window before the outcome's own time; outcomes do not wait for
+  their signal here, ``ALPHAPULSE_JOIN_WAIT_MAX=0``: test_event_time.py covers the wait);
 - anything else is dead-lettered once, with one of the reasons it earns, and its original bytes.
 
 The expected fate of each message comes from an oracle that states what the contract accepts
@@ -330,8 +332,11 @@ def _expect(
     part = _partition(f["model_key"])
     if f["features"] is None:
         signal_ts = ledger.joinable.get((part, f["signal_id"]))
-        horizon = _now_ms() - int(settings_.join_window_s * 1000)
-        if signal_ts is None or signal_ts < horizon:
+        if signal_ts is None and (part, f["outcome_id"]) in ledger.seen:
+            ledger.expect_dead(topic, raw, {"duplicate"})
+            return
+        own_ts = f["ts"] if f["ts"] is not None else _now_ms()
+        if signal_ts is None or own_ts - signal_ts > int(settings_.join_window_s * 1000):
             ledger.expect_dead(topic, raw, {"unjoinable"})
             return
     if (part, f["outcome_id"]) in ledger.seen:
@@ -405,6 +410,7 @@ def test_hostile_input_is_answered_learned_or_deadlettered(
         "ALPHAPULSE_DEADLETTER_VALUE_MAX_BYTES": str(16 * 1024),
         "ALPHAPULSE_TOPIC_PARTITIONS": str(PARTITIONS),
         "ALPHAPULSE_RELOAD_INTERVAL_S": "0",
+        "ALPHAPULSE_JOIN_WAIT_MAX": "0",
     }
     for k, v in env.items():
         monkeypatch.setenv(k, v)

@@ -38,7 +38,9 @@ def test_join_dedupe_and_unjoinable(
     settings: Settings, settings_env: dict[str, str], tmp_path: Path
 ) -> None:
     asyncio.run(ensure_topics(settings))
-    worker = Worker(settings_env, tmp_path / "worker.log").start()
+    # No waiting for a signal that has not arrived (tests/integration/test_event_time.py waits).
+    env = {**settings_env, "ALPHAPULSE_JOIN_WAIT_MAX": "0"}
+    worker = Worker(env, tmp_path / "worker.log").start()
     try:
         first = asyncio.run(_answer(settings, "sig-1", {"x": 1.0, "y": 2.0}))
         assert first["model_versions"]["online"] == 0
