@@ -189,14 +189,35 @@ class KeyedOnline:
         label: bool,
         realized_rr: float | None,
     ) -> LearnResult:
-        """Learn one outcome unless its id was learned before."""
+        """Learn one outcome unless its id was learned before.
+
+        Raises :class:`models.online.NonFiniteUpdate` when the update would make the model's
+        state non-finite: nothing changes then, and the id is not taken as learned.
+
+        >>> from models.online import NonFiniteUpdate
+        >>> k = KeyedOnline()
+        >>> _ = k.learn("o1", "BTC", {"x": 1.0}, True, None)
+        >>> _ = k.learn("o2", "BTC", {"x": -1.0}, False, None)
+        >>> before = k.predict("BTC", {"x": 0.5})
+        >>> try:
+        ...     k.learn("o3", "BTC", {"x": 1e300}, True, None)
+        ... except NonFiniteUpdate as exc:
+        ...     print(exc.feature)
+        x
+        >>> k.predict("BTC", {"x": 0.5}) == before, "o3" in k.seen
+        (True, False)
+        """
         if outcome_id in self.seen:
             p, n = self.predict(key, features)
             return LearnResult(False, p, log_loss(p, label), False, n)
         lr = self.learners.get(key)
+        new = lr is None
         if lr is None:
-            lr = self.learners[key] = OnlineLearner(self.config)
+            lr = OnlineLearner(self.config)
+        # Raises NonFiniteUpdate, with the learner unchanged, for an outcome it must refuse.
         lr.learn_one(features, label, rr_weight(realized_rr, self.rr_scale, self.rr_weight_max))
+        if new:
+            self.learners[key] = lr
         last = lr.last_prediction  # what the model said just before it learned this outcome
         p = 0.5 if last is None else last
         self.seen[outcome_id] = None

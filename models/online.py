@@ -32,6 +32,27 @@ model predicted for it. Only rises of the error count: ADWIN also signals falls 
 while the model is still learning), and those are not reported; Page-Hinkley runs in ``"up"``
 mode.
 
+Finite state
+------------
+No outcome may make a model's state non-finite (two outcomes with a feature at 1e300 and -1e300
+would overflow the scaler's variance, and the model would answer 0.5 for good). ``learn_one``
+refuses such an outcome with :class:`NonFiniteUpdate` and leaves the model as it was. Copying
+the model before each update would double the cost of learning, so the check is in two steps:
+
+- A cheap proof on the inputs. The scaler's statistics can only overflow through
+  ``(x - mean) ** 2``; while every feature and every scaler mean is within
+  :data:`FEATURE_SAFE_ABS` (1e150), that square stays below 4e300. The scaler learns a row
+  before it scales it, so a scaled value is at most ``sqrt(n)`` (the row is one of the ``n``
+  the variance is taken over), and River clips the loss gradient: the weights stay finite too.
+  The means are averages of the features, so they stay within the bound as long as the
+  features do.
+- Otherwise (a feature beyond the bound, or a mean already beyond it) the update runs with a
+  copy of the pipeline kept aside, the touched statistics, weights and intercept are checked,
+  and the copy is put back if any is not finite.
+
+The Hoeffding trees cannot be rolled back cheaply; they refuse, conservatively, any feature
+beyond :data:`TREE_FEATURE_MAX_ABS` (1e100), under which their statistics cannot overflow.
+
 River contract
 --------------
 :class:`OnlineLearner` is a ``river.base.Classifier``: ``predict_proba_one`` returns
@@ -48,6 +69,7 @@ project wrote itself.
 
 from __future__ import annotations
 
+import copy
 import math
 import pickle
 from collections import deque
@@ -65,6 +87,9 @@ from models.metrics import RollingMetrics, rolling_metrics
 __all__ = [
     "CLASSIFIERS",
     "DRIFT_DETECTORS",
+    "FEATURE_SAFE_ABS",
+    "TREE_FEATURE_MAX_ABS",
+    "NonFiniteUpdate",
     "OnlineConfig",
     "OnlineLearner",
     "clean_features",
@@ -83,6 +108,24 @@ SNAPSHOT_VERSION = 1
 _HEADER = Header(SNAPSHOT_MAGIC, ">H", "an online-learner snapshot")
 MIN_WEIGHT, MAX_WEIGHT = 1e-6, 1e6
 """Sample weights outside these bounds (other than 0) make River's trees divide by ~0."""
+FEATURE_SAFE_ABS = 1e150
+"""Features and scaler means within this magnitude provably keep a linear model finite."""
+TREE_FEATURE_MAX_ABS = 1e100
+"""Largest feature magnitude a Hoeffding tree learns (its statistics cannot overflow under it)."""
+
+
+class NonFiniteUpdate(DataError):
+    """Learning this outcome would make the model's state non-finite; the model is unchanged.
+
+    ``feature`` names the input that caused it (or ``"intercept"``).
+    """
+
+    def __init__(self, feature: str, value: float, what: str) -> None:
+        super().__init__(
+            f"feature '{feature[:64]}' = {value:g} would make the online model's {what} "
+            "non-finite; the outcome was not learned"
+        )
+        self.feature = feature
 
 
 @dataclass(frozen=True)
@@ -215,6 +258,13 @@ def clean_features(x: Mapping[Any, Any]) -> dict[str, float]:
     return out
 
 
+def _check_tree_input(xc: dict[str, float]) -> None:
+    """Raise :class:`NonFiniteUpdate` for a feature a Hoeffding tree must not learn."""
+    if xc and max(max(xc.values()), -min(xc.values())) > TREE_FEATURE_MAX_ABS:
+        k, v = max(xc.items(), key=lambda kv: abs(kv[1]))
+        raise NonFiniteUpdate(k, v, "tree statistics")
+
+
 def _label(y: object) -> bool:
     if isinstance(y, bool | np.bool_):
         return bool(y)
@@ -272,8 +322,12 @@ class OnlineLearner(base.Classifier):
         self.drift_detected = False
         self.drift_points: list[int] = []
         self._lam = self.config.per_outcome_decay
+        self._linear = self.config.classifier in LINEAR
         self._recent: deque[tuple[bool, float]] = deque(maxlen=self.config.metrics_window)
         self._n_learned = 0
+        self._wide = False
+        """Whether a scaler mean may exceed :data:`FEATURE_SAFE_ABS` (then every update is
+        checked; see the module's text)."""
 
     @property
     def n_learned(self) -> int:
@@ -288,7 +342,10 @@ class OnlineLearner(base.Classifier):
     def _proba(self, x: dict[str, float]) -> float:
         if self._n_learned == 0:
             return 0.5
-        probs = self.pipeline.predict_proba_one(x)
+        try:
+            probs = self.pipeline.predict_proba_one(x)
+        except OverflowError:  # a tree's Gaussian leaf squares a huge feature: no answer
+            return 0.5
         p_true, p_false = float(probs.get(True, 0.0)), float(probs.get(False, 0.0))
         total = p_true + p_false
         if not total > 0:
@@ -327,10 +384,12 @@ class OnlineLearner(base.Classifier):
         if not (w == 0 or MIN_WEIGHT <= w <= MAX_WEIGHT):
             raise DataError(f"weight must be 0 or within [{MIN_WEIGHT}, {MAX_WEIGHT}], got {w!r}")
         xc = clean_features(x)
+        if not self._linear and w > 0:
+            _check_tree_input(xc)  # before predicting it too: a tree's leaves overflow on it
         p = self._proba(xc)
-        self._recent.append((label, p))
         if w > 0:
-            self.pipeline.learn_one(xc, label, w=float(w))
+            self._learn_finite(xc, label, float(w))  # raises before anything else changed
+        self._recent.append((label, p))
         if self._lam != 1.0:
             self.pipeline[-1]._weights *= self._lam
         fired = False
@@ -343,6 +402,37 @@ class OnlineLearner(base.Classifier):
                 fired = True
         self.drift_detected = fired
         self._n_learned += 1
+
+    def _learn_finite(self, xc: dict[str, float], label: bool, w: float) -> None:
+        """``pipeline.learn_one``, or :class:`NonFiniteUpdate` with the pipeline unchanged."""
+        if not self._linear:  # checked by _check_tree_input already
+            self.pipeline.learn_one(xc, label, w=w)
+            return
+        hi = max(xc.values(), default=0.0)
+        lo = min(xc.values(), default=0.0)
+        if not self._wide and lo >= -FEATURE_SAFE_ABS and hi <= FEATURE_SAFE_ABS:
+            self.pipeline.learn_one(xc, label, w=w)  # provably finite: the hot path
+            return
+        saved = copy.deepcopy(self.pipeline)
+        self.pipeline.learn_one(xc, label, w=w)
+        bad = self._non_finite(xc)
+        if bad is not None:
+            self.pipeline = saved
+            raise NonFiniteUpdate(bad[0], xc.get(bad[0], math.nan), bad[1])
+        self._wide = any(abs(m) > FEATURE_SAFE_ABS for m in self.pipeline[0].means.values())
+
+    def _non_finite(self, xc: dict[str, float]) -> tuple[str, str] | None:
+        """The first feature (and what of the model) that is not finite after learning ``xc``."""
+        scaler, clf = self.pipeline[0], self.pipeline[-1]
+        for k in xc:
+            if not (math.isfinite(scaler.means[k]) and math.isfinite(scaler.vars[k])):
+                return k, "scaler statistics"
+        for k, v in clf._weights.items():  # all: an L2 penalty moves every weight
+            if not math.isfinite(v):
+                return str(k), "weights"
+        if not math.isfinite(clf.intercept):
+            return "intercept", "intercept"
+        return None
 
     def learn_many(
         self,
@@ -385,6 +475,8 @@ class OnlineLearner(base.Classifier):
         learner.drift_detected = bool(state.get("drift_detected", False))
         learner._recent.extend(state["recent"])
         learner._n_learned = int(state["n_learned"])
+        means = learner.pipeline[0].means.values()
+        learner._wide = any(abs(m) > FEATURE_SAFE_ABS for m in means)
         return learner
 
     def export(self) -> dict[str, Any]:

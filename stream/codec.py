@@ -29,6 +29,7 @@ from stream.errors import ContractViolation
 from stream.records import DeadLetter, HardExample, Prediction, SignalRequest, TradeOutcome
 
 __all__ = [
+    "MAX_ID_BYTES",
     "ContractViolation",
     "Limits",
     "dead_letter",
@@ -69,6 +70,13 @@ _DEFAULT_LIMITS = Limits()
 _TS_MIN, _TS_MAX = -(2**63), 2**63 - 1
 _PLAIN_RECORDS = (Prediction, DeadLetter, HardExample)
 _RFC3339 = re.compile(r"^\d{4}-\d{2}-\d{2}[Tt]\d{2}:\d{2}:\d{2}(\.\d+)?([Zz]|[+-]\d{2}:\d{2})$")
+MAX_ID_BYTES = 256
+"""Longest id (``signal_id``, ``outcome_id``, ``symbol``, ``model_key``) in UTF-8 bytes."""
+_ID_FIELDS = frozenset({"signal_id", "outcome_id", "symbol", "model_key"})
+_CONTAINERS = frozenset({dict, list})
+# JSON's strings (escapes included) and structural characters; the rest (numbers, literals,
+# commas, blanks) is skipped. Possessive, so a long string is matched without backtracking.
+_TOKENS = re.compile(r'"(?:[^"\\]++|\\.)*+"|[{}\[\]:]')
 
 
 def now_ms() -> int:
@@ -105,6 +113,96 @@ def _loads(raw: bytes) -> tuple[Any, bool]:
             raise ContractViolation("invalid_json", f"nested too deeply: {exc}") from None
     except UnicodeDecodeError as exc:  # pragma: no cover - orjson reports this as JSONDecodeError
         raise ContractViolation("invalid_json", f"not valid UTF-8: {exc}") from None
+
+
+def _members(raw: bytes, doc: dict[str, Any]) -> int:
+    """The number of members of every object in ``doc`` (parsed from ``raw``), at any depth."""
+    n, objects = len(doc), 1
+    for v in doc.values():
+        if type(v) is dict:
+            n += len(v)
+            objects += 1
+    # Usually the objects are the message and its features: when the text has no more braces
+    # than that and no bracket, there is no other object (a brace in a string only adds one).
+    if raw.count(b"{") == objects and b"[" not in raw:
+        return n
+    n = 0
+    stack: list[Any] = [doc]  # iteratively: a document may nest a thousand levels deep
+    while stack:
+        v = stack.pop()
+        if type(v) is dict:
+            n += len(v)
+            v = v.values()
+        if not _CONTAINERS.isdisjoint(map(type, v)):
+            stack.extend(x for x in v if type(x) is dict or type(x) is list)
+    return n
+
+
+def _string_colons(doc: Any) -> int:
+    """The colons in every string of ``doc`` (keys and values), at any depth."""
+    n = 0
+    stack = [doc]
+    while stack:
+        v = stack.pop()
+        if type(v) is dict:
+            n += sum(k.count(":") for k in v)
+            v = v.values()
+        for x in v:
+            if type(x) is str:
+                n += x.count(":")
+            elif type(x) is dict or type(x) is list:
+                stack.append(x)
+    return n
+
+
+def _check_unique_keys(raw: bytes, doc: dict[str, Any]) -> None:
+    """Raise ``schema`` when an object in the JSON text ``raw`` (parsed as ``doc``) names a key
+    twice. Both parsers keep the last value silently.
+
+    Each member of an object has one colon outside strings, so ``raw`` has at least as many
+    colons as members; when it has exactly as many as ``doc`` (after the colons of ``doc``'s
+    strings, if there is no ``\\u`` escape that could spell one), no member was dropped. Only
+    when the counts differ is the text scanned for the key, in a pass of a regular expression.
+
+    >>> _check_unique_keys(b'{"a": {"b": 1, "c": "1:2"}}', {"a": {"b": 1, "c": "1:2"}})
+    >>> _check_unique_keys(b'{"a": [{"b": 1, "b": 2}]}', {"a": [{"b": 2}]})
+    Traceback (most recent call last):
+    ...
+    stream.errors.ContractViolation: schema: duplicate key 'b' in a JSON object
+    """
+    colons = raw.count(b":")
+    members = _members(raw, doc)
+    if colons == members:
+        return
+    if b"\\u" not in raw:
+        # Counting the colons of only some strings is enough: equality still proves it. The
+        # message's own strings first, where a time such as "2024-01-01T00:00:00Z" has them.
+        top = sum(v.count(":") for v in doc.values() if type(v) is str)
+        if colons == members + top or colons == members + _string_colons(doc):
+            return
+    objects: list[set[str] | None] = []  # the keys of each open object; None for an array
+    last = ""
+    for m in _TOKENS.finditer(raw.decode("utf-8", "surrogatepass")):
+        tok = m.group()
+        c = tok[0]
+        if c == '"':
+            last = tok
+            continue
+        if c == ":":
+            keys = objects[-1]
+            key = json.loads(last)
+            if keys is not None:
+                if key in keys:
+                    raise ContractViolation(
+                        "schema", f"duplicate key {key[:64]!r} in a JSON object"
+                    )
+                keys.add(key)
+        elif c == "{":
+            objects.append(set())
+        elif c == "[":
+            objects.append(None)
+        else:
+            objects.pop()
 
 
 def _unicode(v: str, what: str) -> str:
@@ -168,6 +266,7 @@ def _object(raw: bytes | None, limits: Limits) -> tuple[dict[str, Any], bool]:
     doc, check = _loads(raw)
     if not isinstance(doc, dict):
         raise ContractViolation("schema", f"message must be a JSON object, not {_jtype(doc)}")
+    _check_unique_keys(raw, doc)
     return doc, check
 
 
@@ -188,19 +287,27 @@ def _jtype(v: Any) -> str:
 def _req_str(doc: dict[str, Any], name: str, check: bool) -> str:
     if name not in doc:
         raise ContractViolation("schema", f"missing required field '{name}'")
-    v = doc[name]
-    if not isinstance(v, str) or not v:
-        raise ContractViolation("schema", f"field '{name}' must be a non-empty string")
-    return _unicode(v, f"field '{name}'") if check else v
+    return _str(doc[name], name, check)
 
 
 def _opt_str(doc: dict[str, Any], name: str, check: bool) -> str | None:
     v = doc.get(name)
-    if v is None:
-        return None
+    return None if v is None else _str(v, name, check)
+
+
+def _str(v: Any, name: str, check: bool) -> str:
     if not isinstance(v, str) or not v:
         raise ContractViolation("schema", f"field '{name}' must be a non-empty string")
-    return _unicode(v, f"field '{name}'") if check else v
+    if check:
+        _unicode(v, f"field '{name}'")
+    # Up to 64 characters are at most 256 bytes: only longer ids need encoding to be measured.
+    if len(v) > MAX_ID_BYTES // 4 and name in _ID_FIELDS:
+        size = len(v.encode("utf-8"))
+        if size > MAX_ID_BYTES:
+            raise ContractViolation(
+                "schema", f"field '{name}' is {size} UTF-8 bytes, limit {MAX_ID_BYTES}"
+            )
+    return v
 
 
 def _as_float(x: int | float) -> float:
@@ -287,6 +394,9 @@ def decode_outcome(raw: bytes | None, limits: Limits = _DEFAULT_LIMITS) -> Trade
         rr = _as_float(rr)
         rr = rr if math.isfinite(rr) else None
     feats = doc.get("features")
+    if feats is not None:
+        # An object with no usable feature carries none: the outcome is joined with its signal's.
+        feats = _features(feats, limits, check) or None
     return TradeOutcome(
         outcome_id=outcome_id,
         signal_id=signal_id,
@@ -294,7 +404,7 @@ def decode_outcome(raw: bytes | None, limits: Limits = _DEFAULT_LIMITS) -> Trade
         label=label,
         model_key=_opt_str(doc, "model_key", check) or symbol,
         realized_rr=rr,
-        features=None if feats is None else _features(feats, limits, check),
+        features=feats,
         ts=parse_ts(doc.get("ts")),
     )
 

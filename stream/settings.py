@@ -128,6 +128,8 @@ class Settings(BaseSettings):
     deadletter_value_max_bytes: int = Field(default=16 * 1024, ge=0)
     join_window_s: float = Field(default=24 * 3600.0, gt=0)
     join_max_entries: int = Field(default=500_000, ge=1)
+    join_wait_max: int = Field(default=10_000, ge=0)
+    join_wait_s: float = Field(default=600.0, ge=0, allow_inf_nan=False)
     checkpoint_interval_s: float = Field(default=1.0, gt=0)
     commit_interval_s: float = Field(default=2.8, gt=0)
     checkpoint_max_events: int = Field(default=1000, ge=1)

@@ -51,7 +51,9 @@ async def checkpoint(rt: Runtime, store: PartitionStore, st: PartitionState, str
         if not full and st.full_in_flight is not None:
             await st.full_in_flight  # sets base_offset, or clears it if not delivered
         full = full or st.base_offset is None
-        taken = take_checkpoint(st.next_offset, keyed, None if full else st.base_offset, new_ids)
+        taken = take_checkpoint(
+            st.next_offset, keyed, None if full else st.base_offset, new_ids, st.waiting_section()
+        )
         ids_added = keyed.ids_added
         events, st.pending, st.dirty = st.pending, [], False
         st.last_checkpoint = time.monotonic()

@@ -13,6 +13,11 @@ A checkpoint is taken (:func:`take_checkpoint`: the learners as bytes and the id
 encoded afterwards, so that a big one can be encoded in another thread while the event loop goes
 on (:mod:`agents.state.checkpointer`).
 
+While outcomes wait for their signal (:mod:`agents.state.waiting`), a checkpoint of either kind
+also holds them and the partition's event clocks, under a magic of its own (``APCW`` full,
+``APDW`` delta) whose header gives the length of that section; a checkpoint without waiting
+outcomes is written exactly as before.
+
 Both kinds go to partition ``p`` of the compacted checkpoints topic: full ones under the key
 ``p``, deltas under ``p.delta``. Compaction keeps the newest record of each key, and a delta
 always extends the newest full checkpoint, so the newest record of the partition, with the full
@@ -23,6 +28,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from agents.state.waiting import WaitingState, decode_waiting
 from models._snapshot import Header, SnapshotError
 from models.keyed import KeyedOnline, Snapshot
 
@@ -31,6 +37,7 @@ __all__ = [
     "checkpoint_base",
     "checkpoint_key",
     "decode_checkpoint",
+    "decode_checkpoint_state",
     "encode_checkpoint",
     "encode_delta_checkpoint",
     "full_checkpoint_due",
@@ -39,6 +46,10 @@ __all__ = [
 
 _FULL = Header(b"APCK", ">q", "a full learner checkpoint")  # next_offset
 _DELTA = Header(b"APCD", ">qq", "a delta learner checkpoint")  # next_offset, base_offset
+# The same with waiting outcomes, and the length of their section, which precedes the state.
+_FULL_W = Header(b"APCW", ">qI", "a full learner checkpoint")
+_DELTA_W = Header(b"APDW", ">qqI", "a delta learner checkpoint")
+_NOTHING_WAITS = WaitingState([], None, None)
 
 
 @dataclass(frozen=True)
@@ -50,23 +61,36 @@ class TakenCheckpoint:
     state: Snapshot
     base_offset: int | None
     """None for a full checkpoint; for a delta, the offset of the full checkpoint it extends."""
+    waiting: bytes = b""
+    """The waiting outcomes and clocks (:func:`agents.state.waiting.encode_waiting`), if any."""
 
     def encode(self) -> bytes:
         """The record's bytes."""
+        w = self.waiting
         if self.base_offset is None:
+            if w:
+                return _FULL_W.pack(w + self.state.encode(), self.next_offset, len(w))
             return _FULL.pack(self.state.encode(), self.next_offset)
+        if w:
+            payload = w + self.state.encode()
+            return _DELTA_W.pack(payload, self.next_offset, self.base_offset, len(w))
         return _DELTA.pack(self.state.encode(), self.next_offset, self.base_offset)
 
 
 def take_checkpoint(
-    next_offset: int, keyed: KeyedOnline, base_offset: int | None = None, new_ids: int = 0
+    next_offset: int,
+    keyed: KeyedOnline,
+    base_offset: int | None = None,
+    new_ids: int = 0,
+    waiting: bytes = b"",
 ) -> TakenCheckpoint:
     """Take a full checkpoint of ``keyed`` or, with ``base_offset``, a delta of its ``new_ids``
     newest seen ids. ``base_offset`` is the offset, in the checkpoints topic, of the full
-    checkpoint written when ``keyed`` had learned all but those ids."""
+    checkpoint written when ``keyed`` had learned all but those ids. ``waiting`` is the encoded
+    section of the waiting outcomes (empty when none waits)."""
     if base_offset is None:
-        return TakenCheckpoint(next_offset, keyed.take(), None)
-    return TakenCheckpoint(next_offset, keyed.take(newest_ids=new_ids), base_offset)
+        return TakenCheckpoint(next_offset, keyed.take(), None, waiting)
+    return TakenCheckpoint(next_offset, keyed.take(newest_ids=new_ids), base_offset, waiting)
 
 
 def encode_checkpoint(next_offset: int, keyed: KeyedOnline) -> bytes:
@@ -103,6 +127,8 @@ def checkpoint_base(data: bytes) -> int | None:
     """The offset of the full checkpoint that the delta ``data`` extends; None for a full one."""
     if _DELTA.matches(data):
         return _DELTA.fields_of(data)[1]
+    if _DELTA_W.matches(data):
+        return _DELTA_W.fields_of(data)[1]
     return None
 
 
@@ -111,18 +137,42 @@ def decode_checkpoint(data: bytes, base: bytes | None = None) -> tuple[int, Keye
 
     A delta whose ``base`` is missing restores with the delta's own ids only.
     """
-    if _FULL.matches(data):
-        (next_offset,), state = _FULL.unpack(data)
-        return next_offset, KeyedOnline.restore(state)
-    if not _DELTA.matches(data):
+    next_offset, keyed, _ = decode_checkpoint_state(data, base)
+    return next_offset, keyed
+
+
+def _split(head: Header, data: bytes) -> tuple[tuple[int, ...], WaitingState, bytes]:
+    """The header fields, the waiting section and the keyed state of ``data``."""
+    fields, payload = head.unpack(data)
+    if head is _FULL_W or head is _DELTA_W:
+        n = fields[-1]
+        return fields[:-1], decode_waiting(payload[:n]), payload[n:]
+    return fields, _NOTHING_WAITS, payload
+
+
+def _full_state(data: bytes) -> bytes:
+    for head in (_FULL, _FULL_W):
+        if head.matches(data):
+            return _split(head, data)[2]
+    raise SnapshotError("the base of a delta checkpoint is not a full checkpoint")
+
+
+def decode_checkpoint_state(
+    data: bytes, base: bytes | None = None
+) -> tuple[int, KeyedOnline, WaitingState]:
+    """``(next_offset, state, waiting)`` of a checkpoint (see :func:`decode_checkpoint`)."""
+    for head in (_FULL, _FULL_W):
+        if head.matches(data):
+            (next_offset,), waiting, state = _split(head, data)
+            return next_offset, KeyedOnline.restore(state), waiting
+    head = _DELTA if _DELTA.matches(data) else _DELTA_W
+    if not head.matches(data):
         raise SnapshotError("not a learner checkpoint")
     older: list[str] = []
     if base is not None:
-        if not _FULL.matches(base):
-            raise SnapshotError("the base of a delta checkpoint is not a full checkpoint")
-        older = KeyedOnline.snapshot_ids(_FULL.unpack(base)[1])
-    (next_offset, _), state = _DELTA.unpack(data)
-    return next_offset, KeyedOnline.restore(state, older)
+        older = KeyedOnline.snapshot_ids(_full_state(base))
+    (next_offset, _), waiting, state = _split(head, data)
+    return next_offset, KeyedOnline.restore(state, older), waiting
 
 
 def full_checkpoint_due(new_ids: int, seen: int) -> bool:

@@ -78,9 +78,12 @@ def remember_signal(
     join[signal_id] = _TS.pack(ts) + payload
 
 
-def build_join_store(records: Iterable[Any], horizon: int, limits: Limits) -> dict[str, JoinEntry]:
+def build_join_store(
+    records: Iterable[Any], window_ms: int, limits: Limits
+) -> dict[str, JoinEntry]:
     """The join store of a partition from its signals records (Kafka records with ``value`` and
-    ``timestamp``); unusable ones and those older than ``horizon`` (epoch ms) are left out.
+    ``timestamp``); unusable ones are left out, and so are those more than ``window_ms`` older
+    (in their own time) than the newest signal: the join window counts in event time.
 
     >>> from types import SimpleNamespace
     >>> recs = [
@@ -91,10 +94,10 @@ def build_join_store(records: Iterable[Any], horizon: int, limits: Limits) -> di
     ...     SimpleNamespace(value=b"not json", timestamp=30),
     ...     SimpleNamespace(value=None, timestamp=40),
     ... ]
-    >>> list(build_join_store(recs, horizon=10, limits=Limits()))
+    >>> list(build_join_store(recs, window_ms=10, limits=Limits()))
     ['s2']
     """
-    join: dict[str, JoinEntry] = {}
+    usable: list[tuple[Any, int]] = []
     for rec in records:
         if rec.value is None:
             continue
@@ -102,7 +105,12 @@ def build_join_store(records: Iterable[Any], horizon: int, limits: Limits) -> di
             req = decode_signal(rec.value, limits)
         except ContractViolation:
             continue
-        entry_ts = req.ts if req.ts is not None else rec.timestamp
+        usable.append((req, req.ts if req.ts is not None else rec.timestamp))
+    join: dict[str, JoinEntry] = {}
+    if not usable:
+        return join
+    horizon = max(ts for _, ts in usable) - window_ms
+    for req, entry_ts in usable:
         if entry_ts >= horizon:
             remember_signal(join, req.signal_id, req.features, entry_ts, req.model_key)
     return join

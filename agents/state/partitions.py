@@ -22,8 +22,9 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from agents.state.checkpoints import checkpoint_base, decode_checkpoint
+from agents.state.checkpoints import checkpoint_base, decode_checkpoint_state
 from agents.state.join import JoinEntry, build_join_store, join_ts
+from agents.state.waiting import Waiting, WaitingState, encode_waiting, watermark
 from models.keyed import KeyedOnline
 from models.online import OnlineConfig, OnlineLearner
 from stream.codec import Limits
@@ -59,6 +60,40 @@ class PartitionState:
     """The delivery task of the newest full checkpoint while it is not delivered yet."""
     acking: set[asyncio.Future[None]] = field(default_factory=set)
     """Tasks that ack the events of a checkpoint once it is delivered."""
+    waiting: dict[int, Waiting] = field(default_factory=dict)
+    """Outcomes waiting for their signal, by offset, oldest first (:mod:`.waiting`)."""
+    outcome_clock: int | None = None
+    """The highest outcome time (its ``ts``, else its record's) seen in this partition."""
+    signal_clock: int | None = None
+    """The highest signal time seen in this partition's join store."""
+    waiting_bytes: int = 0
+    """The size of the waiting outcomes' records, which checkpoints carry."""
+
+    def hold(self, w: Waiting) -> None:
+        """Keep ``w`` waiting for its signal."""
+        self.waiting[w.offset] = w
+        self.waiting_bytes += len(w.value) + len(w.key or b"")
+
+    def release(self, offset: int) -> Waiting:
+        """Stop keeping the waiting outcome at ``offset`` (the oldest with ``next(iter(...))``)."""
+        w = self.waiting.pop(offset)
+        self.waiting_bytes -= len(w.value) + len(w.key or b"")
+        return w
+
+    def event_time(self) -> int | None:
+        """The partition's event time (:func:`agents.state.waiting.watermark`), after taking the
+        newest signal of the join store into the signal clock."""
+        if self.join:
+            newest = join_ts(next(reversed(self.join.values())))
+            if self.signal_clock is None or newest > self.signal_clock:
+                self.signal_clock = newest
+        return watermark(self.outcome_clock, self.signal_clock)
+
+    def waiting_section(self) -> bytes:
+        """The waiting outcomes and clocks as a checkpoint keeps them; empty when none waits."""
+        if not self.waiting:
+            return b""
+        return encode_waiting(self.waiting.values(), self.outcome_clock, self.signal_clock)
 
 
 @dataclass(frozen=True)
@@ -142,18 +177,23 @@ class PartitionStore:
                 extra={"partition": partition},
             )
 
-    def prune_joins(self, now_ms: int) -> int:
+    def prune_joins(self, now_ms: int | None = None) -> int:
         """Forget joinable signals older than the join window, and the oldest beyond the cap.
+
+        The window counts back from ``now_ms`` if given, else from each partition's event time
+        (:meth:`PartitionState.event_time`; none is older than the window before it has one).
 
         Returns how many entries were removed. Entries are kept in arrival order, so the oldest
         come first: one pass over the front of each store finds them, and they are deleted after
         it (looking up the first entry again after each deletion would scan every slot deleted
         before it, until the dict is next resized).
         """
-        horizon = now_ms - int(self.settings.join_window_s * 1000)
+        window = int(self.settings.join_window_s * 1000)
         cap = self.settings.join_max_entries
         removed = 0
         for st in list(self.states.values()):
+            now = now_ms if now_ms is not None else st.event_time()
+            horizon = -(2**63) if now is None else now - window
             join = st.join
             excess = len(join) - cap
             doomed: list[str] = []
@@ -189,7 +229,7 @@ class PartitionStore:
 
     async def _load(self, partition: int) -> PartitionState:
         t0 = time.monotonic()
-        next_offset, keyed = await self._read_checkpoint(partition)
+        next_offset, keyed, waits = await self._read_checkpoint(partition)
         if keyed.config != self.online_config:
             # A checkpoint is replayed exactly only under its own configuration, so it keeps it.
             log.warning(
@@ -201,32 +241,42 @@ class PartitionStore:
                 self.online_config,
                 extra={"partition": partition},
             )
-        horizon = int(time.time() * 1000 - self.settings.join_window_s * 1000)
-        records = await self._read_partition(self.signals_topic, partition, since=horizon)
+        window = int(self.settings.join_window_s * 1000)
+        # The records of the last join window by their Kafka time (how far back to read); the
+        # store keeps those within the window of the newest signal's own time.
+        records = await self._read_partition(
+            self.signals_topic, partition, since=int(time.time() * 1000) - window
+        )
         # Decoding a join window of signals is CPU work: off the event loop, as for checkpoints.
         join = await asyncio.get_running_loop().run_in_executor(
-            None, build_join_store, records, horizon, self.limits
+            None, build_join_store, records, window, self.limits
         )
         log.info(
             "partition %d state loaded in %.2fs: next outcome offset %d, %d model keys, "
-            "%d joinable signals",
+            "%d joinable signals, %d outcomes waiting for theirs",
             partition,
             time.monotonic() - t0,
             next_offset,
             len(keyed.learners),
             len(join),
+            len(waits.waiting),
             extra={"partition": partition, "offset": next_offset},
         )
-        return PartitionState(partition, next_offset, keyed, join)
+        st = PartitionState(partition, next_offset, keyed, join)
+        for w in waits.waiting:
+            st.hold(w)
+        st.outcome_clock, st.signal_clock = waits.outcome_clock, waits.signal_clock
+        return st
 
-    async def _read_checkpoint(self, partition: int) -> tuple[int, KeyedOnline]:
+    async def _read_checkpoint(self, partition: int) -> tuple[int, KeyedOnline, WaitingState]:
         """The state of the newest checkpoint of ``partition`` (with its base), or a new one."""
         async with self._reader() as reader:
             # Compaction never removes the newest record of a partition, so the tail holds it.
             records = await reader.read(self.checkpoint_topic, [partition], last=_TAIL)
             data = records[-1].value if records else None
             if data is None:
-                return 0, KeyedOnline(self.online_config, max_seen_ids=self.settings.max_seen_ids)
+                fresh = KeyedOnline(self.online_config, max_seen_ids=self.settings.max_seen_ids)
+                return 0, fresh, WaitingState([], None, None)
             base_offset = checkpoint_base(data)
             base = None
             if base_offset is not None:
@@ -243,7 +293,9 @@ class PartitionStore:
                         base_offset,
                         extra={"partition": partition, "offset": base_offset},
                     )
-        return await asyncio.get_running_loop().run_in_executor(None, decode_checkpoint, data, base)
+        return await asyncio.get_running_loop().run_in_executor(
+            None, decode_checkpoint_state, data, base
+        )
 
     async def _read_partition(self, topic: str, partition: int, since: int) -> list[Any]:
         """The records of a partition from ``since`` (epoch ms)."""

@@ -7,20 +7,27 @@ each batch every message must be accounted for, by the original message:
 
 - a valid signal is answered by exactly one prediction with its ``signal_id``;
 - a valid outcome is learned (``model_versions.online`` of its model key goes up by one), or
-  dead-lettered as ``duplicate`` (a copy of one already learned) or ``unjoinable``;
-- anything else is dead-lettered once, with the reason the decoder gives, and its original bytes.
+  dead-lettered as ``duplicate`` (a copy of one already learned) or ``unjoinable`` (its signal
+  unknown, or older than the join window before the outcome's own time; outcomes do not wait for
+  their signal here, ``ALPHAPULSE_JOIN_WAIT_MAX=0``: test_event_time.py covers the wait);
+- anything else is dead-lettered once, with one of the reasons it earns, and its original bytes.
 
-The expected fate of each message comes from the project's decoder (whose agreement with the JSON
-Schemas is tested on its own) plus a model of the join and of deduplication per partition. At the
-end the counts must add up exactly, and the agents must still answer and learn.
+The expected fate of each message comes from an oracle that states what the contract accepts
+(:mod:`tests.oracle`, which shares no code with the project's decoder) plus a model of the join
+and of deduplication per partition. At the end the counts must add up exactly, and the agents
+must still answer and learn.
+
+Finite feature values are drawn within 1e150: beyond it, whether an outcome is learned or refused
+as ``bad_feature`` depends on the model's state (see ``models.online``), which this model of the
+worker does not follow; tests/unit/test_finite_state.py and test_learner.py cover that rule.
 """
 
 from __future__ import annotations
 
 import base64
-import dataclasses
 import itertools
 import json
+import math
 import random
 import time
 from collections import Counter
@@ -33,15 +40,15 @@ from aiokafka.partitioner import DefaultPartitioner
 from hypothesis import HealthCheck, Phase, example, given, settings
 from hypothesis import strategies as st
 
-from stream.codec import ContractViolation, Limits, decode_outcome, decode_signal
 from stream.settings import Settings
+from tests.oracle import judge
 from tests.support import Collector, Sender, Worker, learned_counts, probe
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 MAX_BYTES = 2048
 MAX_FEATURES = 16
-LIMITS = Limits(MAX_BYTES, MAX_FEATURES)
+FEATURE_MAX = 1e150
 PARTITIONS = 4
 KEYS = ("FZ-A", "FZ-B", "FZ-C")
 DEAD_REASONS = {"invalid_json", "schema", "bad_feature", "too_large", "unjoinable", "duplicate"}
@@ -64,9 +71,24 @@ json_values = st.recursive(
     lambda inner: st.lists(inner, max_size=4) | st.dictionaries(_text, inner, max_size=4),
     max_leaves=12,
 )
+
+
+def _tame(v: Any) -> Any:
+    """``v`` with every finite float beyond :data:`FEATURE_MAX` brought back to it."""
+    if isinstance(v, float) and math.isfinite(v) and abs(v) > FEATURE_MAX:
+        return math.copysign(FEATURE_MAX, v)
+    if isinstance(v, dict):
+        return {k: _tame(x) for k, x in v.items()}
+    if isinstance(v, list):
+        return [_tame(x) for x in v]
+    return v
+
+
 feature_maps = st.dictionaries(
     st.text(max_size=6),
-    st.floats(allow_nan=True, allow_infinity=True) | st.none() | st.integers(-(10**6), 10**6),
+    st.floats(allow_nan=True, allow_infinity=True).map(_tame)
+    | st.none()
+    | st.integers(-(10**6), 10**6),
     max_size=6,
 )
 _odd_ts = st.sampled_from(
@@ -95,6 +117,12 @@ _BREAKS = st.one_of(
     ),
     st.tuples(st.just("bad_feature"), json_values.filter(lambda v: not isinstance(v, int | float))),
     st.just(("many_features",)),
+    st.tuples(st.just("twice"), st.sampled_from(["signal_id", "symbol", "features", "label"])),
+    st.tuples(
+        st.just("long_id"),
+        st.sampled_from(["signal_id", "symbol", "model_key", "outcome_id"]),
+        st.sampled_from(["\u00e9" * 128, "\u00e9" * 129, "a" * 257, "\U0001f600" * 65]),
+    ),
     st.just(("big",)),
     st.just(("surrogate",)),
     st.just(("deep",)),
@@ -171,12 +199,17 @@ def _near_payload(**over: Any) -> dict[str, Any]:
 
 
 EXPLICIT = [  # hostile inputs that must be in every run, whatever Hypothesis draws
-    Spec("signals", "bytes", b"[" * 1020 + b"]" * 1020, "model", False),  # nested too deep
+    Spec("signals", "bytes", b"[" * 1100 + b"]" * 1100, "model", False),  # nested too deep
     Spec("outcomes", "null", None, "model", False),  # a tombstone
     Spec("signals", "near", _near_payload(mutation=("surrogate",)), "model", False),
     Spec("signals", "near", _near_payload(ts=2**70), "model", False),
     Spec("outcomes", "near", _near_payload(ts=1e300), "model", False),
     Spec("signals", "near", _near_payload(features={"n": float("nan"), "i": 1e999}), "none", True),
+    Spec("outcomes", "near", _near_payload(mutation=("twice", "label")), "model", False),
+    Spec(
+        "signals", "near", _near_payload(mutation=("long_id", "symbol", "a" * 257)), "model", False
+    ),
+    Spec("outcomes", "near", _near_payload(features={}, ref=0), "model", False),
 ]
 
 # ----- the model of what the worker must do ----------------------------------------------------
@@ -195,6 +228,7 @@ class Ledger:
     predictions: Counter[str] = field(default_factory=Counter)
     dead: Counter[tuple[str, bytes]] = field(default_factory=Counter)
     dead_reason: dict[tuple[str, bytes], set[str]] = field(default_factory=dict)
+    """The reasons each dead-lettered value may carry (a value may break several rules)."""
     learned: Counter[str] = field(default_factory=Counter)
     joinable: dict[tuple[int, str], int] = field(default_factory=dict)
     """(partition, signal id) -> signal time, of every answered signal."""
@@ -205,10 +239,11 @@ class Ledger:
     sent: Counter[str] = field(default_factory=Counter)
     fates: Counter[str] = field(default_factory=Counter)
 
-    def expect_dead(self, topic: str, value: bytes, reason: str) -> None:
+    def expect_dead(self, topic: str, value: bytes, reasons: set[str] | frozenset[str]) -> None:
+        """One dead letter of ``value``, with one of ``reasons``."""
         self.dead[(topic, value)] += 1
-        self.dead_reason.setdefault((topic, value), set()).add(reason)
-        self.fates[f"deadletter.{reason}"] += 1
+        self.dead_reason.setdefault((topic, value), set()).update(reasons)
+        self.fates["deadletter"] += 1
 
 
 def _now_ms() -> int:
@@ -252,7 +287,9 @@ def _build(
         doc["outcome_id"] = f"{oid}#{n}"
     value = json.dumps(doc).encode()
     if p["mutation"][0] == "deep":
-        value = value[:-1] + b', "deep": ' + b"[" * 950 + b"]" * 950 + b"}"
+        value = value[:-1] + b', "deep": ' + b"[" * 500 + b"]" * 500 + b"}"
+    if p["mutation"][0] == "twice" and p["mutation"][1] in doc:  # the key again, last
+        value = value[:-1] + b", " + json.dumps({p["mutation"][1]: "again"}).encode()[1:]
     kafka_key = {"model": key.encode(), "none": None, "other": b"\xff-not-the-key"}[spec.key_mode]
     return kafka_key, value
 
@@ -262,6 +299,8 @@ def _mutate(doc: dict[str, Any], mutation: tuple[Any, ...]) -> None:
     if what == "drop":
         doc.pop(mutation[1], None)
     elif what == "set":
+        doc[mutation[1]] = _tame(mutation[2])
+    elif what == "long_id":
         doc[mutation[1]] = mutation[2]
     elif what == "bad_feature":
         doc["features"] = {**(doc.get("features") or {}), "bad": mutation[1]}
@@ -278,63 +317,34 @@ def _expect(
 ) -> None:
     """Record in ``ledger`` what the worker must do with one message of ``role``."""
     raw = value if value is not None else b""
-    try:
-        if value is None:
-            raise ContractViolation("invalid_json", "null value")
-        if role == "signals":
-            req = decode_signal(value, LIMITS)
-        else:
-            out = decode_outcome(value, LIMITS)
-    except ContractViolation as exc:
-        ledger.expect_dead(topic, raw, exc.reason)
+    verdict = judge(role, value, MAX_BYTES, MAX_FEATURES)
+    if not verdict.accepted:
+        ledger.expect_dead(topic, raw, verdict.reasons)
         return
-    except Exception as exc:  # the decoder must never raise anything else: a bug of its own
-        ledger.expect_dead(topic, raw, f"decoder raised {type(exc).__name__}")
-        return
-    broken = _contract_breach(req if role == "signals" else out)
-    if broken is not None:  # the decoder let through what the contract refuses
-        ledger.expect_dead(topic, raw, broken)
-        return
+    f = verdict.fields
     if role == "signals":
-        ledger.predictions[req.signal_id] += 1
+        ledger.predictions[f["signal_id"]] += 1
         ledger.fates["answered"] += 1
-        ts = req.ts if req.ts is not None else _now_ms()
-        ledger.joinable[(_partition(req.model_key), req.signal_id)] = ts
-        ledger.answered.append((req.signal_id, req.model_key))
+        ts = f["ts"] if f["ts"] is not None else _now_ms()
+        ledger.joinable[(_partition(f["model_key"]), f["signal_id"])] = ts
+        ledger.answered.append((f["signal_id"], f["model_key"]))
         return
-    part = _partition(out.model_key)
-    if out.features is None:
-        signal_ts = ledger.joinable.get((part, out.signal_id))
-        horizon = _now_ms() - int(settings_.join_window_s * 1000)
-        if signal_ts is None or signal_ts < horizon:
-            ledger.expect_dead(topic, raw, "unjoinable")
+    part = _partition(f["model_key"])
+    if f["features"] is None:
+        signal_ts = ledger.joinable.get((part, f["signal_id"]))
+        if signal_ts is None and (part, f["outcome_id"]) in ledger.seen:
+            ledger.expect_dead(topic, raw, {"duplicate"})
             return
-    if (part, out.outcome_id) in ledger.seen:
-        ledger.expect_dead(topic, raw, "duplicate")
+        own_ts = f["ts"] if f["ts"] is not None else _now_ms()
+        if signal_ts is None or own_ts - signal_ts > int(settings_.join_window_s * 1000):
+            ledger.expect_dead(topic, raw, {"unjoinable"})
+            return
+    if (part, f["outcome_id"]) in ledger.seen:
+        ledger.expect_dead(topic, raw, {"duplicate"})
         return
-    ledger.seen.add((part, out.outcome_id))
-    ledger.learned[out.model_key] += 1
+    ledger.seen.add((part, f["outcome_id"]))
+    ledger.learned[f["model_key"]] += 1
     ledger.fates["learned"] += 1
-
-
-def _contract_breach(rec: Any) -> str | None:
-    """The dead-letter reason for a decoded record that still breaks the contract, or None.
-
-    Every string the contract uses must be valid Unicode (no lone surrogate), and ``ts`` epoch
-    ms (64-bit).
-    """
-    values = [getattr(rec, f.name) for f in dataclasses.fields(rec)]
-    texts = [v for v in values if isinstance(v, str)]
-    texts += list((getattr(rec, "features", None) or {}).keys())
-    for t in texts:
-        try:
-            t.encode("utf-8")
-        except UnicodeEncodeError:
-            return "schema"
-    ts = getattr(rec, "ts", None)
-    if ts is not None and not -(2**63) <= ts < 2**63:
-        return "schema"
-    return None
 
 
 # ----- reading back ----------------------------------------------------------------------------
@@ -375,10 +385,10 @@ def _mismatch(ledger: Ledger, collector: Collector, s: Settings) -> list[str]:
         want, got = ledger.dead[k], dead[k]
         if want != got:
             out.append(f"{k[0]} value {k[1][:80]!r}: {got} dead letters, expected {want}")
-        elif want and set(reasons[k]) != ledger.dead_reason[k]:
+        elif want and not set(reasons[k]) <= ledger.dead_reason[k]:
             out.append(
                 f"{k[0]} value {k[1][:80]!r}: reasons {dict(reasons[k])}, "
-                f"expected {ledger.dead_reason[k]}"
+                f"expected one of {ledger.dead_reason[k]}"
             )
     return out
 
@@ -400,6 +410,7 @@ def test_hostile_input_is_answered_learned_or_deadlettered(
         "ALPHAPULSE_DEADLETTER_VALUE_MAX_BYTES": str(16 * 1024),
         "ALPHAPULSE_TOPIC_PARTITIONS": str(PARTITIONS),
         "ALPHAPULSE_RELOAD_INTERVAL_S": "0",
+        "ALPHAPULSE_JOIN_WAIT_MAX": "0",
     }
     for k, v in env.items():
         monkeypatch.setenv(k, v)

@@ -38,7 +38,9 @@ def test_join_dedupe_and_unjoinable(
     settings: Settings, settings_env: dict[str, str], tmp_path: Path
 ) -> None:
     asyncio.run(ensure_topics(settings))
-    worker = Worker(settings_env, tmp_path / "worker.log").start()
+    # No waiting for a signal that has not arrived (tests/integration/test_event_time.py waits).
+    env = {**settings_env, "ALPHAPULSE_JOIN_WAIT_MAX": "0"}
+    worker = Worker(env, tmp_path / "worker.log").start()
     try:
         first = asyncio.run(_answer(settings, "sig-1", {"x": 1.0, "y": 2.0}))
         assert first["model_versions"]["online"] == 0
@@ -119,5 +121,132 @@ def test_join_store_is_rebuilt_from_the_signals_topic_after_a_restart(
             )
         )
         assert dead == []
+    finally:
+        worker.stop()
+
+
+async def _predict(settings: Settings, key: str, sid: str, features: dict) -> dict:
+    doc = {"signal_id": sid, "symbol": key, "features": features}
+    await produce(
+        settings.bootstrap_servers, settings.topic("signals"), [(key.encode(), orjson.dumps(doc))]
+    )
+    recs = await consume_until(
+        settings.bootstrap_servers,
+        settings.topic("predictions"),
+        lambda rs: any(v["signal_id"] == sid for _, v in rs),
+        timeout=90,
+    )
+    found = [v for _, v in recs if v["signal_id"] == sid]
+    assert found, f"{sid} not answered"
+    return found[0]
+
+
+def test_bad_input_is_dead_lettered_and_leaves_the_model_as_it_was(
+    settings: Settings, settings_env: dict[str, str], tmp_path: Path
+) -> None:
+    """Issue 25, part 5: keys named twice and ids over 256 bytes are ``schema``; outcomes at
+    1e300 and -1e300 are ``bad_feature`` and the model answers as before; an outcome with
+    ``features: {}`` is joined with its signal's."""
+    asyncio.run(ensure_topics(settings))
+    worker = Worker(settings_env, tmp_path / "worker.log").start()
+    probe = {"x": 0.5, "y": -1.0}
+    try:
+        asyncio.run(_predict(settings, "BAD", "bad-first", probe))
+        warm = [
+            (
+                b"BAD",
+                orjson.dumps(
+                    {
+                        "outcome_id": f"w{i}",
+                        "signal_id": f"none-{i}",
+                        "symbol": "BAD",
+                        "label": i % 3 == 0,
+                        "features": {"x": i / 10, "y": (i % 7) - 3.0},
+                    }
+                ),
+            )
+            for i in range(30)
+        ]
+        asyncio.run(produce(settings.bootstrap_servers, settings.topic("outcomes"), warm))
+        deadline = time.monotonic() + 60
+        before = asyncio.run(_predict(settings, "BAD", "bad-before-0", probe))
+        while before["model_versions"]["online"] < 30 and time.monotonic() < deadline:
+            time.sleep(1)
+            before = asyncio.run(
+                _predict(settings, "BAD", f"bad-before-{time.monotonic_ns()}", probe)
+            )
+        assert before["model_versions"]["online"] == 30, worker.log_tail()
+        asyncio.run(_predict(settings, "EMPTY", "sig-empty-1", {"x": 2.0, "y": 1.0}))
+        asyncio.run(_predict(settings, "EMPTY", "sig-empty-0", {"x": -2.0, "y": 1.0}))
+
+        base = {"signal_id": "none", "symbol": "BAD", "label": 1}
+        extreme = [
+            orjson.dumps({**base, "outcome_id": "huge", "features": {"x": 1e300, "y": 0.0}}),
+            orjson.dumps({**base, "outcome_id": "tiny", "features": {"x": -1e300, "y": 0.0}}),
+        ]
+        schema = [
+            b'{"outcome_id":"twice","signal_id":"none","symbol":"BAD","label":1,'
+            b'"features":{"x":1.0,"y":2.0,"x":3.0}}',
+            orjson.dumps({**base, "outcome_id": "\u00e9" * 129, "features": {"x": 1.0}}),
+        ]
+        empty = [  # joined with the features of their signals, as if they had none
+            orjson.dumps(
+                {
+                    "outcome_id": f"empty-{label}",
+                    "signal_id": f"sig-empty-{label}",
+                    "symbol": "EMPTY",
+                    "label": label,
+                    "features": {},
+                }
+            )
+            for label in (1, 0)
+        ]
+        asyncio.run(
+            produce(
+                settings.bootstrap_servers,
+                settings.topic("outcomes"),
+                [(b"BAD", v) for v in extreme + schema] + [(b"EMPTY", v) for v in empty],
+            )
+        )
+        dead = asyncio.run(
+            consume_until(
+                settings.bootstrap_servers,
+                settings.topic("deadletter"),
+                lambda rs: len(rs) >= 4,
+                timeout=90,
+            )
+        )
+        got = sorted((v["reason"], base64.b64decode(v["value"])) for _, v in dead)
+        assert got == sorted(
+            [("bad_feature", v) for v in extreme] + [("schema", v) for v in schema]
+        )
+        details = " ".join(v["detail"] for _, v in dead)
+        assert "duplicate key 'x'" in details and "258 UTF-8 bytes" in details
+        assert "feature 'x'" in details
+
+        after = asyncio.run(_predict(settings, "BAD", "bad-after", probe))
+        assert after["model_versions"]["online"] == 30  # the refused ones are not counted
+        assert after["components"]["online"] == before["components"]["online"]
+        assert 0.0 < after["components"]["online"] < 1.0
+        deadline = time.monotonic() + 60
+        joined = asyncio.run(_predict(settings, "EMPTY", "empty-check-0", {"x": 2.0}))
+        while joined["model_versions"]["online"] < 2 and time.monotonic() < deadline:
+            time.sleep(1)
+            joined = asyncio.run(
+                _predict(settings, "EMPTY", f"empty-{time.monotonic_ns()}", {"x": 2.0})
+            )
+        assert joined["model_versions"]["online"] == 2, worker.log_tail()
+        # Learned from their signals' features (x = 2 won, x = -2 lost), not from empty rows.
+        other = asyncio.run(_predict(settings, "EMPTY", "empty-other", {"x": -2.0}))
+        assert other["components"]["online"] < joined["components"]["online"]
+        late = asyncio.run(
+            consume_until(
+                settings.bootstrap_servers,
+                settings.topic("deadletter"),
+                lambda rs: False,
+                timeout=3,
+            )
+        )
+        assert len(late) == 4, late
     finally:
         worker.stop()

@@ -11,6 +11,7 @@ import pytest
 from agents.store_sink import Item, collect, outcome_row, prediction_row, signal_row
 from models.errors import ConfigError, DataError
 from stream.codec import ContractViolation, Limits, decode_outcome, decode_signal
+from stream.records import SignalRequest
 from stream.settings import Settings
 from stream.store import (
     TABLES,
@@ -95,7 +96,8 @@ def test_timestamps_are_exact_to_the_millisecond() -> None:
         (b'{"signal_id":"\\ud800","symbol":"X","features":{}}', "schema"),
         (b'{"signal_id":"s","symbol":"X","features":{"k\\u0000":1}}', "schema"),
         (b'{"signal_id":"s","symbol":"X","features":{},"ts":99999999999999999}', "schema"),
-        (orjson.dumps({"signal_id": "x" * 2000, "symbol": "X", "features": {}}), "too_large"),
+        # Ids over 256 bytes break the contract: the decoder refuses them before the store.
+        (orjson.dumps({"signal_id": "x" * 2000, "symbol": "X", "features": {}}), "schema"),
     ],
 )
 def test_values_postgresql_would_refuse_are_rejected_before_the_write(
@@ -104,6 +106,12 @@ def test_values_postgresql_would_refuse_are_rejected_before_the_write(
     with pytest.raises(ContractViolation) as info:
         signal_row(decode_signal(raw), 0)
     assert info.value.reason == reason
+
+
+def test_the_store_still_bounds_the_ids_it_indexes() -> None:
+    with pytest.raises(ContractViolation) as info:
+        signal_row(SignalRequest("x" * 2000, "X", {}, "X"), 0)
+    assert info.value.reason == "too_large"
 
 
 @pytest.mark.parametrize(
