@@ -13,6 +13,7 @@ champion before the alias is read.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -215,9 +216,12 @@ def test_mlflow_models_serve_answers_with_the_champion(
         *("--host", "127.0.0.1", "--port", str(port)),
     ]
     log = (tmp_path / "serve.log").open("wb")
+    # MLflow starts uvicorn by name: the virtualenv's bin folder must be on PATH, activated or not.
+    bin_dir = str(Path(sys.executable).parent)
+    env = {**os.environ, "PATH": os.pathsep.join([bin_dir, os.environ.get("PATH", "")])}
     # Its own session: the server runs uvicorn as a child, and both go down with the group.
     proc = subprocess.Popen(
-        command, stdout=log, stderr=subprocess.STDOUT, env=dict(os.environ), start_new_session=True
+        command, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True
     )
     try:
         up = wait_until(
@@ -229,7 +233,8 @@ def test_mlflow_models_serve_answers_with_the_champion(
         split = {"columns": list(rows.columns), "data": data}
         answer = _post(f"http://127.0.0.1:{port}/invocations", {"dataframe_split": split})
     finally:
-        os.killpg(proc.pid, signal.SIGTERM)
+        with contextlib.suppress(ProcessLookupError):  # it may have exited already
+            os.killpg(proc.pid, signal.SIGTERM)
         try:
             proc.wait(timeout=20)
         except subprocess.TimeoutExpired:
