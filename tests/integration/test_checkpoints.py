@@ -129,7 +129,13 @@ async def _run_missing_base(settings: Settings) -> tuple[list[str], list[str], i
             st.pending.append(i)
         st.next_offset = 210
         await checkpoint(rt, store, st, stream)  # 5 new ids of 210: a delta
-        keys = [r.key for r in await _records(settings, 2)]
+        # checkpoint() returns once the delta is sent; its delivery comes after, so wait for it.
+        keys: list[bytes | None] = []
+        for _ in range(100):
+            keys = [r.key for r in await _records(settings, 2)]
+            if len(keys) >= 2:
+                break
+            await asyncio.sleep(0.1)
         assert keys == [b"2", b"2.delta"]
 
         admin = AIOKafkaAdminClient(bootstrap_servers=settings.bootstrap_servers)
