@@ -17,11 +17,10 @@ from tests.support import Worker, consume_until, produce
 pytestmark = pytest.mark.integration
 
 
-async def _answer(settings: Settings, sid: str, features: dict) -> dict:
+async def _predict(settings: Settings, key: str, sid: str, features: dict) -> dict:
+    doc = {"signal_id": sid, "symbol": key, "features": features}
     await produce(
-        settings.bootstrap_servers,
-        settings.topic("signals"),
-        [(b"ETH", orjson.dumps({"signal_id": sid, "symbol": "ETH", "features": features}))],
+        settings.bootstrap_servers, settings.topic("signals"), [(key.encode(), orjson.dumps(doc))]
     )
     recs = await consume_until(
         settings.bootstrap_servers,
@@ -32,6 +31,10 @@ async def _answer(settings: Settings, sid: str, features: dict) -> dict:
     found = [v for _, v in recs if v["signal_id"] == sid]
     assert found, f"{sid} not answered"
     return found[0]
+
+
+async def _answer(settings: Settings, sid: str, features: dict) -> dict:
+    return await _predict(settings, "ETH", sid, features)
 
 
 def test_join_dedupe_and_unjoinable(
@@ -123,22 +126,6 @@ def test_join_store_is_rebuilt_from_the_signals_topic_after_a_restart(
         assert dead == []
     finally:
         worker.stop()
-
-
-async def _predict(settings: Settings, key: str, sid: str, features: dict) -> dict:
-    doc = {"signal_id": sid, "symbol": key, "features": features}
-    await produce(
-        settings.bootstrap_servers, settings.topic("signals"), [(key.encode(), orjson.dumps(doc))]
-    )
-    recs = await consume_until(
-        settings.bootstrap_servers,
-        settings.topic("predictions"),
-        lambda rs: any(v["signal_id"] == sid for _, v in rs),
-        timeout=90,
-    )
-    found = [v for _, v in recs if v["signal_id"] == sid]
-    assert found, f"{sid} not answered"
-    return found[0]
 
 
 def test_bad_input_is_dead_lettered_and_leaves_the_model_as_it_was(
