@@ -9,7 +9,7 @@ rebalance the join store is rebuilt from the signals topic itself.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -20,8 +20,8 @@ from models.blend import BlendWeights, blend
 from models.keyed import KeyedOnline
 from models.roles import ENSEMBLE
 from models.served_ensemble import ServedEnsemble
-from stream.batching import micro_batches
 from stream.codec import decode_signal, encode, now_ms
+from stream.fetched import BATCH_QUEUE_MAX, Record, ack_batch, batch_routes
 from stream.records import Prediction, SignalRequest
 from stream.runtime import Runtime
 
@@ -109,15 +109,14 @@ def _offsets(messages: Iterable[Any]) -> dict[str, list[int]]:
 
 
 async def _score_batch(
-    rt: Runtime, store: PartitionStore, weights: BlendWeights, events: list[Any]
+    rt: Runtime, store: PartitionStore, weights: BlendWeights, records: Sequence[Record]
 ) -> list[_Answer]:
-    """Decode and score ``events`` in order (batch models once for the whole batch).
+    """Decode and score ``records`` in order (batch models once for the whole batch).
 
     Unusable messages are dead-lettered and wrongly keyed ones re-routed on the way.
     """
     valid: list[tuple[Any, SignalRequest]] = []
-    for event in events:
-        msg = event.message
+    for msg in records:
         req = await decode_or_divert(rt, msg, decode_signal, "signals")
         if req is not None:
             valid.append((msg, req))
@@ -196,25 +195,35 @@ async def _deliver(rt: Runtime, answers: list[_Answer]) -> None:
 def register(app: Any, rt: Runtime, store: PartitionStore, backlog: SignalBacklog) -> Any:
     """Declare the predictor agent on ``app``; it reports the requests waiting in ``backlog``.
 
-    Micro-batches form only from events already queued for the agent: when one event arrives
-    alone it is answered at once, so batching adds no waiting.
+    The agent takes the signals topic's records in per-partition batches as fetched
+    (:mod:`stream.fetched`) and answers each in chunks of at most
+    ``ALPHAPULSE_PREDICT_BATCH_MAX``; a record fetched alone is answered at once, so batching adds
+    no waiting.
     """
     weights = BlendWeights.from_split(batch=rt.settings.blend_batch_weight)
     max_batch = rt.settings.predict_batch_max
+    channel = app.channel(maxsize=BATCH_QUEUE_MAX)
+    topic = rt.topics["signals"]
+    app.topics.add(topic)  # subscribed and assigned by Faust, though no agent iterates it
+    batch_routes(app).route(rt.topic_names["signals"], channel)
 
-    @app.agent(rt.topics["signals"], name="predictor")
+    @app.agent(channel, name="predictor")
     async def predictor(stream: Any) -> None:
-        s = stream.noack()
-        backlog.watch(s)
-        async for batch in micro_batches(s, max_batch):
-            answers = await _score_batch(rt, store, weights, batch)
-            # Requests waiting while answers wait for the producer need no CPU: the learner goes on.
-            backlog.delivering = True
-            try:
-                await _deliver(rt, answers)
-            finally:
-                backlog.delivering = False
-            for event in batch:
-                await s.ack(event)
+        backlog.watch(stream)
+        async for batch in stream:
+            if batch.generation != app.consumer_generation_id:
+                continue  # fetched before a rebalance: fetched again from the committed offset
+            records = batch.records
+            rt.count("batches.signals")
+            for start in range(0, len(records), max_batch):
+                answers = await _score_batch(rt, store, weights, records[start : start + max_batch])
+                # Requests waiting while answers wait for the producer need no CPU: the learner
+                # goes on.
+                backlog.delivering = True
+                try:
+                    await _deliver(rt, answers)
+                finally:
+                    backlog.delivering = False
+            ack_batch(app, batch)
 
     return predictor

@@ -64,6 +64,7 @@ _NAMED_COUNTERS = {
     "hard_examples": ("hard_examples", "Confidently wrong predictions sent to the retrain queue."),
     "drifts": ("drifts", "Drift alarms raised by the online models."),
     "checkpoints": ("checkpoints", "Learner checkpoints written."),
+    "batches.signals": ("signal_batches", "Batches of signal requests taken from the fetch."),
 }
 _ROLLING = ("roc_auc", "log_loss", "accuracy")
 

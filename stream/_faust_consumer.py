@@ -1,4 +1,4 @@
-"""Three changes to how Faust drives its Kafka consumer in a worker (figures in docs/benchmarks.md).
+"""Four changes to how Faust drives its Kafka consumer in a worker (figures in docs/benchmarks.md).
 
 1. The fetch loop without a task per message. Faust's ``Consumer._drain_messages`` hands every
    fetched record to the conductor through ``Service.wait_first(callback(message),
@@ -24,6 +24,10 @@
    ``ALPHAPULSE_FETCH_MAX_WAIT_MS``
    (tests/integration/test_fetch_waits.py).
 
+4. Batches for the topics routed to a channel (:mod:`stream.fetched`): their records skip
+   Faust's per-record path and reach the channel as one batch per partition and fetch
+   (docs/batches.md). Other topics go through Faust one record at a time, as before.
+
 The worker and the benchmark's no-op baseline both install these, so its ratios compare like
 with like.
 """
@@ -32,12 +36,14 @@ from __future__ import annotations
 
 import asyncio
 import types
-from collections.abc import Coroutine, Generator
+from collections.abc import Coroutine, Generator, Iterator
 from typing import Any
 
 from aiokafka.consumer.fetcher import Fetcher
 from faust.transport.consumer import CONSUMER_FETCHING, Consumer
 from faust.transport.drivers.aiokafka import AIOKafkaConsumerThread
+
+from stream.fetched import Batch, BatchRoutes, batch_routes, to_records
 
 __all__ = ["finish", "install", "limit_waits_while_buffered", "next_fetch_sizes", "uninstall"]
 
@@ -123,30 +129,112 @@ async def finish(coro: Coroutine[Any, Any, Any], pending: Any) -> Any:
     return await _resume(coro, pending)
 
 
+def _split(
+    records: dict[Any, list[Any]], routes: BatchRoutes
+) -> tuple[dict[Any, list[Any]], dict[Any, list[Any]]]:
+    """``records`` (by topic partition) as the part routed in batches and the rest.
+
+    >>> from faust.types import TP
+    >>> routes = BatchRoutes()
+    >>> routes.route("s", object())
+    >>> a, b = TP("s", 0), TP("o", 0)
+    >>> batched, rest = _split({a: [1, 2], b: [3]}, routes)
+    >>> list(batched.values()), list(rest.values())
+    ([[1, 2]], [[3]])
+    """
+    if not routes.topics:
+        return {}, records
+    batched: dict[Any, list[Any]] = {}
+    rest: dict[Any, list[Any]] = {}
+    for tp, recs in records.items():
+        (batched if routes.channel_of(tp.topic) is not None else rest)[tp] = recs
+    return batched, rest
+
+
+async def _deliver(self: Any, delivery: Coroutine[Any, Any, Any]) -> None:  # pragma: no cover
+    """Run ``delivery`` (a queue put), through Faust's ``wait_first`` only if it blocks, or
+    while the flow is suspended or the consumer stopping (see the module's note 1)."""
+    if self.suspend_flow.is_set() or self._stopped.is_set() or self._crashed.is_set():
+        await self.wait_first(delivery, self.suspend_flow.wait())
+        return
+    try:
+        pending = delivery.send(None)
+    except StopIteration:
+        return  # delivered without blocking: the usual case
+    await self.wait_first(finish(delivery, pending), self.suspend_flow.wait())
+
+
+async def _deliver_batches(  # pragma: no cover - needs a broker
+    self: Any, batched: dict[Any, list[Any]], active: Any, routes: BatchRoutes, generation: int
+) -> None:
+    """Hand each partition's fetched records to its topic's channel as one :class:`Batch`."""
+    acks_enabled_for = self.app.topics.acks_enabled_for
+    for tp, recs in batched.items():
+        if not self.flow_active or self.app.consumer_generation_id != generation:
+            return  # a rebalance began: these are fetched again from the committed offsets
+        if active is not None and tp not in active and tp not in self._buffered_partitions:
+            continue
+        r_offset = self._read_offset[tp]
+        if r_offset is not None:
+            recs = [r for r in recs if r.offset >= r_offset]
+        if not recs:
+            continue
+        self.app.monitor.track_tp_end_offset(tp, self.highwater(tp))
+        first = recs[0].offset
+        if r_offset and first - r_offset > 1 and acks_enabled_for(tp.topic):
+            await self._add_gap(tp, r_offset + 1, first)
+        batch = Batch(tp.topic, tp.partition, to_records(tp.topic, tp.partition, recs), generation)
+        await _deliver(self, routes.channel_of(tp.topic).put(batch))
+        self._read_offset[tp] = recs[-1].offset
+
+
+def _one_by_one(  # pragma: no cover - needs a broker
+    self: Any, records: dict[Any, list[Any]], active: Any, generation: int
+) -> Iterator[tuple[Any, Any]]:
+    """``(tp, message)`` of ``records`` as Faust's ``Consumer.getmany`` yields them."""
+    to_message = self._to_message
+    for tp, record in self.scheduler.iterate(records):
+        if not self.flow_active or self.app.consumer_generation_id != generation:
+            return
+        if active is None or tp in active or tp in self._buffered_partitions:
+            self.app.monitor.track_tp_end_offset(tp, self.highwater(tp))
+            yield tp, to_message(tp, record)
+
+
 async def _drain_messages(self: Any, fetcher: Any) -> None:  # pragma: no cover - needs a broker
-    # Faust's loop (faust/transport/consumer.py, faust-streaming 0.15.3), except for the delivery.
+    # Faust's loop (faust/transport/consumer.py, faust-streaming 0.15.3, with its getmany
+    # inlined), except for the delivery and the topics routed in batches.
     callback = self.callback
-    getmany = self.getmany
     consumer_should_stop = self._stopped.is_set
     fetcher_should_stop = fetcher._stopped.is_set
-    crashed = self._crashed.is_set
-    suspended = self.suspend_flow.is_set
     get_read_offset = self._read_offset.__getitem__
     set_read_offset = self._read_offset.__setitem__
     set_flag = self.diag.set_flag
     unset_flag = self.diag.unset_flag
     commit_every = self._commit_every
     acks_enabled_for = self.app.topics.acks_enabled_for
+    routes = batch_routes(self.app)
     yield_every = 100
     num_since_yield = 0
     sleep = asyncio.sleep
     try:
         while not (consumer_should_stop() or fetcher_should_stop()):
             set_flag(CONSUMER_FETCHING)
-            ait = getmany(timeout=1.0)
+            records, active = await self._wait_next_records(1.0)
+            generation = self.app.consumer_generation_id
             await self.sleep(0)
-            if not self.should_stop:
-                async for tp, message in ait:
+            if records and not self.should_stop:
+                if not self.flow_active:
+                    self.log.dev("getmany called while flow not active. Seek back.")
+                    try:
+                        await self.perform_seek()
+                    except Exception as ex:  # as Faust's getmany: logged, the loop goes on
+                        self.log.warning(f"exception performing seek when flow not active {ex}")
+                    continue
+                batched, rest = _split(records, routes)
+                if batched:
+                    await _deliver_batches(self, batched, active, routes, generation)
+                for tp, message in _one_by_one(self, rest, active, generation):
                     num_since_yield += 1
                     if num_since_yield > yield_every:
                         await sleep(0)
@@ -160,18 +248,7 @@ async def _drain_messages(self: Any, fetcher: Any) -> None:  # pragma: no cover 
                         if commit_every is not None and self._n_acked >= commit_every:
                             self._n_acked = 0
                             await self.commit()
-                        delivery = callback(message)
-                        if suspended() or consumer_should_stop() or crashed():
-                            await self.wait_first(delivery, self.suspend_flow.wait())
-                        else:
-                            try:
-                                pending = delivery.send(None)
-                            except StopIteration:
-                                pass  # delivered without blocking: the usual case
-                            else:
-                                await self.wait_first(
-                                    finish(delivery, pending), self.suspend_flow.wait()
-                                )
+                        await _deliver(self, callback(message))
                         set_read_offset(tp, offset)
                     else:
                         self.log.dev("DROPPED MESSAGE ROFF %r: k=%r v=%r", offset, None, None)
