@@ -97,9 +97,10 @@ def test_zombie_worker_is_fenced_and_learning_stays_exact(
     with Sender(bootstrap) as sender, Collector(bootstrap, [predictions]) as collector:
 
         def send_all() -> None:
+            # About a minute of stream: it goes on before, during and after the pause.
             for i in range(0, len(messages), 250):
                 sender.send(settings.topic("outcomes"), messages[i : i + 250])
-                time.sleep(0.5)
+                time.sleep(0.65)
 
         producer = threading.Thread(target=send_all)
         try:
@@ -139,11 +140,11 @@ def test_zombie_worker_is_fenced_and_learning_stays_exact(
         offline.learn(
             doc["outcome_id"], doc["symbol"], doc["features"], doc["label"], doc["realized_rr"]
         )
-    for key in KEYS:
-        want, n = offline.predict(key, PROBE)
-        assert n == expected[key]
-        assert final[key]["components"]["online"] == want, key  # bit-identical
+    for model_key in KEYS:
+        want, n = offline.predict(model_key, PROBE)
+        assert n == expected[model_key]
+        assert final[model_key]["components"]["online"] == want, model_key  # bit-identical
 
     # The paused worker's writes after it woke were refused, and it says so.
     fenced = [line for line in zombie.log_text().splitlines() if "fenced" in line.lower()]
-    assert fenced, zombie.log_tail(80)
+    assert fenced, f"the paused worker never logged that it was fenced:\n{zombie.log_tail(30)}"

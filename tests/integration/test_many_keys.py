@@ -80,7 +80,7 @@ def test_fifty_thousand_keys_survive_kills_with_exact_counts(
                 worker = Worker(env, tmp_path / "worker.log").start()
             producer.join()
             expected = dict.fromkeys(KEYS, PER_KEY)
-            learned = online_counts(sender, collector, signals, predictions, expected, 180)
+            learned = online_counts(sender, collector, signals, predictions, expected, 150)
         finally:
             producer.join(300)
             worker.stop()

@@ -275,8 +275,8 @@ def test_tampered_state_is_refused_and_the_last_good_state_kept(
             assert learned == {KEY: n}, worker.log_tail()
 
             # A plain client writes a pickle under every key the state uses, and the model key.
-            keys = {r.key for r in asyncio.run(read_committed(bootstrap, state_topic, 1))}
-            keys = {k for k in keys if k is not None} | {KEY.encode()}
+            records = asyncio.run(read_committed(bootstrap, state_topic, 1))
+            keys = {r.key for r in records if r.key is not None} | {KEY.encode()}
             planted: list[tuple[bytes | None, bytes]] = []
             marker_of = iter(markers)
             for kind in range(2):  # the bare pickles first, the enveloped ones last
