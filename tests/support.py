@@ -153,6 +153,23 @@ class Worker:
             os.killpg(self.proc.pid, signal.SIGKILL)
             self.proc.wait(10)
 
+    def pause(self) -> None:
+        """SIGSTOP the worker's process group: it halts unaware (a long GC, a stalled VM)."""
+        if self.proc is not None and self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGSTOP)
+
+    def resume(self) -> None:
+        """SIGCONT the worker's process group after :meth:`pause`."""
+        if self.proc is not None and self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGCONT)
+
+    def log_text(self) -> str:
+        """The worker's whole log so far."""
+        try:
+            return self.log_path.read_text(errors="replace")
+        except OSError:
+            return ""
+
     def log_tail(self, n: int = 40) -> str:
         """Last lines of the worker's log, for assertion messages."""
         try:
@@ -582,3 +599,133 @@ __all__ += [
     "wait_until",
     "worker_env",
 ]
+
+
+# ----- helpers for the exactly-once acceptance tests (fencing, state topic, side outputs) -------
+
+
+async def read_committed(
+    bootstrap: str, topic: str, partitions: int, timeout: float = 60.0
+) -> list[Record]:
+    """Every committed record of ``topic`` (of ``partitions`` partitions), read from the beginning
+    up to its end.
+
+    ``isolation_level="read_committed"``: records of aborted transactions are not returned, and
+    the end is the last stable offset, so records of open transactions are not waited for.
+    """
+    from aiokafka import TopicPartition
+
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=bootstrap,
+        group_id=None,
+        enable_auto_commit=False,
+        isolation_level="read_committed",
+        max_partition_fetch_bytes=32 * 1024 * 1024,
+        fetch_max_bytes=64 * 1024 * 1024,
+    )
+    await consumer.start()
+    out: list[Record] = []
+    try:
+        tps = [TopicPartition(topic, p) for p in range(partitions)]
+        consumer.assign(tps)
+        await consumer.seek_to_beginning(*tps)
+        ends = await consumer.end_offsets(tps)
+        deadline = time.monotonic() + timeout
+        while any([await consumer.position(tp) < ends[tp] for tp in tps]):
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{topic} not read to its end in {timeout}s")
+            batch = await consumer.getmany(*tps, timeout_ms=500)
+            for records in batch.values():
+                out.extend(Record(r.topic, r.partition, r.offset, r.key, r.value) for r in records)
+    finally:
+        await consumer.stop()
+    return out
+
+
+def probe_many(
+    sender: Sender,
+    collector: Collector,
+    signals_topic: str,
+    predictions_topic: str,
+    keys: Iterable[str],
+    timeout: float = 60.0,
+) -> dict[str, dict[str, Any]]:
+    """One probe signal (:data:`PROBE` features) per key, sent at once; the answers by key.
+
+    Keys whose probe went unanswered within ``timeout`` are missing from the result.
+    """
+    import uuid
+
+    tag = uuid.uuid4().hex[:12]
+    wanted = {f"probe-{tag}-{i}": key for i, key in enumerate(keys)}
+    sender.send(
+        signals_topic,
+        [
+            (key.encode(), orjson.dumps({"signal_id": sid, "symbol": key, "features": PROBE}))
+            for sid, key in wanted.items()
+        ],
+    )
+    found: dict[str, dict[str, Any]] = {}
+    seen = 0
+
+    def answered(c: Collector) -> bool:
+        nonlocal seen
+        records = c.records(predictions_topic)
+        for r in records[seen:]:
+            doc = r.json()
+            key = wanted.get(doc.get("signal_id"))
+            if key is not None:
+                found[key] = doc
+        seen = len(records)
+        return len(found) == len(wanted)
+
+    collector.wait(answered, timeout)
+    return found
+
+
+def online_counts(
+    sender: Sender,
+    collector: Collector,
+    signals_topic: str,
+    predictions_topic: str,
+    expected: dict[str, int],
+    timeout: float = 120.0,
+) -> dict[str, int]:
+    """``model_versions.online`` per key, probed in bulk until it equals ``expected`` or time
+    runs out (like :func:`learned_counts`, for many keys). An unanswered key reads -1."""
+    deadline = time.monotonic() + timeout
+    got: dict[str, int] = {k: -1 for k in expected}
+    while True:
+        todo = [k for k, v in expected.items() if got[k] != v]
+        left = deadline - time.monotonic()
+        if not todo or left <= 0:
+            return got
+        answers = probe_many(
+            sender, collector, signals_topic, predictions_topic, todo, timeout=min(60.0, left)
+        )
+        for key, doc in answers.items():
+            got[key] = int(doc["model_versions"]["online"])
+        if any(got[k] != expected[k] for k in todo):
+            time.sleep(1.0)
+
+
+def metric_total(port: int, name: str, timeout: float = 5.0) -> float | None:
+    """The sum of every series ``name`` on the worker's ``/metrics``; None when the page cannot
+    be read or has no such series."""
+    import urllib.error
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=timeout) as resp:
+            text = resp.read().decode()
+    except (OSError, urllib.error.URLError):
+        return None
+    values = [
+        float(line.rsplit(" ", 1)[1])
+        for line in text.splitlines()
+        if line.startswith((name + " ", name + "{"))
+    ]
+    return sum(values) if values else None
+
+
+__all__ += ["metric_total", "online_counts", "probe_many", "read_committed"]
