@@ -1,0 +1,347 @@
+"""One online learner's state as plain numbers: the record layout, its writer and its reader.
+
+The layout (big-endian; docs/state-format.md has the table) after the header
+``ALPHAPULSE-ONLINE\\n`` + u16 version 2:
+
+- u64 ``n_learned`` (at a fixed offset, so it reads without decoding the rest), u8 kind
+  (0 plain numbers, 1 signed blob), the configuration, the drift flag and points, the rolling
+  metrics' window of (label, prediction);
+- kind 0: the scaler's counts, means and variances, the weights, the intercept, the optimizer's
+  step count, then the drift detector's own numbers (ADWIN's buckets or Page-Hinkley's sums);
+- kind 1: the pipeline and detector as a pickled blob, and an HMAC-SHA256 of the whole record
+  under the signing key, verified before anything past the kind byte is read.
+
+This module only reads and writes numbers; :mod:`models._state_river` turns them into River
+objects and back. Version 1 (a pickle) is refused.
+"""
+
+from __future__ import annotations
+
+import secrets
+from dataclasses import dataclass
+from typing import Any
+
+from models._snapshot import Header
+from models._state_codec import MAC_SIZE, Reader, StateRefused, Writer, mac, verify_mac
+
+__all__ = [
+    "HEADER",
+    "NO_KEY",
+    "PROCESS_KEY",
+    "VERSION",
+    "AdwinState",
+    "LearnerState",
+    "LinearState",
+    "PageHinkleyState",
+    "decode_learner",
+    "encode_learner",
+    "is_signed",
+    "n_learned_of",
+    "read_config",
+    "write_config",
+]
+
+VERSION = 2  # 2: plain numbers (or a signed blob). 1: a pickle, never read again
+HEADER = Header(b"ALPHAPULSE-ONLINE\n", ">H", "an online-learner snapshot")
+# The format's own codes: an index here is written, so the order never changes.
+_CLASSIFIERS = ("logistic_regression", "perceptron", "hoeffding_tree", "hoeffding_adaptive_tree")
+_DETECTORS = ("adwin", "page_hinkley", "none")
+_PLAIN, _SIGNED = 0, 1
+_N_LEARNED_AT = HEADER.size
+PROCESS_KEY = secrets.token_bytes(32)
+"""Signs the trees' snapshots made without a signing key: they restore in this process only."""
+NO_KEY = (
+    "a signed online-model record needs the signing key: set ALPHAPULSE_STATE_SIGNING_KEY "
+    "(the same on every worker) to checkpoint or restore hoeffding_tree models"
+)
+
+
+@dataclass
+class LinearState:
+    """The scaler's statistics and the linear model's parameters, each in its dict's order."""
+
+    counts: list[tuple[str, int]]
+    means: list[tuple[str, float]]
+    variances: list[tuple[str, float]]
+    weights: list[tuple[str, float]]
+    intercept: float
+    n_iterations: int
+
+
+@dataclass
+class AdwinState:
+    """What River's ``AdaptiveWindowing`` holds (river ``rust_src/adwin.rs``), and the Python
+    wrapper's drift flag. ``buckets`` holds each bucket row's used length, totals and variances
+    (``max_buckets + 1`` slots each)."""
+
+    drift_detected: bool
+    delta: float
+    clock: int
+    max_buckets: int
+    min_window_length: int
+    grace_period: int
+    total: float
+    variance: float
+    width: float
+    total_width: float
+    n_buckets: int
+    max_n_buckets: int
+    tick: int
+    n_detections: int
+    buckets: list[tuple[int, list[float], list[float]]]
+
+
+@dataclass
+class PageHinkleyState:
+    """River's ``PageHinkley`` after at least one update: its running mean and its four sums."""
+
+    drift_detected: bool
+    n: float
+    mean: float
+    sum_increase: float
+    sum_decrease: float
+    min_increase: float
+    max_decrease: float
+
+
+@dataclass
+class LearnerState:
+    """Everything an :class:`models.online.OnlineLearner` holds, as numbers."""
+
+    config: dict[str, Any]
+    n_learned: int
+    drift_detected: bool
+    drift_points: list[int]
+    recent: list[tuple[bool, float]]
+    linear: LinearState | None = None
+    detector: AdwinState | PageHinkleyState | None = None
+    """None for no detector, or a Page-Hinkley detector that never updated (rebuilt fresh)."""
+    blob: bytes | None = None
+    """Kind 1 only: the pickled pipeline and detector, read only once the signature verified."""
+
+
+def write_config(w: Writer, c: dict[str, Any]) -> None:
+    w.u8(_CLASSIFIERS.index(c["classifier"]))
+    w.f64(c["learning_rate"])
+    w.f64(c["l2"])
+    w.u8(bool(c["decay"]))
+    w.u32(c["decay_window"])
+    w.f64(c["decay_factor"])
+    w.u8(_DETECTORS.index(c["drift_detector"]))
+    w.f64(c["drift_delta"])
+    w.f64(c["drift_threshold"])
+    w.u32(c["metrics_window"])
+    w.i64(c["seed"])
+
+
+def read_config(r: Reader) -> dict[str, Any]:
+    clf, out = r.u8(), dict[str, Any]()
+    if clf >= len(_CLASSIFIERS):
+        raise r.refuse(f"unknown classifier code {clf}")
+    out["classifier"] = _CLASSIFIERS[clf]
+    out["learning_rate"], out["l2"] = r.f64(), r.f64()
+    out["decay"], out["decay_window"], out["decay_factor"] = r.flag(), r.u32(), r.f64()
+    det = r.u8()
+    if det >= len(_DETECTORS):
+        raise r.refuse(f"unknown drift detector code {det}")
+    out["drift_detector"] = _DETECTORS[det]
+    out["drift_delta"], out["drift_threshold"] = r.f64(), r.f64()
+    out["metrics_window"], out["seed"] = r.u32(), r.i64()
+    return out
+
+
+def _names(w: Writer, items: list[tuple[str, Any]], put: Any) -> None:
+    w.u32(len(items))
+    for name, value in items:
+        w.text(name)
+        put(value)
+
+
+def _read_names(r: Reader, get: Any, size: int) -> list[tuple[str, Any]]:
+    n = r.count(4 + size)
+    out = [(r.text(), get()) for _ in range(n)]
+    if len({k for k, _ in out}) != n:
+        raise r.refuse("a feature name appears twice")
+    return out
+
+
+def encode_learner(s: LearnerState, signing_key: bytes | None = None) -> bytes:
+    """The record of ``s``; a kind-1 state (``blob``) needs ``signing_key``."""
+    if s.blob is not None and signing_key is None:
+        raise StateRefused(NO_KEY)
+    w = Writer()
+    w.raw(HEADER.pack(b"", VERSION))
+    w.u64(s.n_learned)
+    w.u8(_PLAIN if s.blob is None else _SIGNED)
+    write_config(w, s.config)
+    w.u8(s.drift_detected)
+    w.u32(len(s.drift_points))
+    for point in s.drift_points:
+        w.u64(point)
+    w.u32(len(s.recent))
+    for label, p in s.recent:
+        w.u8(label)
+        w.f64(p)
+    if s.blob is not None:
+        w.blob(s.blob)
+        body = w.bytes()
+        assert signing_key is not None
+        return body + mac(signing_key, body)
+    if s.linear is not None:
+        lin = s.linear
+        _names(w, lin.counts, w.u64)
+        _names(w, lin.means, w.f64)
+        _names(w, lin.variances, w.f64)
+        _names(w, lin.weights, w.f64)
+        w.f64(lin.intercept)
+        w.u64(lin.n_iterations)
+    _detector(w, s.detector)
+    return w.bytes()
+
+
+def _detector(w: Writer, d: AdwinState | PageHinkleyState | None) -> None:
+    if d is None:
+        w.u8(0)
+    elif isinstance(d, AdwinState):
+        w.u8(1)
+        w.u8(d.drift_detected)
+        for v in (d.delta, d.min_window_length, d.grace_period, d.total, d.variance, d.width):
+            w.f64(v)
+        w.f64(d.total_width)
+        for i in (d.clock, d.max_buckets, d.n_buckets, d.max_n_buckets, d.tick, d.n_detections):
+            w.i64(i)
+        w.u32(len(d.buckets))
+        for used, totals, variances in d.buckets:
+            w.u32(used)
+            for v in (*totals, *variances):
+                w.f64(v)
+    else:
+        w.u8(2)
+        w.u8(d.drift_detected)
+        for v in (d.n, d.mean, d.sum_increase, d.sum_decrease, d.min_increase, d.max_decrease):
+            w.f64(v)
+
+
+def _read_adwin(r: Reader) -> AdwinState:
+    flag = r.flag()
+    delta, mwl, grace, total, variance, width, total_width = (r.f64() for _ in range(7))
+    clock, max_buckets, n_buckets, max_n, tick, n_det = (r.i64() for _ in range(6))
+    if not (0 < delta < 1 and 1 <= clock < 2**31 and 1 <= max_buckets <= 64):
+        raise r.refuse("ADWIN parameters out of range")
+    if mwl != int(mwl) or grace != int(grace) or not (0 <= mwl < 2**31 and 0 <= grace < 2**31):
+        raise r.refuse("ADWIN window parameters out of range")
+    if min(n_buckets, max_n, tick, n_det) < 0 or max(n_buckets, max_n, tick, n_det) >= 2**31:
+        raise r.refuse("ADWIN counters out of range")
+    if width < 0 or variance < 0:
+        raise r.refuse("ADWIN width or variance negative")
+    rows = r.count(4 + 16 * (max_buckets + 1))
+    if not 1 <= rows <= 63:
+        raise r.refuse(f"ADWIN must hold 1 to 63 bucket rows, got {rows}")
+    buckets = []
+    for _ in range(rows):
+        used = r.u32()
+        if used > max_buckets:  # a row holds at most max_buckets entries between updates
+            raise r.refuse(f"an ADWIN bucket row uses {used} of {max_buckets} entries")
+        totals = [r.f64() for _ in range(max_buckets + 1)]
+        buckets.append((used, totals, [r.f64() for _ in range(max_buckets + 1)]))
+    return AdwinState(
+        flag,
+        delta,
+        clock,
+        max_buckets,
+        int(mwl),
+        int(grace),
+        total,
+        variance,
+        width,
+        total_width,
+        n_buckets,
+        max_n,
+        tick,
+        n_det,
+        buckets,
+    )
+
+
+def _read_detector(r: Reader) -> AdwinState | PageHinkleyState | None:
+    kind = r.u8()
+    if kind == 0:
+        return None
+    if kind == 1:
+        return _read_adwin(r)
+    if kind == 2:
+        flag = r.flag()
+        n, mean, inc, dec, min_inc, max_dec = (r.f64() for _ in range(6))
+        if not (n >= 1 and 0.0 <= mean <= 1.0):
+            raise r.refuse("Page-Hinkley state out of range")
+        return PageHinkleyState(flag, n, mean, inc, dec, min_inc, max_dec)
+    raise r.refuse(f"unknown drift detector state {kind}")
+
+
+def is_signed(data: bytes) -> bool:
+    """Whether a record (checked before) is a signed blob rather than plain numbers."""
+    return data[_N_LEARNED_AT + 8] == _SIGNED
+
+
+def n_learned_of(data: bytes) -> int:
+    """``n_learned`` of a record, read from its fixed offset (the record was checked before)."""
+    value: int = int.from_bytes(data[_N_LEARNED_AT : _N_LEARNED_AT + 8], "big")
+    return value
+
+
+def decode_learner(data: bytes, signing_key: bytes | None = None) -> LearnerState:
+    """Read and check a record of :func:`encode_learner`; :class:`StateRefused` otherwise.
+
+    A signed record is read only when its HMAC verifies under ``signing_key``.
+    """
+    HEADER.unpack_versioned(bytes(data[: HEADER.size]), (VERSION,))
+    r = Reader(data, "an online-model record", HEADER.size)
+    n_learned, kind = r.u64(), r.u8()
+    if kind == _SIGNED:
+        if signing_key is None:
+            raise StateRefused(f"an online-model record refused: {NO_KEY}")
+        if r.left() < MAC_SIZE or not verify_mac(
+            signing_key, bytes(data[:-MAC_SIZE]), bytes(data[-MAC_SIZE:])
+        ):
+            raise StateRefused(
+                "an online-model record refused: its signature is missing or does not match "
+                "ALPHAPULSE_STATE_SIGNING_KEY (written by another key, or tampered with)"
+            )
+        r = Reader(bytes(data[:-MAC_SIZE]), "an online-model record", r.pos)
+    elif kind != _PLAIN:
+        raise r.refuse(f"unknown record kind {kind}")
+    config = read_config(r)
+    drift_detected = r.flag()
+    points = [r.u64() for _ in range(r.count(8))]
+    if points != sorted(set(points)) or (points and points[-1] >= n_learned):
+        raise r.refuse("drift points must rise and stay below n_learned")
+    recent = []
+    for _ in range(r.count(9)):
+        label, p = r.flag(), r.f64()
+        if not 0.0 <= p <= 1.0:
+            raise r.refuse(f"a prediction {p} is not a probability")
+        recent.append((label, p))
+    if len(recent) > config["metrics_window"] or len(recent) > n_learned:
+        raise r.refuse("the metrics window holds more outcomes than allowed")
+    state = LearnerState(config, n_learned, drift_detected, points, recent)
+    if kind == _SIGNED:
+        state.blob = r.blob()
+        r.end()
+        return state
+    if config["classifier"] not in _CLASSIFIERS[:2]:
+        raise r.refuse(f"a {config['classifier']} model must be a signed record")
+    counts = _read_names(r, r.u64, 8)
+    means = _read_names(r, r.f64, 8)
+    variances = _read_names(r, r.f64, 8)
+    if any(c < 1 for _, c in counts) or any(v < 0 for _, v in variances):
+        raise r.refuse("scaler counts must be >= 1 and variances >= 0")
+    weights = _read_names(r, r.f64, 8)
+    state.linear = LinearState(counts, means, variances, weights, r.f64(), r.u64())
+    state.detector = _read_detector(r)
+    r.end()
+    expected = {"adwin": AdwinState, "page_hinkley": PageHinkleyState}.get(config["drift_detector"])
+    if state.detector is not None and not isinstance(state.detector, expected or type(None)):
+        raise StateRefused("an online-model record refused: its detector is not the configured one")
+    if expected is AdwinState and state.detector is None:
+        raise StateRefused("an online-model record refused: its ADWIN state is missing")
+    return state
