@@ -4,7 +4,11 @@ A model-key record (``APKR``, version 1) is what a changelog keyed by model key 
 learner record (:mod:`models._state_learner`) as a length-prefixed blob, then the ids of that
 key's outcomes that deduplication remembers, each with its sequence number (the order in which
 the partition learned them, across keys, so that a partition rebuilt from its keys' records
-forgets the same ids first).
+forgets the same ids first). It ends with a seal: a byte (0 digest, 1 signature) and 32 bytes,
+the SHA-256 of everything before (corruption shows) or, with a signing key, its HMAC-SHA256
+(a record forged by a client of the cluster shows too). A reader with a key accepts only
+signed records; one without a key accepts only digests. The seal is checked before anything
+else is read.
 
 A partition snapshot (``APKO``, version 3; versions 1 and 2 were pickles and are refused) holds
 the whole partition: its parameters, every key's learner record, and the remembered ids in order
@@ -14,18 +18,28 @@ from the full snapshot it extends (those ids come back without their key).
 >>> data = encode_key_record(b"learner", ["o1", "o2"], [0, 3])
 >>> decode_key_record(data)
 (b'learner', ['o1', 'o2'], [0, 3])
+>>> signed = encode_key_record(b"learner", ["o1"], [0], signing_key=b"k" * 32)
+>>> decode_key_record(signed, signing_key=b"k" * 32)
+(b'learner', ['o1'], [0])
+>>> try:
+...     decode_key_record(signed, signing_key=b"x" * 32)
+... except StateRefused as err:
+...     print(str(err)[:60])
+a model-key record refused: its signature does not match ALP
 """
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from itertools import pairwise
 from typing import Any
 
 from models._snapshot import Header
-from models._state_codec import Reader, StateRefused, Writer
-from models._state_learner import read_config, write_config
+from models._state_codec import MAC_SIZE, Reader, StateRefused, Writer, mac, verify_mac
+from models._state_learner import NO_KEY, read_config, write_config
 from models.online import OnlineConfig
 
 __all__ = [
@@ -44,10 +58,14 @@ KEY_VERSION = 1
 PARTITION_HEADER = Header(b"APKO", ">B", "a keyed online-state snapshot")
 PARTITION_VERSION = 3  # 3: plain numbers. 2 and 1: pickles, refused
 _NO_KEY = 0  # key index of an id whose model key is unknown
+_DIGEST, _SIGNED = 0, 1  # how a model-key record is sealed
 
 
-def encode_key_record(learner: bytes, ids: Sequence[str], seqs: Sequence[int]) -> bytes:
-    """One model key's record: its learner record and its remembered ids with their numbers."""
+def encode_key_record(
+    learner: bytes, ids: Sequence[str], seqs: Sequence[int], signing_key: bytes | None = None
+) -> bytes:
+    """One model key's record: its learner record and its remembered ids with their numbers,
+    sealed with a digest or, with ``signing_key``, an HMAC."""
     w = Writer()
     w.raw(KEY_HEADER.pack(b"", KEY_VERSION))
     w.blob(learner)
@@ -55,16 +73,47 @@ def encode_key_record(learner: bytes, ids: Sequence[str], seqs: Sequence[int]) -
     for oid, seq in zip(ids, seqs, strict=True):
         w.u64(seq)
         w.text(oid)
-    return w.bytes()
+    body = w.bytes()
+    if signing_key is None:
+        return body + bytes([_DIGEST]) + hashlib.sha256(body).digest()
+    return body + bytes([_SIGNED]) + mac(signing_key, body)
 
 
-def decode_key_record(data: bytes) -> tuple[bytes, list[str], list[int]]:
-    """``(learner record, ids, sequence numbers)`` of a model-key record, its layout checked
-    (the learner record is checked by its reader); :class:`StateRefused` otherwise."""
+def _unseal(data: bytes, signing_key: bytes | None) -> bytes:
+    """The body of a sealed record, once its seal checked."""
+    body, kind, seal = data[: -1 - MAC_SIZE], data[-1 - MAC_SIZE], data[-MAC_SIZE:]
+    if kind == _SIGNED and signing_key is None:
+        raise StateRefused(f"a model-key record refused: it is signed; {NO_KEY}")
+    if kind == _DIGEST and signing_key is not None:
+        raise StateRefused(
+            "a model-key record refused: it is not signed, and ALPHAPULSE_STATE_SIGNING_KEY is "
+            "set (written without the key, or by a client of the cluster)"
+        )
+    if kind == _DIGEST and hmac.compare_digest(hashlib.sha256(body).digest(), seal):
+        return body
+    if kind == _SIGNED and signing_key is not None and verify_mac(signing_key, body, seal):
+        return body
+    if kind not in (_DIGEST, _SIGNED):
+        raise StateRefused(f"a model-key record refused: unknown seal {kind}")
+    if kind == _DIGEST:
+        raise StateRefused("a model-key record refused: its digest does not match (corrupted)")
+    raise StateRefused(
+        "a model-key record refused: its signature does not match ALPHAPULSE_STATE_SIGNING_KEY "
+        "(written under another key, or tampered with)"
+    )
+
+
+def decode_key_record(
+    data: bytes, signing_key: bytes | None = None
+) -> tuple[bytes, list[str], list[int]]:
+    """``(learner record, ids, sequence numbers)`` of a model-key record, its seal and layout
+    checked (the learner record is checked by its reader); :class:`StateRefused` otherwise."""
     if not isinstance(data, bytes):
         raise StateRefused(f"a model-key record must be bytes, got {type(data).__name__}")
     KEY_HEADER.unpack_versioned(data[: KEY_HEADER.size], (KEY_VERSION,))
-    r = Reader(data, "a model-key record", KEY_HEADER.size)
+    if len(data) < KEY_HEADER.size + 1 + MAC_SIZE:
+        raise StateRefused("a model-key record is truncated (no room for its seal)")
+    r = Reader(_unseal(data, signing_key), "a model-key record", KEY_HEADER.size)
     learner = r.blob()
     n = r.count(12)
     seqs, ids = [], []

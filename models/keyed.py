@@ -353,8 +353,8 @@ class KeyedOnline:
                 raise ConfigError(NO_KEY)
         ki = self._key_ids.get(key)
         if ki is None:
-            return encode_key_record(learner, (), ())
-        return encode_key_record(learner, ki.ids, ki.seqs)
+            return encode_key_record(learner, (), (), self.signing_key)
+        return encode_key_record(learner, ki.ids, ki.seqs, self.signing_key)
 
     def take_touched(self) -> list[tuple[str, bytes]]:
         """``(model key, record)`` of each key in :attr:`touched` (see :meth:`encode_key`), and
@@ -368,10 +368,11 @@ class KeyedOnline:
         """Put one key's record (:meth:`encode_key`) in place of whatever ``key`` held.
 
         Anything that is not a valid record is refused with :class:`StateRefused`, before
-        anything changes: wrong magic or version, truncated, bytes left over, non-finite
-        numbers, values out of range, a signed record without the right signature.
+        anything changes: wrong magic or version, a seal that does not match (a digest without
+        a signing key, an HMAC with one), truncated, bytes left over, non-finite numbers,
+        values out of range, a signed learner without the right signature.
         """
-        learner, ids, seqs = decode_key_record(data)
+        learner, ids, seqs = decode_key_record(data, self.signing_key)
         OnlineLearner.check(learner, self.signing_key, local=False)
         self._drop_key(key)
         self._cold[key] = learner
