@@ -22,6 +22,8 @@ import hashlib
 import hmac
 import math
 import struct
+from collections.abc import Sequence
+from typing import Any
 
 from models._snapshot import SnapshotError
 
@@ -80,6 +82,18 @@ class Writer:
         """An IEEE double, bit for bit."""
         self._buf += _F64.pack(v)
 
+    def many(self, fmt: str, values: Sequence[int] | Sequence[float]) -> None:
+        """``values`` packed with one :mod:`struct` code (``"I"``, ``"Q"``, ``"d"``, ``"B"``),
+        without their count (the reader is told it)."""
+        self._buf += struct.pack(f">{len(values)}{fmt}", *values)
+
+    def texts(self, items: Sequence[str]) -> None:
+        """A count (u32), each string's UTF-8 length (u32), then all their bytes."""
+        raw = [s.encode("utf-8", "surrogatepass") for s in items]
+        self.u32(len(raw))
+        self.many("I", [len(b) for b in raw])
+        self._buf += b"".join(raw)
+
     def blob(self, data: bytes) -> None:
         """A length (u32), then the bytes."""
         self._buf += _U32.pack(len(data))
@@ -123,8 +137,19 @@ class Reader:
         return out
 
     def _unpack(self, s: struct.Struct) -> int | float:
-        value: int | float = s.unpack(self._take(s.size))[0]
+        value: int | float = self.fields(s)[0]
         return value
+
+    def fields(self, s: struct.Struct) -> tuple[Any, ...]:
+        """The fields of ``s`` at once (its doubles are not checked: the caller checks them)."""
+        if s.size > len(self._data) - self.pos:
+            raise StateRefused(
+                f"{self.what} is truncated (needs {s.size} bytes at {self.pos}, "
+                f"has {len(self._data) - self.pos})"
+            )
+        values = s.unpack_from(self._data, self.pos)
+        self.pos += s.size
+        return values
 
     def u8(self) -> int:
         """An unsigned byte."""
@@ -167,6 +192,31 @@ class Reader:
         if n * max(item_size, 1) > self.left():
             raise StateRefused(f"{self.what} is truncated (a count of {n} overruns its end)")
         return n
+
+    def many(self, fmt: str, n: int) -> tuple[Any, ...]:
+        """``n`` values of one :mod:`struct` code; doubles (``"d"``) must be finite."""
+        size = struct.calcsize(f">{fmt}")
+        if n * size > self.left():
+            raise StateRefused(f"{self.what} is truncated ({n} values overrun its end)")
+        values = struct.unpack_from(f">{n}{fmt}", self._take(n * size))
+        if fmt == "d" and not all(map(math.isfinite, values)):
+            raise self.refuse(f"a number is not finite before byte {self.pos}")
+        return values
+
+    def texts(self) -> list[str]:
+        """What :meth:`Writer.texts` wrote."""
+        lengths = self.many("I", self.count(4))
+        if sum(lengths) > self.left():
+            raise StateRefused(f"{self.what} is truncated (strings overrun its end)")
+        raw = self._take(sum(lengths)).tobytes()
+        out, at = [], 0
+        try:
+            for n in lengths:
+                out.append(raw[at : at + n].decode("utf-8", "surrogatepass"))
+                at += n
+        except UnicodeDecodeError as exc:
+            raise self.refuse(f"a string is not UTF-8 ({exc.reason})") from None
+        return out
 
     def blob(self) -> bytes:
         """A length (u32), then that many bytes."""

@@ -69,10 +69,9 @@ def encode_key_record(
     w = Writer()
     w.raw(KEY_HEADER.pack(b"", KEY_VERSION))
     w.blob(learner)
-    w.u32(len(ids))
-    for oid, seq in zip(ids, seqs, strict=True):
-        w.u64(seq)
-        w.text(oid)
+    w.u32(len(seqs))
+    w.many("Q", seqs)
+    w.texts(ids)
     body = w.bytes()
     if signing_key is None:
         return body + bytes([_DIGEST]) + hashlib.sha256(body).digest()
@@ -116,11 +115,11 @@ def decode_key_record(
     r = Reader(_unseal(data, signing_key), "a model-key record", KEY_HEADER.size)
     learner = r.blob()
     n = r.count(12)
-    seqs, ids = [], []
-    for _ in range(n):
-        seqs.append(r.u64())
-        ids.append(r.text())
+    seqs = list(r.many("Q", n))
+    ids = r.texts()
     r.end()
+    if len(ids) != n:
+        raise r.refuse(f"{len(ids)} ids for {n} sequence numbers")
     if any(b <= a for a, b in pairwise(seqs)):
         raise r.refuse("the ids' sequence numbers must rise")
     if len(set(ids)) != n:

@@ -17,7 +17,9 @@ objects and back. Version 1 (a pickle) is refused.
 
 from __future__ import annotations
 
+import math
 import secrets
+import struct
 from dataclasses import dataclass
 from typing import Any
 
@@ -120,49 +122,58 @@ class LearnerState:
     """Kind 1 only: the pickled pipeline and detector, read only once the signature verified."""
 
 
+_CONFIG = struct.Struct(">BddBIdBddIq")  # an OnlineConfig's fields, in their order
+
+
 def write_config(w: Writer, c: dict[str, Any]) -> None:
-    w.u8(_CLASSIFIERS.index(c["classifier"]))
-    w.f64(c["learning_rate"])
-    w.f64(c["l2"])
-    w.u8(bool(c["decay"]))
-    w.u32(c["decay_window"])
-    w.f64(c["decay_factor"])
-    w.u8(_DETECTORS.index(c["drift_detector"]))
-    w.f64(c["drift_delta"])
-    w.f64(c["drift_threshold"])
-    w.u32(c["metrics_window"])
-    w.i64(c["seed"])
+    """An :class:`models.online.OnlineConfig`'s fields (as a dict)."""
+    w.raw(
+        _CONFIG.pack(
+            _CLASSIFIERS.index(c["classifier"]),
+            c["learning_rate"],
+            c["l2"],
+            bool(c["decay"]),
+            c["decay_window"],
+            c["decay_factor"],
+            _DETECTORS.index(c["drift_detector"]),
+            c["drift_delta"],
+            c["drift_threshold"],
+            c["metrics_window"],
+            c["seed"],
+        )
+    )
 
 
 def read_config(r: Reader) -> dict[str, Any]:
-    clf, out = r.u8(), dict[str, Any]()
-    if clf >= len(_CLASSIFIERS):
-        raise r.refuse(f"unknown classifier code {clf}")
-    out["classifier"] = _CLASSIFIERS[clf]
-    out["learning_rate"], out["l2"] = r.f64(), r.f64()
-    out["decay"], out["decay_window"], out["decay_factor"] = r.flag(), r.u32(), r.f64()
-    det = r.u8()
-    if det >= len(_DETECTORS):
-        raise r.refuse(f"unknown drift detector code {det}")
-    out["drift_detector"] = _DETECTORS[det]
-    out["drift_delta"], out["drift_threshold"] = r.f64(), r.f64()
-    out["metrics_window"], out["seed"] = r.u32(), r.i64()
-    return out
+    """The configuration :func:`write_config` wrote, as :class:`models.online.OnlineConfig`'s
+    fields (which the caller checks by making one)."""
+    clf, lr, l2, decay, window, factor, det, delta, threshold, metrics, seed = r.fields(_CONFIG)
+    if clf >= len(_CLASSIFIERS) or det >= len(_DETECTORS) or decay > 1:
+        raise r.refuse(f"unknown classifier {clf}, drift detector {det} or decay flag {decay}")
+    if not all(map(math.isfinite, (lr, l2, factor, delta, threshold))):
+        raise r.refuse("a configuration number is not finite")
+    return {
+        "classifier": _CLASSIFIERS[clf],
+        "learning_rate": lr,
+        "l2": l2,
+        "decay": decay == 1,
+        "decay_window": window,
+        "decay_factor": factor,
+        "drift_detector": _DETECTORS[det],
+        "drift_delta": delta,
+        "drift_threshold": threshold,
+        "metrics_window": metrics,
+        "seed": seed,
+    }
 
 
-def _names(w: Writer, items: list[tuple[str, Any]], put: Any) -> None:
-    w.u32(len(items))
-    for name, value in items:
-        w.text(name)
-        put(value)
-
-
-def _read_names(r: Reader, get: Any, size: int) -> list[tuple[str, Any]]:
-    n = r.count(4 + size)
-    out = [(r.text(), get()) for _ in range(n)]
-    if len({k for k, _ in out}) != n:
-        raise r.refuse("a feature name appears twice")
-    return out
+def _read_map(r: Reader, names: list[str], code: str) -> list[tuple[str, Any]]:
+    """A map written as name indices then values (``code``), in its dict's order."""
+    n = r.count(12)
+    idx, values = r.many("I", n), r.many(code, n)
+    if len(set(idx)) != n or (idx and max(idx) >= len(names)):
+        raise r.refuse("a map names a feature twice or one not in the table")
+    return [(names[i], v) for i, v in zip(idx, values, strict=True)]
 
 
 def encode_learner(s: LearnerState, signing_key: bytes | None = None) -> bytes:
@@ -176,12 +187,10 @@ def encode_learner(s: LearnerState, signing_key: bytes | None = None) -> bytes:
     write_config(w, s.config)
     w.u8(s.drift_detected)
     w.u32(len(s.drift_points))
-    for point in s.drift_points:
-        w.u64(point)
+    w.many("Q", s.drift_points)
     w.u32(len(s.recent))
-    for label, p in s.recent:
-        w.u8(label)
-        w.f64(p)
+    w.many("B", [label for label, _ in s.recent])
+    w.many("d", [p for _, p in s.recent])
     if s.blob is not None:
         w.blob(s.blob)
         body = w.bytes()
@@ -189,10 +198,14 @@ def encode_learner(s: LearnerState, signing_key: bytes | None = None) -> bytes:
         return body + mac(signing_key, body)
     if s.linear is not None:
         lin = s.linear
-        _names(w, lin.counts, w.u64)
-        _names(w, lin.means, w.f64)
-        _names(w, lin.variances, w.f64)
-        _names(w, lin.weights, w.f64)
+        maps = ((lin.counts, "Q"), (lin.means, "d"), (lin.variances, "d"), (lin.weights, "d"))
+        names = list(dict.fromkeys(k for m, _ in maps for k, _ in m))
+        index = {name: i for i, name in enumerate(names)}
+        w.texts(names)
+        for m, code in maps:
+            w.u32(len(m))
+            w.many("I", [index[k] for k, _ in m])
+            w.many(code, [v for _, v in m])
         w.f64(lin.intercept)
         w.u64(lin.n_iterations)
     _detector(w, s.detector)
@@ -213,8 +226,7 @@ def _detector(w: Writer, d: AdwinState | PageHinkleyState | None) -> None:
         w.u32(len(d.buckets))
         for used, totals, variances in d.buckets:
             w.u32(used)
-            for v in (*totals, *variances):
-                w.f64(v)
+            w.many("d", [*totals, *variances])
     else:
         w.u8(2)
         w.u8(d.drift_detected)
@@ -222,10 +234,15 @@ def _detector(w: Writer, d: AdwinState | PageHinkleyState | None) -> None:
             w.f64(v)
 
 
+_ADWIN = struct.Struct(">B7d6q")  # the flag, the doubles, the integers, as _detector writes them
+
+
 def _read_adwin(r: Reader) -> AdwinState:
-    flag = r.flag()
-    delta, mwl, grace, total, variance, width, total_width = (r.f64() for _ in range(7))
-    clock, max_buckets, n_buckets, max_n, tick, n_det = (r.i64() for _ in range(6))
+    flag, *values = r.fields(_ADWIN)
+    if flag > 1 or not all(map(math.isfinite, values[:7])):
+        raise r.refuse("ADWIN's flag is not 0/1 or a number of it is not finite")
+    delta, mwl, grace, total, variance, width, total_width = values[:7]
+    clock, max_buckets, n_buckets, max_n, tick, n_det = values[7:]
     if not (0 < delta < 1 and 1 <= clock < 2**31 and 1 <= max_buckets <= 64):
         raise r.refuse("ADWIN parameters out of range")
     if mwl != int(mwl) or grace != int(grace) or not (0 <= mwl < 2**31 and 0 <= grace < 2**31):
@@ -242,10 +259,10 @@ def _read_adwin(r: Reader) -> AdwinState:
         used = r.u32()
         if used > max_buckets:  # a row holds at most max_buckets entries between updates
             raise r.refuse(f"an ADWIN bucket row uses {used} of {max_buckets} entries")
-        totals = [r.f64() for _ in range(max_buckets + 1)]
-        buckets.append((used, totals, [r.f64() for _ in range(max_buckets + 1)]))
+        values = list(r.many("d", 2 * (max_buckets + 1)))
+        buckets.append((used, values[: max_buckets + 1], values[max_buckets + 1 :]))
     return AdwinState(
-        flag,
+        flag == 1,
         delta,
         clock,
         max_buckets,
@@ -312,15 +329,14 @@ def decode_learner(data: bytes, signing_key: bytes | None = None) -> LearnerStat
         raise r.refuse(f"unknown record kind {kind}")
     config = read_config(r)
     drift_detected = r.flag()
-    points = [r.u64() for _ in range(r.count(8))]
+    points = list(r.many("Q", r.count(8)))
     if points != sorted(set(points)) or (points and points[-1] >= n_learned):
         raise r.refuse("drift points must rise and stay below n_learned")
-    recent = []
-    for _ in range(r.count(9)):
-        label, p = r.flag(), r.f64()
-        if not 0.0 <= p <= 1.0:
-            raise r.refuse(f"a prediction {p} is not a probability")
-        recent.append((label, p))
+    n = r.count(9)
+    labels, predictions = r.many("B", n), r.many("d", n)
+    if any(b > 1 for b in labels) or not all(0.0 <= p <= 1.0 for p in predictions):
+        raise r.refuse("the metrics window holds a label that is not 0/1 or a p outside [0, 1]")
+    recent = [(b == 1, p) for b, p in zip(labels, predictions, strict=True)]
     if len(recent) > config["metrics_window"] or len(recent) > n_learned:
         raise r.refuse("the metrics window holds more outcomes than allowed")
     state = LearnerState(config, n_learned, drift_detected, points, recent)
@@ -330,12 +346,15 @@ def decode_learner(data: bytes, signing_key: bytes | None = None) -> LearnerStat
         return state
     if config["classifier"] not in _CLASSIFIERS[:2]:
         raise r.refuse(f"a {config['classifier']} model must be a signed record")
-    counts = _read_names(r, r.u64, 8)
-    means = _read_names(r, r.f64, 8)
-    variances = _read_names(r, r.f64, 8)
+    names = r.texts()
+    if len(set(names)) != len(names):
+        raise r.refuse("a feature name appears twice")
+    counts = _read_map(r, names, "Q")
+    means = _read_map(r, names, "d")
+    variances = _read_map(r, names, "d")
     if any(c < 1 for _, c in counts) or any(v < 0 for _, v in variances):
         raise r.refuse("scaler counts must be >= 1 and variances >= 0")
-    weights = _read_names(r, r.f64, 8)
+    weights = _read_map(r, names, "d")
     state.linear = LinearState(counts, means, variances, weights, r.f64(), r.u64())
     state.detector = _read_detector(r)
     r.end()
