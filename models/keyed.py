@@ -338,19 +338,24 @@ class KeyedOnline:
         self._seen = seen
         self._unordered = False
 
-    def encode_key(self, key: str) -> bytes:
-        """The record of ``key``: its learner (configuration included) and the ids of its outcomes
-        that deduplication remembers, with their sequence numbers. ``KeyError`` for a key that
-        has learned nothing; :class:`ConfigError` for a tree model without a signing key."""
+    def _outgoing(self, key: str) -> bytes:
+        """The learner record of ``key`` to write out: a tree's must be signed with the
+        configured key (one signed with this process's own key could not be read elsewhere)."""
         lr = self._live.get(key)
         if lr is not None:
             if lr.config.classifier not in LINEAR and self.signing_key is None:
                 raise ConfigError(NO_KEY)
-            learner = lr.snapshot(self.signing_key)
-        else:
-            learner = self._cold[key]
-            if self.signing_key is None and is_signed(learner):
-                raise ConfigError(NO_KEY)
+            return lr.snapshot(self.signing_key)
+        learner = self._cold[key]
+        if self.signing_key is None and is_signed(learner):
+            raise ConfigError(NO_KEY)
+        return learner
+
+    def encode_key(self, key: str) -> bytes:
+        """The record of ``key``: its learner (configuration included) and the ids of its outcomes
+        that deduplication remembers, with their sequence numbers. ``KeyError`` for a key that
+        has learned nothing; :class:`ConfigError` for a tree model without a signing key."""
+        learner = self._outgoing(key)
         ki = self._key_ids.get(key)
         if ki is None:
             return encode_key_record(learner, (), (), self.signing_key)
@@ -423,15 +428,16 @@ class KeyedOnline:
         return self.take(newest_ids).encode()
 
     def take(self, newest_ids: int | None = None) -> Snapshot:
-        """The state now, to encode later (see :meth:`snapshot` for ``newest_ids``)."""
+        """The state now, to encode later (see :meth:`snapshot` for ``newest_ids``);
+        :class:`ConfigError` for tree models without a signing key."""
         seen = self.seen
         if newest_ids is None:
             ids = list(seen)
         else:
             ids = list(islice(reversed(seen), min(newest_ids, len(seen))))
             ids.reverse()
-        learners = {k: self._learner_record(k) for k in self._live}
-        learners.update(self._cold)
+        learners = {k: self._outgoing(k) for k in self._live}
+        learners.update((k, self._outgoing(k)) for k in self._cold)
         return Snapshot(
             learners=learners,
             ids=ids,
@@ -441,10 +447,6 @@ class KeyedOnline:
             rr=(self.rr_scale, self.rr_weight_max),
             config=self.config,
         )
-
-    def _learner_record(self, key: str) -> bytes:
-        """The learner record of a live ``key`` (signed with the key kept in memory)."""
-        return self._live[key].snapshot(self._freeze_key())
 
     @classmethod
     def restore(
@@ -459,17 +461,15 @@ class KeyedOnline:
 
         A delta snapshot (``newest_ids``) takes the ids before its own from ``older_ids``: the
         seen ids of the full snapshot it extends, oldest first (they come back without their
-        model key). Signed learner records need the key they were signed with (within one
-        process, a snapshot made without a key restores without one).
+        model key). Signed learner records need the key they were signed with.
         """
         st = decode_snapshot(data)
         try:
             config = OnlineConfig(**st.config)
         except ConfigError as exc:
             raise StateRefused(f"a keyed online-state snapshot refused: {exc}") from None
-        key = signing_key or PROCESS_KEY
         for record in st.learners.values():
-            OnlineLearner.check(record, key)
+            OnlineLearner.check(record, signing_key, local=False)
         out = cls(config, st.max_seen_ids, st.rr[0], st.rr[1], signing_key, max_live_keys)
         out._cold = st.learners
         if st.seen_count is None:

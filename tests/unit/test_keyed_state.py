@@ -105,6 +105,22 @@ def test_a_signed_tree_round_trips_and_needs_its_key(classifier: str) -> None:
     unsigned.learn("o1", "K", {"x": 1.0}, True, None)
     with pytest.raises(ConfigError, match="ALPHAPULSE_STATE_SIGNING_KEY"):
         unsigned.take_touched()
+    with pytest.raises(ConfigError, match="ALPHAPULSE_STATE_SIGNING_KEY"):
+        unsigned.snapshot()  # nor a partition snapshot no other process could read
+
+
+@pytest.mark.parametrize("classifier", TREES)
+def test_a_partition_snapshot_of_trees_is_signed(classifier: str) -> None:
+    config = OnlineConfig(classifier=classifier)
+    live = KeyedOnline(config, signing_key=KEY, max_live_keys=1)  # the other key kept signed
+    for oid, key, x, y, rr in _outcomes(200, 2, seed=14):
+        live.learn(oid, key, x, y, rr)
+    data = live.snapshot()
+    for key in (None, b"other-key" * 4):
+        with pytest.raises(SnapshotError, match="ALPHAPULSE_STATE_SIGNING_KEY"):
+            KeyedOnline.restore(data, signing_key=key)
+    back = KeyedOnline.restore(data, signing_key=KEY)
+    _continue_identically(live, back, seed=15)
 
 
 def test_a_tree_blob_with_a_forged_signature_is_not_unpickled(tmp_path: Path) -> None:
