@@ -30,6 +30,7 @@ from models._snapshot import SnapshotError
 __all__ = ["MAC_SIZE", "Reader", "StateRefused", "Writer", "mac", "verify_mac"]
 
 _U8, _U32, _U64, _I32, _I64, _F64 = (struct.Struct(f) for f in (">B", ">I", ">Q", ">i", ">q", ">d"))
+_SIZES = {"B": 1, "I": 4, "Q": 8, "d": 8}  # the struct codes Reader.many reads
 MAC_SIZE = 32
 """Bytes of an HMAC-SHA256 signature."""
 
@@ -189,16 +190,17 @@ class Reader:
         """A u32 count of items of at least ``item_size`` bytes each, checked against the bytes
         left (a huge count is refused before anything is allocated)."""
         n = self.u32()
-        if n * max(item_size, 1) > self.left():
+        if n * max(item_size, 1) > len(self._data) - self.pos:
             raise StateRefused(f"{self.what} is truncated (a count of {n} overruns its end)")
         return n
 
     def many(self, fmt: str, n: int) -> tuple[Any, ...]:
         """``n`` values of one :mod:`struct` code; doubles (``"d"``) must be finite."""
-        size = struct.calcsize(f">{fmt}")
-        if n * size > self.left():
+        end = self.pos + n * _SIZES[fmt]
+        if end > len(self._data):
             raise StateRefused(f"{self.what} is truncated ({n} values overrun its end)")
-        values = struct.unpack_from(f">{n}{fmt}", self._take(n * size))
+        values = struct.unpack_from(f">{n}{fmt}", self._data, self.pos)
+        self.pos = end
         if fmt == "d" and not all(map(math.isfinite, values)):
             raise self.refuse(f"a number is not finite before byte {self.pos}")
         return values
