@@ -14,13 +14,12 @@ rebuilt on use, bit for bit, since the round trip is exact.
 
 from __future__ import annotations
 
-import math
 from array import array
 from collections.abc import Iterable, Iterator, Mapping
-from dataclasses import dataclass
 from itertools import islice
 from typing import Any
 
+from models._outcome import LearnResult, log_loss, rr_weight
 from models._state_codec import StateRefused
 from models._state_keyed import (
     PARTITION_HEADER,
@@ -49,35 +48,6 @@ def _keep_newest(ids: dict[str, Any], n: int) -> list[str]:
     for oid in doomed:
         del ids[oid]
     return doomed
-
-
-def rr_weight(rr: float | None, scale: float = 1.0, w_max: float = 5.0) -> float:
-    """Sample weight of an outcome from its realised R/R: ``clip(1 + |rr|/scale, 1, w_max)``.
-
-    Bounded, so a single outlier trade cannot dominate; an outcome without R/R weighs 1.
-
-    >>> rr_weight(None), rr_weight(1.0), rr_weight(-1.0), rr_weight(100.0)
-    (1.0, 2.0, 2.0, 5.0)
-    """
-    if rr is None or not math.isfinite(rr):
-        return 1.0
-    return float(min(max(1.0 + abs(rr) / scale, 1.0), w_max))
-
-
-@dataclass(frozen=True)
-class LearnResult:
-    """What learning one outcome did.
-
-    ``learned`` is False for a duplicate outcome id (nothing changed). ``prediction`` is the online
-    model's probability for the outcome's features just before it learned them, and ``loss`` its
-    log loss against the label.
-    """
-
-    learned: bool
-    prediction: float
-    loss: float
-    drift: bool
-    n_learned: int
 
 
 class _KeyIds:
@@ -492,13 +462,3 @@ class KeyedOnline:
     def snapshot_ids(data: bytes) -> list[str]:
         """The seen ids of :meth:`snapshot` bytes, oldest first, without restoring the learners."""
         return snapshot_ids(data)
-
-
-def log_loss(p: float, label: bool) -> float:
-    """Log loss of probability ``p`` for ``label`` (clipped away from 0 and 1).
-
-    >>> round(log_loss(0.5, True), 4)
-    0.6931
-    """
-    q = min(max(p, 1e-15), 1 - 1e-15)
-    return -math.log(q if label else 1 - q)
