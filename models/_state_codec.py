@@ -137,9 +137,15 @@ class Reader:
         self.pos = end
         return out
 
-    def _unpack(self, s: struct.Struct) -> int | float:
-        value: int | float = self.fields(s)[0]
-        return value
+    def _unpack(self, s: struct.Struct) -> Any:
+        pos = self.pos
+        if pos + s.size > len(self._data):
+            raise StateRefused(
+                f"{self.what} is truncated (needs {s.size} bytes at {pos}, "
+                f"has {len(self._data) - pos})"
+            )
+        self.pos = pos + s.size
+        return s.unpack_from(self._data, pos)[0]
 
     def fields(self, s: struct.Struct) -> tuple[Any, ...]:
         """The fields of ``s`` at once (its doubles are not checked: the caller checks them)."""

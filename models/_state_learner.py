@@ -167,13 +167,30 @@ def read_config(r: Reader) -> dict[str, Any]:
     }
 
 
+def _write_map(w: Writer, m: list[tuple[str, Any]], code: str, names: list[str]) -> None:
+    """A map as a flag (1: its keys are the first names of the table, in order; the usual case),
+    the count, the name indices unless flagged, then the values (``code``)."""
+    keys = [k for k, _ in m]
+    same = keys == names[: len(keys)]
+    w.u8(same)
+    w.u32(len(m))
+    if not same:
+        index = {name: i for i, name in enumerate(names)}
+        w.many("I", [index[k] for k in keys])
+    w.many(code, [v for _, v in m])
+
+
 def _read_map(r: Reader, names: list[str], code: str) -> list[tuple[str, Any]]:
-    """A map written as name indices then values (``code``), in its dict's order."""
-    n = r.count(12)
+    """What :func:`_write_map` wrote, in the map's order."""
+    same, n = r.flag(), r.count(8)
+    if same:
+        if n > len(names):
+            raise r.refuse("a map names more features than the table holds")
+        return list(zip(names, r.many(code, n), strict=False))
     idx, values = r.many("I", n), r.many(code, n)
     if len(set(idx)) != n or (idx and max(idx) >= len(names)):
         raise r.refuse("a map names a feature twice or one not in the table")
-    return [(names[i], v) for i, v in zip(idx, values, strict=True)]
+    return list(zip(map(names.__getitem__, idx), values, strict=True))
 
 
 def encode_learner(s: LearnerState, signing_key: bytes | None = None) -> bytes:
@@ -200,12 +217,9 @@ def encode_learner(s: LearnerState, signing_key: bytes | None = None) -> bytes:
         lin = s.linear
         maps = ((lin.counts, "Q"), (lin.means, "d"), (lin.variances, "d"), (lin.weights, "d"))
         names = list(dict.fromkeys(k for m, _ in maps for k, _ in m))
-        index = {name: i for i, name in enumerate(names)}
         w.texts(names)
         for m, code in maps:
-            w.u32(len(m))
-            w.many("I", [index[k] for k, _ in m])
-            w.many(code, [v for _, v in m])
+            _write_map(w, m, code, names)
         w.f64(lin.intercept)
         w.u64(lin.n_iterations)
     _detector(w, s.detector)
