@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import gc
-import pickle
 
 import pytest
 
@@ -45,14 +44,6 @@ def test_ids_orjson_cannot_write_fall_back_to_a_list() -> None:
     ids = ["plain", "lone \ud800 surrogate", "after"]
     back = KeyedOnline.restore(_trained(ids).snapshot())
     assert list(back.seen) == ids
-
-
-def test_a_version_1_snapshot_with_a_pickled_list_still_loads() -> None:
-    k = _trained(["a", "b", "c"])
-    state = pickle.loads(k.snapshot()[len(keyed._MAGIC) + 1 :])
-    state["seen"] = ["a", "b", "c"]  # how version 1 stored them
-    v1 = keyed._MAGIC + bytes([1]) + pickle.dumps(state)
-    assert list(KeyedOnline.restore(v1).seen) == ["a", "b", "c"]
 
 
 def test_an_unknown_version_is_refused() -> None:
