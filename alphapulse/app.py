@@ -77,6 +77,8 @@ def create_app(settings: Settings) -> Built:
             key_serializer="raw",
             value_serializer="raw",
             partitions=settings.topic_partitions,
+            # The learner's transactions commit the outcomes offsets; Faust must never commit them.
+            acks=role != "outcomes",
         )
         for role, name in names.items()
     }

@@ -134,6 +134,7 @@ class Settings(BaseSettings):
     commit_interval_s: float = Field(default=2.8, gt=0)
     checkpoint_max_events: int = Field(default=1000, ge=1)
     max_seen_ids: int = Field(default=200_000, ge=1)
+    state_signing_key: SecretStr | None = None
     predict_batch_max: int = Field(default=256, ge=1)
     event_loop: Literal["uvloop", "asyncio"] = "uvloop"
     fetch_min_bytes: int = Field(default=1, ge=1)
