@@ -131,12 +131,13 @@ class PartitionTransactions:
         if producer is None:
             raise TransactionFenced(f"transactional producer {self.transactional_id} is stopped")
         offsets = {TopicPartition(self.offsets_topic, self.partition): next_offset}
+        futures: list[asyncio.Future[Any]] = []
         try:
             await producer.begin_transaction()
-            futures = [
-                await producer.send(r.topic, r.value, key=r.key, partition=r.partition)
-                for r in records
-            ]
+            for r in records:
+                fut = await producer.send(r.topic, r.value, key=r.key, partition=r.partition)
+                fut.add_done_callback(_retrieved)  # a failed transaction fails them all
+                futures.append(fut)
             await producer.send_offsets_to_transaction(offsets, self.group_id)
             if futures:
                 await asyncio.gather(*futures)
@@ -164,6 +165,12 @@ class PartitionTransactions:
                 f"transaction of {self.transactional_id} failed ({type(cause).__name__}: "
                 f"{cause}) and could not be aborted ({type(exc).__name__}: {exc})"
             ) from cause
+
+
+def _retrieved(fut: asyncio.Future[Any]) -> None:
+    """Mark a record's delivery failure as seen: the transaction's failure reports it."""
+    if not fut.cancelled():
+        fut.exception()
 
 
 def read_committed(app: Any) -> None:
