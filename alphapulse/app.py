@@ -139,16 +139,16 @@ def faust_tuning_kwargs(settings: Settings) -> dict[str, Any]:
         # fetch loop, flushing the producer first, and fetching stops meanwhile.
         broker_commit_every=2**62,
         # Every produce request costs the broker and this process far more than a record in it:
-        # records wait up to 10 ms to share requests. Predictions and checkpoints go as closed
-        # batches, which do not wait (Runtime.send_many, Runtime.send_now).
+        # records wait up to 10 ms to share requests. Predictions go as closed batches, which do
+        # not wait (Runtime.send_many); the learner's state goes in its own transactions.
         producer_linger=0.010,
         producer_max_batch_size=256 * 1024,
         # Large polls: while fetched records wait to be consumed, aiokafka sends no new fetch to
         # their broker, so small polls hold back the next fetch. The learner gives way to the
         # predictor (agents.learner.give_way), so a large poll of outcomes does not delay answers.
         broker_max_poll_records=256,
-        # Un-acked learner events wait for a checkpoint; on shutdown they are simply redelivered
-        # to the next owner, so do not wait for them.
+        # Outcomes after the learner's last transaction are simply redelivered to the next owner
+        # on shutdown, so do not wait for them.
         stream_wait_empty=False,
     )
 

@@ -56,7 +56,7 @@ class PartitionReader:
     Read the last record of every partition, then the outcomes since a time::
 
         async with PartitionReader(settings) as reader:
-            newest = await reader.read("alphapulse.checkpoints", [2], last=1)
+            newest = await reader.read("alphapulse.outcomes", [2], last=1)
             recent = await reader.read("alphapulse.outcomes", since=1_700_000_000_000)
     """
 

@@ -78,7 +78,8 @@ def topic_specs(settings: Settings) -> list[TopicSpec]:
 
 
 def internal_topic_specs(settings: Settings) -> list[TopicSpec]:
-    """The worker group's own topic: the learner checkpoints (compacted)."""
+    """The worker group's own topic: the learner's state changelog (compacted, never deleted by
+    retention: a worker refuses a partition's state otherwise)."""
     common = {"max.message.bytes": str(32 * 1024 * 1024)}
     if settings.topic_replication > 1:
         common["min.insync.replicas"] = str(min(2, settings.topic_replication))

@@ -99,6 +99,9 @@ class PartitionTransactions:
             acks="all",
             max_request_size=_MAX_REQUEST,
             linger_ms=0,
+            # A transaction begun right after a commit waits for its markers (the broker answers
+            # CONCURRENT_TRANSACTIONS): aiokafka's 100 ms back-off made the p99 about 130 ms here.
+            retry_backoff_ms=20,
         )
         try:
             await producer.start()
