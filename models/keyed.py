@@ -1,133 +1,112 @@
 """Online learners by model key, with outcome-id deduplication: the learner agent's pure core.
 
 One :class:`KeyedOnline` holds the state of one input partition: an online learner for each model
-key routed to it and the ids of the outcomes it has learned. ``learn`` is idempotent by outcome id,
-and the whole state snapshots to bytes and back exactly, so a checkpoint can carry it.
+key routed to it and the ids of the outcomes it has learned. ``learn`` is idempotent by outcome id.
+Its state is data, keyed by model: :meth:`KeyedOnline.take_touched` gives a record
+(:mod:`models._state_keyed`) for each key changed since it was last called, and
+:meth:`KeyedOnline.load_key` puts such a record back, refusing anything that is not one. A
+partition's whole state also snapshots to bytes and back (:meth:`KeyedOnline.snapshot`).
+
+Only the most recently used ``max_live_keys`` learners are River objects; the others are kept as
+their record (about a kilobyte at 10 features, against about 7 KB for River's objects) and
+rebuilt on use, bit for bit, since the round trip is exact.
 """
 
 from __future__ import annotations
 
-import math
-import pickle
-from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from array import array
+from collections.abc import Iterable, Iterator, Mapping
 from itertools import islice
 from typing import Any
 
-import orjson
-
-from models._snapshot import Header
+from models._outcome import LearnResult, log_loss, rr_weight
+from models._state_codec import StateRefused
+from models._state_keyed import (
+    PARTITION_HEADER,
+    Snapshot,
+    decode_key_record,
+    decode_snapshot,
+    encode_key_record,
+    snapshot_ids,
+)
+from models._state_learner import NO_KEY, PROCESS_KEY, is_signed, n_learned_of
 from models.errors import ConfigError
-from models.online import OnlineConfig, OnlineLearner
+from models.online import LINEAR, OnlineConfig, OnlineLearner
 
-__all__ = ["KeyedOnline", "LearnResult", "Snapshot", "log_loss", "rr_weight"]
+__all__ = ["KeyedOnline", "LearnResult", "Snapshot", "StateRefused", "log_loss", "rr_weight"]
 
-_MAGIC = b"APKO"
-_VERSION = 2  # 2: the seen ids as JSON bytes (an array or an object). 1: a pickled list
-_READABLE_VERSIONS = (1, 2)
-_HEADER = Header(_MAGIC, ">B", "a keyed online-state snapshot")  # one field: the version
+_MAGIC = PARTITION_HEADER.magic
 
 
-def _pack_ids(ids: list[str]) -> bytes | list[str]:
-    """The ids as one JSON array, or the list itself if orjson cannot write them.
+def _keep_newest(ids: dict[str, Any], n: int) -> list[str]:
+    """Delete all but the newest ``n`` of ``ids``, found in one pass over the front; return them.
 
-    An array rather than an object's keys: orjson writes it faster.
-
-    >>> _unpack_ids(_pack_ids(["a", "b", "c"])), _pack_ids([])
-    (['a', 'b', 'c'], b'[]')
+    >>> d = dict.fromkeys("abcd"); _keep_newest(d, 2), list(d)
+    (['a', 'b'], ['c', 'd'])
     """
-    try:
-        return orjson.dumps(ids)
-    except orjson.JSONEncodeError:  # an id orjson cannot write, such as a lone surrogate
-        return list(ids)
-
-
-def _unpack_ids(packed: bytes | list[str]) -> list[str]:
-    """Inverse of :func:`_pack_ids`; also reads the ids as a JSON object's keys."""
-    return list(orjson.loads(packed)) if isinstance(packed, bytes) else list(packed)
-
-
-def _keep_newest(ids: dict[str, None], n: int) -> None:
-    """Delete all but the newest ``n`` of ``ids``, found in one pass over the front.
-
-    >>> d = dict.fromkeys("abcd"); _keep_newest(d, 2); list(d)
-    ['c', 'd']
-    """
-    for oid in list(islice(ids, max(0, len(ids) - n))):
+    doomed = list(islice(ids, max(0, len(ids) - n)))
+    for oid in doomed:
         del ids[oid]
+    return doomed
 
 
-def rr_weight(rr: float | None, scale: float = 1.0, w_max: float = 5.0) -> float:
-    """Sample weight of an outcome from its realised R/R: ``clip(1 + |rr|/scale, 1, w_max)``.
+class _KeyIds:
+    """The remembered ids of one model key and their sequence numbers, oldest first."""
 
-    Bounded, so a single outlier trade cannot dominate; an outcome without R/R weighs 1.
+    __slots__ = ("ids", "seqs")
 
-    >>> rr_weight(None), rr_weight(1.0), rr_weight(-1.0), rr_weight(100.0)
-    (1.0, 2.0, 2.0, 5.0)
-    """
-    if rr is None or not math.isfinite(rr):
-        return 1.0
-    return float(min(max(1.0 + abs(rr) / scale, 1.0), w_max))
+    def __init__(self) -> None:
+        self.ids: list[str] = []
+        self.seqs = array("Q")
 
 
-@dataclass(frozen=True)
-class LearnResult:
-    """What learning one outcome did.
+class _Learners(Mapping[str, OnlineLearner]):
+    """Every key's learner; a key kept as its record is rebuilt for the caller (a copy: learning
+    goes through :meth:`KeyedOnline.learn`) without making it live."""
 
-    ``learned`` is False for a duplicate outcome id (nothing changed). ``prediction`` is the online
-    model's probability for the outcome's features just before it learned them, and ``loss`` its
-    log loss against the label.
-    """
+    def __init__(self, owner: KeyedOnline) -> None:
+        self._k = owner
 
-    learned: bool
-    prediction: float
-    loss: float
-    drift: bool
-    n_learned: int
+    def __getitem__(self, key: str) -> OnlineLearner:
+        lr = self._k._live.get(key)
+        if lr is not None:
+            return lr
+        return self._k._thaw(self._k._cold[key])
 
+    def __iter__(self) -> Iterator[str]:
+        return iter([*self._k._live, *self._k._cold])
 
-@dataclass(frozen=True)
-class Snapshot:
-    """A :class:`KeyedOnline`'s state taken at one moment, encoded later by :meth:`encode`.
+    def __len__(self) -> int:
+        return len(self._k._live) + len(self._k._cold)
 
-    Taking it copies what later learning would change (the learners as bytes, the ids as a
-    list); encoding it, the costly part with many ids, touches nothing live, so it can run in
-    another thread while the owner goes on learning.
-    """
+    def __contains__(self, key: object) -> bool:
+        return key in self._k._live or key in self._k._cold
 
-    learners: dict[str, bytes]
-    ids: list[str]
-    seen_count: int | None
-    max_seen_ids: int
-    rr: tuple[float, float]
-    config: OnlineConfig
-
-    def encode(self) -> bytes:
-        """The snapshot's bytes, which :meth:`KeyedOnline.restore` reads."""
-        state: dict[str, Any] = {
-            "learners": self.learners,
-            "seen": _pack_ids(self.ids),
-            "max_seen_ids": self.max_seen_ids,
-            "rr": self.rr,
-            "config": self.config,
-        }
-        if self.seen_count is not None:
-            state["seen_count"] = self.seen_count
-        return _HEADER.pack(pickle.dumps(state, protocol=pickle.HIGHEST_PROTOCOL), _VERSION)
+    def __repr__(self) -> str:
+        return repr(dict(self.items()))
 
 
 class KeyedOnline:
-    """Online learners by model key plus the set of outcome ids already learned.
+    """Online learners by model key plus the ids of the outcomes already learned.
 
     Parameters
     ----------
     config
         Configuration of every learner created here.
     max_seen_ids
-        How many outcome ids are remembered for deduplication, at least (oldest forgotten first).
-        Up to 1% more are kept between evictions, which forget the excess in one pass.
+        How many outcome ids the partition remembers for deduplication, at least (oldest
+        forgotten first, whatever their key). Up to 1% more are kept between evictions, which
+        forget the excess in one pass. The bound is per partition; each id is also filed under
+        its model key, so that a key's record carries the ids it still remembers.
     rr_scale, rr_weight_max
         Parameters of :func:`rr_weight`.
+    signing_key
+        Key of the HMAC that signs the records of models that cannot be written as numbers (the
+        Hoeffding trees; the setting ``ALPHAPULSE_STATE_SIGNING_KEY``). Without it, such records
+        are neither written nor read.
+    max_live_keys
+        How many learners stay River objects; the least recently used others are kept as their
+        records and rebuilt on use.
 
     Examples
     --------
@@ -136,10 +115,15 @@ class KeyedOnline:
     True
     >>> k.learn("o1", "BTC", {"x": 1.0}, True, 2.0).learned
     False
-    >>> k.n_learned("BTC"), k.n_learned("ETH")
-    (1, 0)
-    >>> KeyedOnline.restore(k.snapshot()).n_learned("BTC")
-    1
+    >>> k.n_learned("BTC"), k.n_learned("ETH"), k.touched
+    (1, 0, {'BTC'})
+    >>> records = k.take_touched()
+    >>> k.touched, [key for key, _ in records]
+    (set(), ['BTC'])
+    >>> fresh = KeyedOnline()
+    >>> fresh.load_key("BTC", records[0][1])
+    >>> fresh.n_learned("BTC"), fresh.learn("o1", "BTC", {"x": 1.0}, True, 2.0).learned
+    (1, False)
     """
 
     def __init__(
@@ -148,36 +132,86 @@ class KeyedOnline:
         max_seen_ids: int = 1_000_000,
         rr_scale: float = 1.0,
         rr_weight_max: float = 5.0,
+        signing_key: bytes | None = None,
+        max_live_keys: int = 10_000,
     ) -> None:
         if max_seen_ids < 1:
             raise ConfigError("max_seen_ids must be at least 1")
         if rr_scale <= 0 or rr_weight_max < 1:
             raise ConfigError("rr_scale must be > 0 and rr_weight_max >= 1")
+        if signing_key is not None and len(signing_key) < 16:
+            raise ConfigError("the state signing key must be at least 16 bytes")
+        if max_live_keys < 1:
+            raise ConfigError("max_live_keys must be at least 1")
         self.config = config if config is not None else OnlineConfig()
         self.max_seen_ids = max_seen_ids
         self.rr_scale = rr_scale
         self.rr_weight_max = rr_weight_max
-        self.learners: dict[str, OnlineLearner] = {}
-        # A plain dict in arrival order: strings to None, so the garbage collector never tracks
-        # it (an OrderedDict always is, and every full collection would visit each id).
-        self.seen: dict[str, None] = {}
+        self.signing_key = signing_key
+        self.max_live_keys = max_live_keys
+        self._live: dict[str, OnlineLearner] = {}  # least recently used first
+        self._cold: dict[str, bytes] = {}
+        # Outcome id to model key (None when unknown), in the order learned. Strings only, so
+        # the garbage collector never tracks it.
+        self._seen: dict[str, str | None] = {}
+        self._key_ids: dict[str, _KeyIds] = {}
+        self._next_seq = 0
+        self._unordered = False
+        """Whether records were loaded since ``_seen`` was last put in sequence order."""
         self.ids_added = 0
         """Ids added to ``seen`` since this object was made (a delta snapshot's reference point)."""
+        self.touched: set[str] = set()
+        """Model keys whose learner or remembered ids changed since :meth:`take_touched`."""
         self._evict_slack = max_seen_ids // 100
 
+    @property
+    def learners(self) -> Mapping[str, OnlineLearner]:
+        """Every model key's learner (see :class:`_Learners`)."""
+        return _Learners(self)
+
+    @property
+    def seen(self) -> dict[str, str | None]:
+        """The remembered outcome ids, oldest first, each with its model key (None if unknown)."""
+        if self._unordered:
+            self._reorder()
+        return self._seen
+
+    def _freeze_key(self) -> bytes:
+        return self.signing_key or PROCESS_KEY  # records kept in memory never leave the process
+
+    def _thaw(self, record: bytes) -> OnlineLearner:
+        return OnlineLearner.restore(record, self._freeze_key())
+
+    def _use(self, key: str) -> OnlineLearner | None:
+        """The live learner of ``key`` (rebuilt from its record if need be), now most recent."""
+        lr = self._live.pop(key, None)
+        if lr is None:
+            record = self._cold.pop(key, None)
+            if record is None:
+                return None
+            lr = self._thaw(record)
+        self._live[key] = lr
+        while len(self._live) > self.max_live_keys:
+            old = next(iter(self._live))
+            self._cold[old] = self._live.pop(old).snapshot(self._freeze_key())
+        return lr
+
     def learner(self, key: str) -> OnlineLearner | None:
-        """The learner of ``key``, or None when it has learned nothing yet."""
-        return self.learners.get(key)
+        """The live learner of ``key``, or None when it has learned nothing yet."""
+        return self._use(key)
 
     def n_learned(self, key: str) -> int:
         """Outcomes learned for ``key``."""
-        lr = self.learners.get(key)
-        return 0 if lr is None else lr.n_learned
+        lr = self._live.get(key)
+        if lr is not None:
+            return lr.n_learned
+        record = self._cold.get(key)
+        return 0 if record is None else n_learned_of(record)
 
     def predict(self, key: str, features: Mapping[str, Any]) -> tuple[float, int]:
         """``(probability, n_learned)`` of ``key``'s learner; ``(0.5, 0)`` before any outcome."""
-        lr = self.learners.get(key)
-        if lr is None:
+        lr = self._live.get(key)
+        if lr is None and (lr := self._use(key)) is None:
             return 0.5, 0
         return lr.win_probability(features), lr.n_learned
 
@@ -207,35 +241,147 @@ class KeyedOnline:
         >>> k.predict("BTC", {"x": 0.5}) == before, "o3" in k.seen
         (True, False)
         """
-        if outcome_id in self.seen:
+        if outcome_id in self._seen:
             p, n = self.predict(key, features)
             return LearnResult(False, p, log_loss(p, label), False, n)
-        lr = self.learners.get(key)
+        lr = self._use(key)
         new = lr is None
         if lr is None:
             lr = OnlineLearner(self.config)
         # Raises NonFiniteUpdate, with the learner unchanged, for an outcome it must refuse.
         lr.learn_one(features, label, rr_weight(realized_rr, self.rr_scale, self.rr_weight_max))
         if new:
-            self.learners[key] = lr
+            self._live[key] = lr
+            self._use(key)  # keeps the live learners within max_live_keys
         last = lr.last_prediction  # what the model said just before it learned this outcome
         p = 0.5 if last is None else last
-        self.seen[outcome_id] = None
-        self.ids_added += 1
-        if len(self.seen) > self.max_seen_ids + self._evict_slack:
+        self._remember(outcome_id, key)
+        self.touched.add(key)
+        if len(self._seen) > self.max_seen_ids + self._evict_slack:
             self._forget_oldest_ids()
         return LearnResult(True, p, log_loss(p, label), lr.drift_detected, lr.n_learned)
+
+    def _remember(self, outcome_id: str, key: str | None) -> None:
+        self._seen[outcome_id] = key
+        if key is not None:
+            ki = self._key_ids.get(key)
+            if ki is None:
+                ki = self._key_ids[key] = _KeyIds()
+            ki.ids.append(outcome_id)
+            ki.seqs.append(self._next_seq)
+        self._next_seq += 1
+        self.ids_added += 1
 
     def _forget_oldest_ids(self) -> None:
         """Forget the oldest ids beyond ``max_seen_ids``, found in one pass over the front.
 
         Not one at a time: finding the first id again after each deletion scans every slot
-        deleted before it until the dict is next resized.
+        deleted before it until the dict is next resized. A key's forgotten ids are its oldest,
+        so each key drops a prefix of its list.
         """
-        _keep_newest(self.seen, self.max_seen_ids)
+        seen = self.seen
+        per_key: dict[str, int] = {}
+        for oid in islice(seen, max(0, len(seen) - self.max_seen_ids)):
+            key = seen[oid]
+            if key is not None:
+                per_key[key] = per_key.get(key, 0) + 1
+        _keep_newest(seen, self.max_seen_ids)
+        for key, n in per_key.items():
+            ki = self._key_ids[key]
+            del ki.ids[:n]
+            del ki.seqs[:n]
+            if not ki.ids:
+                del self._key_ids[key]
+        self.touched.update(per_key)
+
+    def _reorder(self) -> None:
+        """Put ``_seen`` back in sequence order after records were loaded (ids without a key,
+        which carry no number, first)."""
+        keyed = sorted(
+            (seq, oid, key)
+            for key, ki in self._key_ids.items()
+            for oid, seq in zip(ki.ids, ki.seqs, strict=True)
+        )
+        seen: dict[str, str | None] = {k: v for k, v in self._seen.items() if v is None}
+        for _, oid, key in keyed:
+            seen[oid] = key
+        self._seen = seen
+        self._unordered = False
+
+    def _outgoing(self, key: str) -> bytes:
+        """The learner record of ``key`` to write out: a tree's must be signed with the
+        configured key (one signed with this process's own key could not be read elsewhere)."""
+        lr = self._live.get(key)
+        if lr is not None:
+            if lr.config.classifier not in LINEAR and self.signing_key is None:
+                raise ConfigError(NO_KEY)
+            return lr.snapshot(self.signing_key)
+        learner = self._cold[key]
+        if self.signing_key is None and is_signed(learner):
+            raise ConfigError(NO_KEY)
+        return learner
+
+    def encode_key(self, key: str) -> bytes:
+        """The record of ``key``: its learner (configuration included) and the ids of its outcomes
+        that deduplication remembers, with their sequence numbers. ``KeyError`` for a key that
+        has learned nothing; :class:`ConfigError` for a tree model without a signing key."""
+        learner = self._outgoing(key)
+        ki = self._key_ids.get(key)
+        if ki is None:
+            return encode_key_record(learner, (), (), self.signing_key)
+        return encode_key_record(learner, ki.ids, ki.seqs, self.signing_key)
+
+    def take_touched(self) -> list[tuple[str, bytes]]:
+        """``(model key, record)`` of each key in :attr:`touched` (see :meth:`encode_key`), and
+        :attr:`touched` emptied. A touched key without a learner any more is left out."""
+        keys = [k for k in sorted(self.touched) if k in self._live or k in self._cold]
+        out = [(k, self.encode_key(k)) for k in keys]
+        self.touched.clear()
+        return out
+
+    def load_key(self, key: str, data: bytes) -> None:
+        """Put one key's record (:meth:`encode_key`) in place of whatever ``key`` held.
+
+        Anything that is not a valid record is refused with :class:`StateRefused`, before
+        anything changes: wrong magic or version, a seal that does not match (a digest without
+        a signing key, an HMAC with one), truncated, bytes left over, non-finite numbers,
+        values out of range, a signed learner without the right signature.
+        """
+        learner, ids, seqs = decode_key_record(data, self.signing_key)
+        OnlineLearner.check(learner, self.signing_key, local=False)
+        self._drop_key(key)
+        self._cold[key] = learner
+        if ids:
+            ki = self._key_ids[key] = _KeyIds()
+            ki.ids, ki.seqs = ids, array("Q", seqs)
+            for oid in ids:
+                owner = self._seen.pop(oid, None)
+                if owner is not None and owner != key:  # an id filed under another key
+                    self._drop_id(owner, oid)
+                self._seen[oid] = key
+            self._unordered = True
+            self._next_seq = max(self._next_seq, seqs[-1] + 1)
+        self.touched.discard(key)
+
+    def _drop_key(self, key: str) -> None:
+        self._live.pop(key, None)
+        self._cold.pop(key, None)
+        ki = self._key_ids.pop(key, None)
+        if ki is not None:
+            for oid in ki.ids:
+                self._seen.pop(oid, None)
+
+    def _drop_id(self, key: str, oid: str) -> None:
+        ki = self._key_ids[key]
+        i = ki.ids.index(oid)
+        del ki.ids[i]
+        del ki.seqs[i]
+        if not ki.ids:
+            del self._key_ids[key]
+        self.touched.add(key)
 
     def snapshot(self, newest_ids: int | None = None) -> bytes:
-        """The whole state as bytes (learners' own snapshots plus the seen ids).
+        """The whole state as bytes (every key's learner record plus the remembered ids).
 
         With ``newest_ids``, only the newest that many seen ids are written, with the number of
         ids seen: a delta that :meth:`restore` completes with the ids of an older full snapshot.
@@ -252,57 +398,67 @@ class KeyedOnline:
         return self.take(newest_ids).encode()
 
     def take(self, newest_ids: int | None = None) -> Snapshot:
-        """The state now, to encode later (see :meth:`snapshot` for ``newest_ids``)."""
+        """The state now, to encode later (see :meth:`snapshot` for ``newest_ids``);
+        :class:`ConfigError` for tree models without a signing key."""
+        seen = self.seen
         if newest_ids is None:
-            ids = list(self.seen)
+            ids = list(seen)
         else:
-            ids = list(islice(reversed(self.seen), min(newest_ids, len(self.seen))))
+            ids = list(islice(reversed(seen), min(newest_ids, len(seen))))
             ids.reverse()
+        learners = {k: self._outgoing(k) for k in self._live}
+        learners.update((k, self._outgoing(k)) for k in self._cold)
         return Snapshot(
-            learners={k: lr.snapshot() for k, lr in self.learners.items()},
+            learners=learners,
             ids=ids,
-            seen_count=None if newest_ids is None else len(self.seen),
+            id_keys=[seen[oid] for oid in ids],
+            seen_count=None if newest_ids is None else len(seen),
             max_seen_ids=self.max_seen_ids,
             rr=(self.rr_scale, self.rr_weight_max),
             config=self.config,
         )
 
     @classmethod
-    def restore(cls, data: bytes, older_ids: Iterable[str] = ()) -> KeyedOnline:
-        """Rebuild from :meth:`snapshot` bytes (only bytes this project wrote).
+    def restore(
+        cls,
+        data: bytes,
+        older_ids: Iterable[str] = (),
+        signing_key: bytes | None = None,
+        max_live_keys: int = 10_000,
+    ) -> KeyedOnline:
+        """Rebuild from :meth:`snapshot` bytes; anything else is refused with
+        :class:`StateRefused`.
 
         A delta snapshot (``newest_ids``) takes the ids before its own from ``older_ids``: the
-        seen ids of the full snapshot it extends, oldest first.
+        seen ids of the full snapshot it extends, oldest first (they come back without their
+        model key). Signed learner records need the key they were signed with.
         """
-        state = pickle.loads(_HEADER.unpack_versioned(data, _READABLE_VERSIONS)[1])
-        scale, w_max = state["rr"]
-        out = cls(state["config"], state["max_seen_ids"], scale, w_max)
-        out.learners = {k: OnlineLearner.restore(b) for k, b in state["learners"].items()}
-        ids = _unpack_ids(state["seen"])
-        count = state.get("seen_count")
-        if count is None:
-            out.seen = dict.fromkeys(ids)
-            return out
-        seen: dict[str, None] = {}
-        for oid in (*older_ids, *ids):  # an id learned again after it was forgotten is newest
-            seen.pop(oid, None)
-            seen[oid] = None
-        _keep_newest(seen, count)
-        out.seen = seen
+        st = decode_snapshot(data)
+        try:
+            config = OnlineConfig(**st.config)
+        except ConfigError as exc:
+            raise StateRefused(f"a keyed online-state snapshot refused: {exc}") from None
+        for record in st.learners.values():
+            OnlineLearner.check(record, signing_key, local=False)
+        out = cls(config, st.max_seen_ids, st.rr[0], st.rr[1], signing_key, max_live_keys)
+        out._cold = st.learners
+        if st.seen_count is None:
+            pairs: Iterable[tuple[str, str | None]] = zip(st.ids, st.id_keys, strict=True)
+        else:
+            merged: dict[str, str | None] = {}
+            for oid in older_ids:
+                merged[oid] = None
+            for oid, k in zip(st.ids, st.id_keys, strict=True):
+                merged.pop(oid, None)  # an id learned again after it was forgotten is newest
+                merged[oid] = k
+            _keep_newest(merged, st.seen_count)
+            pairs = merged.items()
+        for oid, k in pairs:
+            out._remember(oid, k if k in out._cold else None)
+        out.ids_added = 0
         return out
 
     @staticmethod
     def snapshot_ids(data: bytes) -> list[str]:
         """The seen ids of :meth:`snapshot` bytes, oldest first, without restoring the learners."""
-        payload = _HEADER.unpack_versioned(data, _READABLE_VERSIONS)[1]
-        return _unpack_ids(pickle.loads(payload)["seen"])
-
-
-def log_loss(p: float, label: bool) -> float:
-    """Log loss of probability ``p`` for ``label`` (clipped away from 0 and 1).
-
-    >>> round(log_loss(0.5, True), 4)
-    0.6931
-    """
-    q = min(max(p, 1e-15), 1 - 1e-15)
-    return -math.log(q if label else 1 - q)
+        return snapshot_ids(data)

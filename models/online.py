@@ -61,17 +61,19 @@ only argument, and River's own conformance suite (``river.checks.check_estimator
 
 Snapshots
 ---------
-``snapshot()`` pickles the complete state (pipeline, detector, metric window, counters) behind a
-magic header and a format version; ``OnlineLearner.restore`` gives a learner that predicts bit
-for bit the same and keeps learning identically. Like any pickle, restore only snapshots this
-project wrote itself.
+``snapshot()`` writes the complete state (scaler statistics, weights, optimizer and decay state,
+drift detector, metric window, counters, configuration) as plain versioned numbers
+(:mod:`models._state_learner`, docs/state-format.md); ``OnlineLearner.restore`` gives a learner
+that predicts bit for bit the same and keeps learning identically. Nothing is unpickled, except
+for the Hoeffding trees, which cannot be written as numbers: theirs is a pickle signed with
+HMAC-SHA256 and read only when the signature verifies (under the signing key given, else under a
+key made for this process alone, so such a snapshot restores only in the process that wrote it).
 """
 
 from __future__ import annotations
 
 import copy
 import math
-import pickle
 from collections import deque
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass
@@ -80,7 +82,9 @@ from typing import Any
 import numpy as np
 from river import base, compose, drift, linear_model, optim, preprocessing, tree
 
-from models._snapshot import Header
+from models._state_codec import StateRefused
+from models._state_learner import HEADER, PROCESS_KEY, LearnerState, decode_learner, encode_learner
+from models._state_river import capture, check_detector, rebuild
 from models.errors import ConfigError, DataError
 from models.metrics import RollingMetrics, rolling_metrics
 
@@ -103,9 +107,8 @@ CLASSIFIERS: tuple[str, ...] = (
 )
 LINEAR: tuple[str, ...] = ("logistic_regression", "perceptron")
 DRIFT_DETECTORS: tuple[str, ...] = ("adwin", "page_hinkley", "none")
-SNAPSHOT_MAGIC = b"ALPHAPULSE-ONLINE\n"
-SNAPSHOT_VERSION = 1
-_HEADER = Header(SNAPSHOT_MAGIC, ">H", "an online-learner snapshot")
+SNAPSHOT_MAGIC = HEADER.magic
+SNAPSHOT_VERSION = 2  # 2: plain numbers (models._state_learner). 1: a pickle, refused
 MIN_WEIGHT, MAX_WEIGHT = 1e-6, 1e6
 """Sample weights outside these bounds (other than 0) make River's trees divide by ~0."""
 FEATURE_SAFE_ABS = 1e150
@@ -450,31 +453,56 @@ class OnlineLearner(base.Classifier):
         """Prequential ROC AUC, log loss and accuracy over the last ``metrics_window`` outcomes."""
         return rolling_metrics(self._recent)
 
-    def snapshot(self) -> bytes:
-        """The complete state as bytes; see :meth:`restore`."""
-        state = {
-            "config": asdict(self.config),
-            "pipeline": self.pipeline,
-            "detector": self.detector,
-            "drift_points": self.drift_points,
-            "drift_detected": self.drift_detected,
-            "recent": list(self._recent),
-            "n_learned": self._n_learned,
-        }
-        payload = pickle.dumps(state, protocol=pickle.HIGHEST_PROTOCOL)
-        return _HEADER.pack(payload, SNAPSHOT_VERSION)
+    def state(self) -> LearnerState:
+        """The complete state as numbers (:mod:`models._state_learner`)."""
+        lin, det, blob = capture(self.pipeline, self.detector, self._linear)
+        return LearnerState(
+            asdict(self.config),
+            self._n_learned,
+            self.drift_detected,
+            list(self.drift_points),
+            list(self._recent),
+            lin,
+            det,
+            blob,
+        )
+
+    def snapshot(self, signing_key: bytes | None = None) -> bytes:
+        """The complete state as bytes; see :meth:`restore`. A tree's is signed with
+        ``signing_key`` (without one, with this process's own key)."""
+        return encode_learner(self.state(), signing_key or PROCESS_KEY)
+
+    @staticmethod
+    def check(data: bytes, signing_key: bytes | None = None, local: bool = True) -> LearnerState:
+        """The numbers of :meth:`snapshot` bytes, checked as :meth:`restore` checks them, without
+        building River's objects; :class:`models._state_codec.StateRefused` otherwise. With
+        ``local`` False, a signed record needs ``signing_key`` (not this process's own)."""
+        state = decode_learner(data, signing_key or (PROCESS_KEY if local else None))
+        try:
+            config = OnlineConfig(**state.config)
+        except ConfigError as exc:
+            raise StateRefused(f"an online-model record refused: {exc}") from None
+        if state.blob is None:
+            check_detector(state.detector, _build_detector(config))
+        return state
 
     @classmethod
-    def restore(cls, data: bytes) -> OnlineLearner:
-        """Rebuild a learner from :meth:`snapshot` bytes (only trust snapshots you wrote)."""
-        state = pickle.loads(_HEADER.unpack_versioned(data, (SNAPSHOT_VERSION,))[1])
-        learner = cls(OnlineConfig(**state["config"]))
-        learner.pipeline = state["pipeline"]
-        learner.detector = state["detector"]
-        learner.drift_points = list(state["drift_points"])
-        learner.drift_detected = bool(state.get("drift_detected", False))
-        learner._recent.extend(state["recent"])
-        learner._n_learned = int(state["n_learned"])
+    def restore(cls, data: bytes, signing_key: bytes | None = None) -> OnlineLearner:
+        """Rebuild a learner from :meth:`snapshot` bytes; anything else is refused with
+        :class:`models._state_codec.StateRefused` (a :class:`models._snapshot.SnapshotError`)."""
+        return cls.from_state(cls.check(data, signing_key))
+
+    @classmethod
+    def from_state(cls, state: LearnerState) -> OnlineLearner:
+        """A learner holding ``state`` (checked by :meth:`check`)."""
+        learner = cls(OnlineConfig(**state.config))
+        learner.pipeline, learner.detector = rebuild(
+            learner.pipeline, learner.detector, state.linear, state.detector, state.blob
+        )
+        learner.drift_points = list(state.drift_points)
+        learner.drift_detected = state.drift_detected
+        learner._recent.extend(state.recent)
+        learner._n_learned = state.n_learned
         means = learner.pipeline[0].means.values()
         learner._wide = any(abs(m) > FEATURE_SAFE_ABS for m in means)
         return learner
