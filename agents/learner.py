@@ -16,8 +16,8 @@ why.
 
 The join runs in event time: an outcome without features is joined with its signal when the
 signal's time is within the join window before the outcome's own time. One whose signal has not
-arrived waits in the partition's state, which its meta record keeps (:mod:`agents.state.waiting`), so
-its record's offset may be committed like any other; a timer learns it once the signal arrives
+arrived waits in the partition's state, which its meta record keeps (:mod:`agents.state.waiting`),
+so its record's offset may be committed like any other; a timer learns it once the signal arrives
 (:func:`resolve_waiting`), or dead-letters it as ``unjoinable`` once the wait bound passes.
 """
 

@@ -238,6 +238,13 @@ class Settings(BaseSettings):
             )
         return v
 
+    @field_validator("state_signing_key")
+    @classmethod
+    def _signing_key_long_enough(cls, v: SecretStr | None) -> SecretStr | None:
+        if v is not None and len(v.get_secret_value().encode()) < 16:
+            raise ValueError("ALPHAPULSE_STATE_SIGNING_KEY must be at least 16 bytes")
+        return v
+
     @field_validator("topic_prefix")
     @classmethod
     def _prefix_is_clean(cls, v: str) -> str:

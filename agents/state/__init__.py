@@ -1,5 +1,5 @@
 """A learner partition's state, in separate rooms: the outcome join store (:mod:`.join`), the
-per-model-key state (:mod:`.keyed_state`), the partition state and its store (:mod:`.partitions`),
+partition state and its store (:mod:`.partitions`),
 the outcomes waiting for their signal and the partition's event time (:mod:`.waiting`), the
 changelog format on the checkpoints topic (:mod:`.checkpoints`) and the transactional commit
 (:mod:`.checkpointer`)."""
@@ -9,7 +9,6 @@ from __future__ import annotations
 from agents.state.checkpointer import OutputBuffer, commit
 from agents.state.checkpoints import Refusal
 from agents.state.join import JoinEntry, join_fields, join_ts, remember_signal
-from agents.state.keyed_state import KeyedState
 from agents.state.partitions import OnlineModel, PartitionState, PartitionStore
 from agents.state.waiting import WAITING_MAX_BYTES, HeldMessage, Waiting
 
@@ -17,7 +16,6 @@ __all__ = [
     "WAITING_MAX_BYTES",
     "HeldMessage",
     "JoinEntry",
-    "KeyedState",
     "OnlineModel",
     "OutputBuffer",
     "PartitionState",

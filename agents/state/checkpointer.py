@@ -33,8 +33,8 @@ class OutputBuffer:
     :class:`stream.runtime.Runtime`, buffered.
 
     >>> import asyncio
-    >>> from agents.state.keyed_state import KeyedState
-    >>> st = PartitionState(0, 0, KeyedState())
+    >>> from models.keyed import KeyedOnline
+    >>> st = PartitionState(0, 0, KeyedOnline())
     >>> buffer = OutputBuffer(st, {"deadletter": "ap.deadletter"})
     >>> asyncio.run(buffer.send("deadletter", b"k", b"v"))
     >>> st.outputs

@@ -4,8 +4,8 @@ Partition ``p`` of the checkpoints topic holds the state of outcomes partition `
 Kafka Streams and Faust tables keep theirs:
 
 - one record per model key: the key's UTF-8 bytes, and its state
-  (:meth:`~agents.state.keyed_state.KeyedState.encode_key`: its online learner and the ids of
-  the outcomes it learned);
+  (:meth:`models.keyed.KeyedOnline.encode_key`: its online learner as numbers and the ids of
+  the outcomes it learned, sealed);
 - one meta record under :data:`META_KEY` (not UTF-8, so no model key can take it): the format
   version, the first outcomes offset the state does not cover, how many model keys the partition
   holds, and the outcomes waiting for their signal with the partition's event clocks
@@ -31,9 +31,9 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from agents.state.keyed_state import KeyedState
 from agents.state.waiting import WaitingState, decode_waiting
 from models._snapshot import Header, SnapshotError
+from models.keyed import KeyedOnline
 
 __all__ = [
     "META_KEY",
@@ -111,28 +111,28 @@ class Restored:
     """A partition's state read back from its changelog."""
 
     next_offset: int
-    keyed: KeyedState
+    keyed: KeyedOnline
     waiting: WaitingState
 
 
 def restore_partition(
-    partition: int, records: Iterable[Any], make_keyed: Callable[[], KeyedState]
+    partition: int, records: Iterable[Any], make_keyed: Callable[[], KeyedOnline]
 ) -> Restored | Refusal:
     """The state of ``partition`` from its checkpoints records (``key``, ``value``, ``offset``,
     oldest first, committed only), or why it is refused.
 
     >>> from types import SimpleNamespace as R
-    >>> k = KeyedState(signing_key=b"s")
+    >>> k = KeyedOnline()
     >>> _ = k.learn("o1", "BTC", {"x": 1.0}, True, None)
     >>> recs = [R(key=b"BTC", value=k.encode_key("BTC"), offset=0),
     ...         R(key=META_KEY, value=encode_meta(9, 1, b""), offset=1)]
-    >>> got = restore_partition(0, recs, lambda: KeyedState(signing_key=b"s"))
+    >>> got = restore_partition(0, recs, KeyedOnline)
     >>> got.next_offset, got.keyed.n_learned("BTC")
     (9, 1)
-    >>> restore_partition(0, recs[:1], lambda: KeyedState(signing_key=b"s")).reason
+    >>> restore_partition(0, recs[:1], KeyedOnline).reason
     'missing_meta'
     >>> bad = [R(key=b"BTC", value=b"junk", offset=0), recs[1]]
-    >>> restore_partition(0, bad, lambda: KeyedState(signing_key=b"s")).offset
+    >>> restore_partition(0, bad, KeyedOnline).offset
     0
     """
     newest: dict[bytes, Any] = {}

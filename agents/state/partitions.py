@@ -3,7 +3,7 @@ has fenced the partition's previous owner.
 
 For each partition ``p`` of the outcomes topic (and, co-partitioned, of the signals topic) a worker
 holds a :class:`PartitionState`: the online learners of the model keys routed to ``p`` with the ids
-each learned (:class:`~agents.state.keyed_state.KeyedState`), ``next_offset`` (the first outcomes
+each learned (:class:`models.keyed.KeyedOnline`), ``next_offset`` (the first outcomes
 offset the state does not yet cover), the outcomes waiting for their signal, the side outputs not
 yet committed, and the join store of recent signals' features (:mod:`agents.state.join`).
 
@@ -21,7 +21,6 @@ partition is not learned in this worker until it is assigned again.
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import logging
 import time
 from collections.abc import Callable, Iterator
@@ -30,8 +29,8 @@ from typing import Any
 
 from agents.state.checkpoints import Refusal, restore_partition
 from agents.state.join import JoinEntry, build_join_store, join_ts
-from agents.state.keyed_state import KeyedState
 from agents.state.waiting import Waiting, encode_waiting, watermark
+from models.keyed import KeyedOnline
 from models.online import OnlineConfig, OnlineLearner
 from stream.codec import Limits
 from stream.reader import PartitionReader
@@ -54,18 +53,16 @@ RefusalHook = Callable[[Refusal], None]
 """Called with each partition state refused (the learner announces it as a ModelEvent)."""
 
 
-def signing_key(settings: Settings) -> bytes:
-    """The key that signs state records: ``ALPHAPULSE_STATE_SIGNING_KEY``, else one derived from
-    the app id (it catches records written by mistake, not by someone who knows the app id).
+def signing_key(settings: Settings) -> bytes | None:
+    """The key of the HMAC that signs state records (``ALPHAPULSE_STATE_SIGNING_KEY``), or None.
 
-    >>> s = Settings(_env_file=None, state_signing_key="k")
-    >>> signing_key(s), len(signing_key(Settings(_env_file=None)))
-    (b'k', 32)
+    >>> signing_key(Settings(_env_file=None, state_signing_key="sixteen bytes ok"))
+    b'sixteen bytes ok'
+    >>> signing_key(Settings(_env_file=None)) is None
+    True
     """
     secret = settings.state_signing_key
-    if secret is not None and secret.get_secret_value():
-        return secret.get_secret_value().encode()
-    return hashlib.sha256(f"alphapulse-state:{settings.app_id}".encode()).digest()
+    return None if secret is None else secret.get_secret_value().encode()
 
 
 @dataclass
@@ -74,7 +71,7 @@ class PartitionState:
 
     partition: int
     next_offset: int
-    keyed: KeyedState
+    keyed: KeyedOnline
     join: dict[str, JoinEntry] = field(default_factory=dict)
     dirty: bool = False
     """Something changed since the last commit (the offset, the waiting outcomes)."""
@@ -190,9 +187,9 @@ class PartitionStore:
         self._stopping: set[asyncio.Task[Any]] = set()
         self._preload_slots = asyncio.Semaphore(PRELOAD_CONCURRENCY)  # binds to a loop on use
 
-    def new_keyed(self) -> KeyedState:
+    def new_keyed(self) -> KeyedOnline:
         """Empty keyed state configured as this worker's."""
-        return KeyedState(
+        return KeyedOnline(
             self.online_config,
             max_seen_ids=self.settings.max_seen_ids,
             signing_key=self._signing_key,

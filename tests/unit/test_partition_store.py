@@ -10,8 +10,8 @@ import asyncio
 
 import pytest
 
-from agents.state.keyed_state import KeyedState
 from agents.state.partitions import PRELOAD_CONCURRENCY, PartitionState, PartitionStore
+from models.keyed import KeyedOnline
 from stream.settings import Settings
 
 
@@ -25,7 +25,7 @@ class _Loads:
     async def __call__(self, partition: int) -> PartitionState:
         self.calls.append(partition)
         await self.release.wait()
-        return PartitionState(partition, 7, KeyedState())
+        return PartitionState(partition, 7, KeyedOnline())
 
 
 def _store(loads: _Loads) -> PartitionStore:
@@ -125,7 +125,7 @@ def test_a_failed_preload_is_logged_and_the_first_event_loads_again(
             calls.append(partition)
             if len(calls) == 1:
                 raise ConnectionError("broker unreachable")
-            return PartitionState(partition, 0, KeyedState())
+            return PartitionState(partition, 0, KeyedOnline())
 
         store._load = failing_once  # type: ignore[method-assign]
         store.preload({0})
@@ -154,7 +154,7 @@ def test_a_late_event_of_a_revoked_partition_keeps_no_state_that_its_next_assign
 
         async def load(partition: int) -> PartitionState:
             calls.append(partition)
-            return PartitionState(partition, len(calls), KeyedState())  # offset: which load
+            return PartitionState(partition, len(calls), KeyedOnline())  # offset: which load
 
         store._load = load  # type: ignore[method-assign]
         store.preload({3})
