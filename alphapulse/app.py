@@ -114,6 +114,10 @@ def create_app(settings: Settings) -> Built:
         store.drop({tp.partition for tp in revoked if tp.topic == outcomes_topic})
         rt.forget_partitions()
 
+    @app.on_before_shutdown.connect
+    async def _stop_transactions(sender: Any, /, *args: Any, **kwargs: Any) -> None:
+        await store.close()  # the learner's producers; the next owner aborts an open transaction
+
     @app.on_partitions_assigned.connect
     async def _on_assigned(sender: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:
         assigned = kwargs.get("assigned", args[0] if args else set())
