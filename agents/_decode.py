@@ -15,7 +15,7 @@ from typing import Any, Protocol, TypeVar
 from stream.codec import ContractViolation, Limits, dead_letter, encode
 from stream.runtime import Runtime
 
-__all__ = ["Keyed", "decode_or_divert", "log_context", "send_dead_letter"]
+__all__ = ["Keyed", "Sink", "decode_or_divert", "log_context", "send_dead_letter"]
 
 log = logging.getLogger(__name__)
 
@@ -32,6 +32,17 @@ class Keyed(Protocol):
 R = TypeVar("R", bound=Keyed)
 
 
+class Sink(Protocol):
+    """Where a record for the topic of a role goes: :class:`stream.runtime.Runtime` sends it,
+    :class:`agents.state.OutputBuffer` keeps it for the partition's next transaction."""
+
+    async def send(
+        self, role: str, key: bytes | None, value: bytes, partition: int | None = None
+    ) -> Any:
+        """Send (or keep) one record for the topic of ``role``."""
+        ...
+
+
 def log_context(message: Any, **more: Any) -> dict[str, Any]:
     """Where a Faust ``message`` came from, as the ``extra=`` of a log call (the JSON log
     format shows them as fields).
@@ -44,8 +55,11 @@ def log_context(message: Any, **more: Any) -> dict[str, Any]:
     return {**where, **more}
 
 
-async def send_dead_letter(rt: Runtime, message: Any, reason: str, detail: str) -> None:
-    """Publish a DeadLetter for a Faust ``message`` (its topic, partition, offset, key, value)."""
+async def send_dead_letter(
+    rt: Runtime, message: Any, reason: str, detail: str, out: Sink | None = None
+) -> None:
+    """Publish a DeadLetter for a Faust ``message`` (its topic, partition, offset, key, value)
+    through ``out`` (default: ``rt``, at once)."""
     dl = dead_letter(
         reason,
         detail,
@@ -77,7 +91,7 @@ async def send_dead_letter(rt: Runtime, message: Any, reason: str, detail: str) 
             extra=log_context(message, reason=reason),
         )
     rt.count(f"deadletter.{reason}")
-    await rt.send("deadletter", message.key, encode(dl))
+    await (out or rt).send("deadletter", message.key, encode(dl))
 
 
 async def decode_or_divert(
@@ -85,8 +99,11 @@ async def decode_or_divert(
     message: Any,
     decode: Callable[[bytes, Limits], R],
     role: str,
+    out: Sink | None = None,
 ) -> R | None:
     """The record of a Faust ``message`` of the ``role`` topic when this agent should handle it.
+
+    Dead letters and re-routed records go through ``out`` (default: ``rt``, at once).
 
     Returns None when the message was dead-lettered (it breaks the contract; or re-routing it
     failed, as ``internal``) or re-routed to the partition of its model key (counted as
@@ -116,14 +133,14 @@ async def decode_or_divert(
     try:
         record = decode(message.value, rt.limits)
     except ContractViolation as exc:
-        await send_dead_letter(rt, message, exc.reason, exc.detail)
+        await send_dead_letter(rt, message, exc.reason, exc.detail, out)
         return None
     key = record.model_key.encode()
     if message.key == key:
         return record
     # Wrong or missing key: send it on to the partition of its model key.
     try:
-        await rt.send(role, key, message.value)
+        await (out or rt).send(role, key, message.value)
     except Exception as exc:  # unknown failure: dead-letter as internal, keep going
         log.exception(
             "re-routing failed on %s[%d]@%d",
@@ -132,7 +149,7 @@ async def decode_or_divert(
             message.offset,
             extra=log_context(message, model_key=record.model_key),
         )
-        await send_dead_letter(rt, message, "internal", f"{type(exc).__name__}: {exc}")
+        await send_dead_letter(rt, message, "internal", f"{type(exc).__name__}: {exc}", out)
         return None
     rt.count(f"{role}.rerouted")
     return None

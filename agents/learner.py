@@ -1,16 +1,23 @@
 """Learner agent: trade outcomes in, online models updated exactly once.
 
-Events are not acknowledged when processed: each partition's processed events wait in
-``PartitionState.pending`` until a checkpoint that covers them is delivered
-(:mod:`agents.state.checkpointer`), and only then are they acked (and so committed by Faust).
-Outcomes below a loaded checkpoint's ``next_offset`` are skipped, and outcome ids are
-deduplicated, so each outcome changes the online model exactly once across crashes, restarts and
-rebalances.
+The outcomes topic is not acknowledged through Faust at all (the worker declares it without
+acks, so Faust never commits its offsets). Each partition commits, in one Kafka transaction of
+its own producer, the state of the model keys it touched, its side outputs (dead letters, hard
+examples, drift events, re-routed records) and the offset of the next outcome
+(:mod:`agents.state.checkpointer`), every ``ALPHAPULSE_CHECKPOINT_MAX_EVENTS`` outcomes or
+``ALPHAPULSE_CHECKPOINT_INTERVAL_S``. A worker that lost the partition is fenced by its
+producer's epoch and writes nothing its new owner reads. Outcomes below the restored
+``next_offset`` are skipped, and outcome ids are deduplicated as well, so each outcome changes the
+online model exactly once across crashes, restarts, rebalances and pauses.
+
+A partition whose state was refused (:class:`agents.state.Refusal`) is not learned: its outcomes
+are left uncommitted for a worker that can read its state, and a ``state_refused`` ModelEvent says
+why.
 
 The join runs in event time: an outcome without features is joined with its signal when the
 signal's time is within the join window before the outcome's own time. One whose signal has not
-arrived waits in the partition's state, which checkpoints keep (:mod:`agents.state.waiting`), so
-its record's offset may be acked like any other; a timer learns it once the signal arrives
+arrived waits in the partition's state, which its meta record keeps (:mod:`agents.state.waiting`),
+so its record's offset may be committed like any other; a timer learns it once the signal arrives
 (:func:`resolve_waiting`), or dead-letters it as ``unjoinable`` once the wait bound passes.
 """
 
@@ -22,15 +29,17 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from agents._decode import decode_or_divert, log_context, send_dead_letter
+from agents._decode import Sink, decode_or_divert, log_context, send_dead_letter
 from agents.backlog import SignalBacklog
 from agents.state import (
     WAITING_MAX_BYTES,
     HeldMessage,
+    OutputBuffer,
     PartitionState,
     PartitionStore,
+    Refusal,
     Waiting,
-    checkpoint,
+    commit,
     join_fields,
     join_ts,
 )
@@ -44,6 +53,7 @@ __all__ = [
     "GIVE_WAY_MAX_S",
     "RESOLVE_INTERVAL_S",
     "DriftHook",
+    "announce_refusal",
     "give_way",
     "is_hard_example",
     "register",
@@ -73,9 +83,20 @@ def _event_ms(out: TradeOutcome, msg: Any) -> int:
     return out.ts if out.ts is not None else int(msg.timestamp * 1000)
 
 
-async def _unjoinable(rt: Runtime, msg: Any, out: TradeOutcome, why: str) -> None:
+def _sink(rt: Runtime, st: PartitionState) -> Sink:
+    """Where the side outputs of ``st``'s outcomes go: its next transaction."""
+    return OutputBuffer(st, rt.topic_names)
+
+
+async def _unjoinable(
+    rt: Runtime, st: PartitionState, msg: Any, out: TradeOutcome, why: str
+) -> None:
     await send_dead_letter(
-        rt, msg, "unjoinable", f"outcome '{out.outcome_id}' has no features and {why}"
+        rt,
+        msg,
+        "unjoinable",
+        f"outcome '{out.outcome_id}' has no features and {why}",
+        _sink(rt, st),
     )
 
 
@@ -92,6 +113,7 @@ async def _hold(rt: Runtime, st: PartitionState, msg: Any, out: TradeOutcome, t:
         w = st.release(next(iter(st.waiting)))  # the oldest goes first
         await _unjoinable(
             rt,
+            st,
             _held(rt, st, w),
             w.outcome,
             f"more outcomes were waiting for their signal '{w.outcome.signal_id}' than the "
@@ -116,6 +138,7 @@ async def _learn(
     t = _event_ms(out, msg)
     if may_wait and (st.outcome_clock is None or t > st.outcome_clock):
         st.outcome_clock = t
+    sink = _sink(rt, st)
     entry = st.join.get(out.signal_id)
     joined_features, score, components = None, None, None
     if entry is not None:
@@ -125,27 +148,27 @@ async def _learn(
         if entry is None:
             if out.outcome_id in st.keyed.seen:
                 await send_dead_letter(
-                    rt, msg, "duplicate", f"outcome '{out.outcome_id}' was already learned"
+                    rt, msg, "duplicate", f"outcome '{out.outcome_id}' was already learned", sink
                 )
             elif not (may_wait and await _hold(rt, st, msg, out, t)):
                 await _unjoinable(
-                    rt, msg, out, f"signal '{out.signal_id}' did not arrive within the wait"
+                    rt, st, msg, out, f"signal '{out.signal_id}' did not arrive within the wait"
                 )
             return
         if joined_features is None or t - join_ts(entry) > int(rt.settings.join_window_s * 1000):
             await _unjoinable(
-                rt, msg, out, f"signal '{out.signal_id}' is older than the join window"
+                rt, st, msg, out, f"signal '{out.signal_id}' is older than the join window"
             )
             return
         features = joined_features
     try:
         res = st.keyed.learn(out.outcome_id, out.model_key, features, out.label, out.realized_rr)
     except NonFiniteUpdate as exc:  # refused, the model unchanged: bad input, not a failure
-        await send_dead_letter(rt, msg, "bad_feature", f"outcome '{out.outcome_id}': {exc}")
+        await send_dead_letter(rt, msg, "bad_feature", f"outcome '{out.outcome_id}': {exc}", sink)
         return
     if not res.learned:
         await send_dead_letter(
-            rt, msg, "duplicate", f"outcome '{out.outcome_id}' was already learned"
+            rt, msg, "duplicate", f"outcome '{out.outcome_id}' was already learned", sink
         )
         return
     rt.count("outcomes.learned")
@@ -166,7 +189,7 @@ async def _learn(
             loss=res.loss if made == res.prediction else log_loss(made, out.label),
             ts=out.ts if out.ts is not None else int(msg.timestamp * 1000),
         )
-        await rt.send("retrain-queue", out.model_key.encode(), encode(hard))
+        await sink.send("retrain-queue", out.model_key.encode(), encode(hard))
         rt.count("hard_examples")
     if res.drift:
         event = ModelEvent(
@@ -176,7 +199,7 @@ async def _learn(
             version=res.n_learned,
             detail=f"drift detected on the error stream after {res.n_learned} outcomes",
         )
-        await rt.send("model-events", out.model_key.encode(), encode(event))
+        await sink.send("model-events", out.model_key.encode(), encode(event))
         rt.count("drifts")
         log.info(
             "drift on model key %s after %d outcomes",
@@ -208,8 +231,8 @@ async def resolve_waiting(
     wait_ms = int(rt.settings.join_wait_s * 1000)
     done = 0
     for w in list(st.waiting.values()):
-        if store.get(st.partition) is not st:
-            break  # revoked meanwhile: the new owner restores them from the checkpoint
+        if store.get(st.partition) is not st or not st.learns:
+            break  # revoked meanwhile: the new owner restores them from the state
         arrived = w.outcome.signal_id in st.join
         if w.offset not in st.waiting or not (
             arrived or (now is not None and now > w.time + wait_ms)
@@ -225,6 +248,7 @@ async def resolve_waiting(
             else:
                 await _unjoinable(
                     rt,
+                    st,
                     msg,
                     w.outcome,
                     f"signal '{w.outcome.signal_id}' did not arrive within "
@@ -232,7 +256,9 @@ async def resolve_waiting(
                 )
         except Exception as exc:  # unknown failure: dead-letter as internal, keep learning
             log.exception("learner failed on %s[%d]@%d", msg.topic, msg.partition, msg.offset)
-            await send_dead_letter(rt, msg, "internal", f"{type(exc).__name__}: {exc}")
+            await send_dead_letter(
+                rt, msg, "internal", f"{type(exc).__name__}: {exc}", _sink(rt, st)
+            )
     return done
 
 
@@ -256,6 +282,22 @@ async def give_way(pending: Callable[[], int], limit_s: float = GIVE_WAY_MAX_S) 
         await asyncio.sleep(0)
 
 
+def announce_refusal(rt: Runtime, why: Refusal) -> Any:
+    """Count a refused partition state and announce it on the model-events topic as a
+    ``state_refused`` ModelEvent; returns the task that sends it."""
+    rt.count(f"state_refused.{why.reason}")
+    where = "" if why.offset is None else f" at offset {why.offset}"
+    event = ModelEvent(
+        "state_refused",
+        now_ms(),
+        detail=(
+            f"partition {why.partition} of {rt.settings.internal_topic('checkpoints')}{where}: "
+            f"{why.reason}: {why.detail}"
+        ),
+    )
+    return asyncio.ensure_future(rt.send("model-events", None, encode(event)))
+
+
 def register(
     app: Any,
     rt: Runtime,
@@ -263,27 +305,46 @@ def register(
     backlog: SignalBacklog,
     on_drift: DriftHook | None = None,
 ) -> Any:
-    """Declare the learner agent and its checkpoint timer on ``app``.
+    """Declare the learner agent and its commit timer on ``app``.
 
     The learner gives way to the predictor while ``backlog`` has requests waiting, and calls
-    ``on_drift`` with the model key whenever an online model detects drift.
+    ``on_drift`` with the model key whenever an online model detects drift. A partition state
+    that ``store`` refuses is announced (:func:`announce_refusal`).
     """
     settings = rt.settings
-    holder: dict[str, Any] = {}
+    commits: dict[int, asyncio.Future[bool]] = {}
+    announcing: set[asyncio.Future[Any]] = set()
+
+    def on_refused(why: Refusal) -> None:
+        task = announce_refusal(rt, why)
+        announcing.add(task)
+        task.add_done_callback(announcing.discard)
+
+    store.on_refused = on_refused
+
+    def commit_soon(st: PartitionState) -> asyncio.Future[bool]:
+        """The running commit of ``st``'s partition, or a new one: learning goes on meanwhile."""
+        running = commits.get(st.partition)
+        if running is not None and not running.done():
+            return running
+        task = asyncio.ensure_future(commit(rt, store, st))
+        commits[st.partition] = task
+        return task
 
     @app.agent(rt.topics["outcomes"], name="learner")
     async def learner(stream: Any) -> None:
-        s = stream.noack()
-        holder["stream"] = s
-        async for event in s.events():
+        async for event in stream.events():
             msg = event.message
             st = await store.ensure(msg.partition)
+            if not st.learns:
+                # Not owned here (revoked, fenced) or refused: left for a worker that can learn it.
+                rt.count("outcomes.not_learned_here")
+                continue
             if msg.offset < st.next_offset:
                 rt.count("outcomes.covered_skipped")
-                await s.ack(event)
                 continue
             try:
-                out = await decode_or_divert(rt, msg, decode_outcome, "outcomes")
+                out = await decode_or_divert(rt, msg, decode_outcome, "outcomes", _sink(rt, st))
                 if out is not None:
                     await _learn(rt, st, msg, out, on_drift)
             except Exception as exc:  # unknown failure: dead-letter as internal, keep learning
@@ -294,27 +355,29 @@ def register(
                     msg.offset,
                     extra=log_context(msg),
                 )
-                await send_dead_letter(rt, msg, "internal", f"{type(exc).__name__}: {exc}")
+                await send_dead_letter(
+                    rt, msg, "internal", f"{type(exc).__name__}: {exc}", _sink(rt, st)
+                )
             st.next_offset = msg.offset + 1
-            st.pending.append(event)
+            st.uncommitted += 1
             st.dirty = True
-            if len(st.pending) >= settings.checkpoint_max_events:
-                await checkpoint(rt, store, st, s)
+            if st.uncommitted >= settings.checkpoint_max_events:
+                running = commit_soon(st)
+                if st.uncommitted >= 4 * settings.checkpoint_max_events:
+                    await running  # commits fall behind: wait rather than pile up state
             await give_way(backlog.pending)
 
     @app.timer(interval=RESOLVE_INTERVAL_S, name="learner-waiting")
     async def waiting() -> None:
         for st in list(store.states.values()):
-            await resolve_waiting(rt, store, st, on_drift)
+            if st.learns:
+                await resolve_waiting(rt, store, st, on_drift)
 
     @app.timer(interval=settings.checkpoint_interval_s, name="learner-checkpoints")
     async def checkpoints() -> None:
         store.prune_joins()  # in each partition's event time
-        s = holder.get("stream")
-        if s is None:
-            return
         for st in list(store.states.values()):
-            if st.pending or st.dirty:
-                await checkpoint(rt, store, st, s)
+            if st.learns and (st.dirty or st.outputs or st.keyed.touched):
+                commit_soon(st)
 
     return learner

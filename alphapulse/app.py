@@ -77,6 +77,8 @@ def create_app(settings: Settings) -> Built:
             key_serializer="raw",
             value_serializer="raw",
             partitions=settings.topic_partitions,
+            # The learner's transactions commit the outcomes offsets; Faust must never commit them.
+            acks=role != "outcomes",
         )
         for role, name in names.items()
     }
@@ -112,6 +114,10 @@ def create_app(settings: Settings) -> Built:
         store.drop({tp.partition for tp in revoked if tp.topic == outcomes_topic})
         rt.forget_partitions()
 
+    @app.on_before_shutdown.connect
+    async def _stop_transactions(sender: Any, /, *args: Any, **kwargs: Any) -> None:
+        await store.close()  # the learner's producers; the next owner aborts an open transaction
+
     @app.on_partitions_assigned.connect
     async def _on_assigned(sender: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:
         assigned = kwargs.get("assigned", args[0] if args else set())
@@ -137,16 +143,16 @@ def faust_tuning_kwargs(settings: Settings) -> dict[str, Any]:
         # fetch loop, flushing the producer first, and fetching stops meanwhile.
         broker_commit_every=2**62,
         # Every produce request costs the broker and this process far more than a record in it:
-        # records wait up to 10 ms to share requests. Predictions and checkpoints go as closed
-        # batches, which do not wait (Runtime.send_many, Runtime.send_now).
+        # records wait up to 10 ms to share requests. Predictions go as closed batches, which do
+        # not wait (Runtime.send_many); the learner's state goes in its own transactions.
         producer_linger=0.010,
         producer_max_batch_size=256 * 1024,
         # Large polls: while fetched records wait to be consumed, aiokafka sends no new fetch to
         # their broker, so small polls hold back the next fetch. The learner gives way to the
         # predictor (agents.learner.give_way), so a large poll of outcomes does not delay answers.
         broker_max_poll_records=256,
-        # Un-acked learner events wait for a checkpoint; on shutdown they are simply redelivered
-        # to the next owner, so do not wait for them.
+        # Outcomes after the learner's last transaction are simply redelivered to the next owner
+        # on shutdown, so do not wait for them.
         stream_wait_empty=False,
     )
 

@@ -24,6 +24,9 @@ Examples
 True
 >>> 'alphapulse_deadletters_total{reason="schema"} 1.0' in text
 True
+>>> rt.count("state_refused.unreadable_record")
+>>> 'alphapulse_state_refused_total{reason="unreadable_record"} 1.0' in m.render().decode()
+True
 >>> "process_resident_memory_bytes" in text
 True
 >>> m.snapshot()["latency"]["p50_ms"]
@@ -63,7 +66,7 @@ _NAMED_COUNTERS = {
     "outcomes.learned": ("outcomes_learned", "Trade outcomes learned by the online models."),
     "hard_examples": ("hard_examples", "Confidently wrong predictions sent to the retrain queue."),
     "drifts": ("drifts", "Drift alarms raised by the online models."),
-    "checkpoints": ("checkpoints", "Learner checkpoints written."),
+    "checkpoints": ("checkpoints", "Learner transactions committed (state, side outputs, offset)."),
     "batches.signals": ("signal_batches", "Batches of signal requests taken from the fetch."),
 }
 _ROLLING = ("roc_auc", "log_loss", "accuracy")
@@ -304,6 +307,12 @@ class _RuntimeCollector:
             "Messages re-sent to the partition of their model key.",
             labels=["topic"],
         )
+        refused = CounterMetricFamily(
+            "alphapulse_state_refused",
+            "Learner partition states refused (unreadable, deleted or missing records, or a "
+            "checkpoints topic that loses records); the partition is not learned.",
+            labels=["reason"],
+        )
         other = CounterMetricFamily(
             "alphapulse_events", "Other events counted by the agents.", labels=["name"]
         )
@@ -312,11 +321,13 @@ class _RuntimeCollector:
                 continue
             if key.startswith("deadletter."):
                 dead.add_metric([key.split(".", 1)[1]], float(n))
+            elif key.startswith("state_refused."):
+                refused.add_metric([key.split(".", 1)[1]], float(n))
             elif key.endswith(".rerouted"):
                 rerouted.add_metric([key.split(".", 1)[0]], float(n))
             else:
                 other.add_metric([key], float(n))
-        yield from (dead, rerouted, other)
+        yield from (dead, rerouted, refused, other)
 
     def _rolling(self) -> Iterator[Metric]:
         comp = _rolling_gauges(

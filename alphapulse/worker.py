@@ -22,6 +22,7 @@ from alphapulse.app import Built, create_app
 from stream import _faust_consumer
 from stream.settings import Settings, unknown_variables
 from stream.topics import ensure_topics
+from stream.transactions import read_committed
 
 __all__ = [
     "REDIS_TIMEOUT_S",
@@ -151,6 +152,7 @@ def run_worker(settings: Settings) -> None:
             log.info("created topics: %s", ", ".join(created))
         prepare_process(settings)
         built = create_app(settings)
+        read_committed(built.app)  # re-routed outcomes are written in the learner's transactions
         if sink is not None:
             attach_log_sink(built, sink, settings.redis_snapshot_s)
         run_app(built.app, settings.log_level)

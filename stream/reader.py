@@ -1,13 +1,15 @@
 """Reading topic partitions directly: an assigned consumer with no group and no commits.
 
-The learner's state (the newest checkpoint of a partition, a time window of signals), the
+The learner's state (a partition's changelog, a time window of signals), the
 training history (every outcome) and the CLI's ``consume`` all read partitions this way, each
 read bounded by the end offsets seen when it starts (:meth:`PartitionReader.read`), or following
 the partitions as records come (:meth:`PartitionReader.follow`).
 
+Reads are ``read_committed`` unless asked otherwise: the learner's state and side outputs are
+written in Kafka transactions, and only committed ones count.
+
 >>> from stream.settings import Settings
->>> reader = PartitionReader(Settings(_env_file=None), isolation_level="read_committed")
->>> reader.isolation_level
+>>> PartitionReader(Settings(_env_file=None)).isolation_level
 'read_committed'
 """
 
@@ -42,8 +44,9 @@ class PartitionReader:
     settings
         Where the brokers are and how to reach them (:func:`stream.kafka.client_kwargs`).
     isolation_level
-        ``read_uncommitted`` (records of open and aborted transactions too) or
-        ``read_committed``.
+        ``read_committed`` (the default: records of committed transactions and records written
+        outside transactions, up to the last stable offset) or ``read_uncommitted`` (records of
+        open and aborted transactions too).
     max_partition_fetch_bytes, fetch_max_bytes
         Fetch sizes per partition and per request (aiokafka's defaults); raise them to read big
         records in fewer round trips.
@@ -53,7 +56,7 @@ class PartitionReader:
     Read the last record of every partition, then the outcomes since a time::
 
         async with PartitionReader(settings) as reader:
-            newest = await reader.read("alphapulse.checkpoints", [2], last=1)
+            newest = await reader.read("alphapulse.outcomes", [2], last=1)
             recent = await reader.read("alphapulse.outcomes", since=1_700_000_000_000)
     """
 
@@ -61,7 +64,7 @@ class PartitionReader:
         self,
         settings: Settings,
         *,
-        isolation_level: IsolationLevel = "read_uncommitted",
+        isolation_level: IsolationLevel = "read_committed",
         max_partition_fetch_bytes: int = 1024 * 1024,
         fetch_max_bytes: int = 50 * 1024 * 1024,
     ) -> None:

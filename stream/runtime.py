@@ -92,7 +92,7 @@ class Runtime:
     async def send_now(self, role: str, key: bytes, value: bytes, partition: int) -> Any:
         """Send one record as a closed batch, which does not wait out the producer's linger.
 
-        For records whose delivery the caller awaits (checkpoints); returns the delivery future.
+        For records whose delivery the caller awaits; returns the delivery future.
         """
         producer = self.app.producer._ensure_producer()
         (future,) = await send_batches(producer, self.topic_names[role], [(partition, key, value)])

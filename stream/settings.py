@@ -134,6 +134,7 @@ class Settings(BaseSettings):
     commit_interval_s: float = Field(default=2.8, gt=0)
     checkpoint_max_events: int = Field(default=1000, ge=1)
     max_seen_ids: int = Field(default=200_000, ge=1)
+    state_signing_key: SecretStr | None = None
     predict_batch_max: int = Field(default=256, ge=1)
     event_loop: Literal["uvloop", "asyncio"] = "uvloop"
     fetch_min_bytes: int = Field(default=1, ge=1)
@@ -235,6 +236,13 @@ class Settings(BaseSettings):
                 "ALPHAPULSE_REDIS_URL must start with redis://, rediss:// or unix://, "
                 f"got {v.split('@')[-1]!r}"
             )
+        return v
+
+    @field_validator("state_signing_key")
+    @classmethod
+    def _signing_key_long_enough(cls, v: SecretStr | None) -> SecretStr | None:
+        if v is not None and len(v.get_secret_value().encode()) < 16:
+            raise ValueError("ALPHAPULSE_STATE_SIGNING_KEY must be at least 16 bytes")
         return v
 
     @field_validator("topic_prefix")

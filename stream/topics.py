@@ -16,6 +16,7 @@ import logging
 from dataclasses import dataclass, field
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from aiokafka.conn import create_conn
 from aiokafka.errors import (
     AuthenticationFailedError,
@@ -30,7 +31,15 @@ from stream.errors import BrokerError
 from stream.kafka import client_kwargs
 from stream.settings import TOPIC_ROLES, Settings
 
-__all__ = ["TopicSpec", "describe_topics", "ensure_topics", "internal_topic_specs", "topic_specs"]
+__all__ = [
+    "TopicSpec",
+    "changelog_problem",
+    "describe_topics",
+    "ensure_topics",
+    "internal_topic_specs",
+    "topic_config",
+    "topic_specs",
+]
 
 log = logging.getLogger(__name__)
 
@@ -69,7 +78,8 @@ def topic_specs(settings: Settings) -> list[TopicSpec]:
 
 
 def internal_topic_specs(settings: Settings) -> list[TopicSpec]:
-    """The worker group's own topic: the learner checkpoints (compacted)."""
+    """The worker group's own topic: the learner's state changelog (compacted, never deleted by
+    retention: a worker refuses a partition's state otherwise)."""
     common = {"max.message.bytes": str(32 * 1024 * 1024)}
     if settings.topic_replication > 1:
         common["min.insync.replicas"] = str(min(2, settings.topic_replication))
@@ -230,3 +240,41 @@ async def describe_topics(
         return {n: counts.get(n) for n in names}
     finally:
         await admin.close()
+
+
+async def topic_config(settings: Settings, name: str, timeout: float = 30.0) -> dict[str, str]:
+    """The configuration of topic ``name`` as the brokers report it (defaults included)."""
+    admin = await _admin(settings, timeout)
+    try:
+        responses = await admin.describe_configs([ConfigResource(ConfigResourceType.TOPIC, name)])
+    finally:
+        await admin.close()
+    config: dict[str, str] = {}
+    for response in responses:
+        for error_code, error_message, _type, _name, entries in response.resources:
+            if error_code:
+                raise BrokerError(f"cannot read the configuration of topic {name}: {error_message}")
+            for entry in entries:
+                config[entry[0]] = entry[1]
+    return config
+
+
+def changelog_problem(config: dict[str, str]) -> str | None:
+    """What makes a topic with ``config`` unfit to keep state, or None: it must be compacted,
+    and anything it deletes by retention must be unlimited.
+
+    >>> changelog_problem({"cleanup.policy": "compact"})
+    >>> changelog_problem({"cleanup.policy": "delete", "retention.ms": "604800000"})
+    "cleanup.policy is 'delete', not compact"
+    >>> changelog_problem({"cleanup.policy": "compact,delete", "retention.ms": "3600000"})
+    'cleanup.policy deletes by retention and retention.ms is 3600000, not -1'
+    """
+    policy = {p.strip() for p in config.get("cleanup.policy", "delete").split(",")}
+    if "compact" not in policy:
+        return f"cleanup.policy is {config.get('cleanup.policy', 'delete')!r}, not compact"
+    if "delete" in policy:
+        for limit in ("retention.ms", "retention.bytes"):
+            value = config.get(limit, "-1")
+            if value != "-1":
+                return f"cleanup.policy deletes by retention and {limit} is {value}, not -1"
+    return None

@@ -1,11 +1,13 @@
 """A learner partition's state, in separate rooms: the outcome join store (:mod:`.join`), the
-partition state and its store (:mod:`.partitions`), the outcomes waiting for their signal and the
-partition's event time (:mod:`.waiting`), the checkpoint format (:mod:`.checkpoints`)
-and the checkpointer that writes checkpoints and acks what they cover (:mod:`.checkpointer`)."""
+partition state and its store (:mod:`.partitions`),
+the outcomes waiting for their signal and the partition's event time (:mod:`.waiting`), the
+changelog format on the checkpoints topic (:mod:`.checkpoints`) and the transactional commit
+(:mod:`.checkpointer`)."""
 
 from __future__ import annotations
 
-from agents.state.checkpointer import checkpoint, settle
+from agents.state.checkpointer import OutputBuffer, commit
+from agents.state.checkpoints import Refusal
 from agents.state.join import JoinEntry, join_fields, join_ts, remember_signal
 from agents.state.partitions import OnlineModel, PartitionState, PartitionStore
 from agents.state.waiting import WAITING_MAX_BYTES, HeldMessage, Waiting
@@ -15,12 +17,13 @@ __all__ = [
     "HeldMessage",
     "JoinEntry",
     "OnlineModel",
+    "OutputBuffer",
     "PartitionState",
     "PartitionStore",
+    "Refusal",
     "Waiting",
-    "checkpoint",
+    "commit",
     "join_fields",
     "join_ts",
     "remember_signal",
-    "settle",
 ]

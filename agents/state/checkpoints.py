@@ -1,197 +1,170 @@
-"""The learner's checkpoint records: full ones, and deltas that extend the last full one.
+"""The learner's state as a changelog keyed by model key, on the compacted checkpoints topic.
 
-A checkpoint holds the offset of the first outcome it does not cover and the keyed online state
-(:class:`models.keyed.KeyedOnline`): the learners, and the ids of the outcomes learned, up to
-``ALPHAPULSE_MAX_SEEN_IDS`` per partition. The ids are almost all of it, and the learner writes a
-checkpoint per partition every ``ALPHAPULSE_CHECKPOINT_INTERVAL_S``, so most checkpoints are
-deltas: the whole state except the ids, which are only those learned since the last full
-checkpoint, and the offset of that full checkpoint in the checkpoints topic. A full checkpoint is
-written again once the delta would carry more than a twentieth of the ids
-(:func:`full_checkpoint_due`). Sizes and encoding times are in docs/benchmarks.md.
+Partition ``p`` of the checkpoints topic holds the state of outcomes partition ``p``, the way
+Kafka Streams and Faust tables keep theirs:
 
-A checkpoint is taken (:func:`take_checkpoint`: the learners as bytes and the ids as a list) and
-encoded afterwards, so that a big one can be encoded in another thread while the event loop goes
-on (:mod:`agents.state.checkpointer`).
+- one record per model key: the key's UTF-8 bytes, and its state
+  (:meth:`models.keyed.KeyedOnline.encode_key`: its online learner as numbers and the ids of
+  the outcomes it learned, sealed);
+- one meta record under :data:`META_KEY` (not UTF-8, so no model key can take it): the format
+  version, the first outcomes offset the state does not cover, how many model keys the partition
+  holds, and the outcomes waiting for their signal with the partition's event clocks
+  (:mod:`agents.state.waiting`).
 
-While outcomes wait for their signal (:mod:`agents.state.waiting`), a checkpoint of either kind
-also holds them and the partition's event clocks, under a magic of its own (``APCW`` full,
-``APDW`` delta) whose header gives the length of that section; a checkpoint without waiting
-outcomes is written exactly as before.
+A commit writes the keys it touched and the meta record, in the Kafka transaction that also
+commits the outcomes offset (:mod:`agents.state.checkpointer`). Compaction keeps the newest record
+of each key, so the partition read to its end with ``read_committed`` is the state, newest record
+per key winning (:func:`restore_partition`). Anything there that cannot be read, a tombstone, a
+missing meta record or fewer model keys than the meta record counts, refuses the partition
+(:class:`Refusal`): it is never started afresh.
 
-Both kinds go to partition ``p`` of the compacted checkpoints topic: full ones under the key
-``p``, deltas under ``p.delta``. Compaction keeps the newest record of each key, and a delta
-always extends the newest full checkpoint, so the newest record of the partition, with the full
-checkpoint it names, is the state.
+>>> meta = decode_meta(encode_meta(42, 3, b""))
+>>> meta.next_offset, meta.keys, meta.waiting.waiting
+(42, 3, [])
+>>> model_key_of(record_key("BTC")), META_KEY.decode("utf-8", "replace") == "\\ufffdmeta"
+('BTC', True)
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from typing import Any
 
 from agents.state.waiting import WaitingState, decode_waiting
 from models._snapshot import Header, SnapshotError
-from models.keyed import KeyedOnline, Snapshot
+from models.keyed import KeyedOnline
 
 __all__ = [
-    "TakenCheckpoint",
-    "checkpoint_base",
-    "checkpoint_key",
-    "decode_checkpoint",
-    "decode_checkpoint_state",
-    "encode_checkpoint",
-    "encode_delta_checkpoint",
-    "full_checkpoint_due",
-    "take_checkpoint",
+    "META_KEY",
+    "Meta",
+    "Refusal",
+    "Restored",
+    "decode_meta",
+    "encode_meta",
+    "model_key_of",
+    "record_key",
+    "restore_partition",
 ]
 
-_FULL = Header(b"APCK", ">q", "a full learner checkpoint")  # next_offset
-_DELTA = Header(b"APCD", ">qq", "a delta learner checkpoint")  # next_offset, base_offset
-# The same with waiting outcomes, and the length of their section, which precedes the state.
-_FULL_W = Header(b"APCW", ">qI", "a full learner checkpoint")
-_DELTA_W = Header(b"APDW", ">qqI", "a delta learner checkpoint")
+META_KEY = b"\xffmeta"
+"""The key of a partition's meta record: 0xff never occurs in UTF-8, so no model key is it."""
+_VERSION = 1
+_META = Header(b"APSM", ">Hqq", "a learner partition's meta record")  # version, offset, keys
 _NOTHING_WAITS = WaitingState([], None, None)
 
 
+def record_key(model_key: str) -> bytes:
+    """The checkpoints record key of ``model_key``."""
+    return model_key.encode("utf-8", "surrogatepass")
+
+
+def model_key_of(key: bytes) -> str:
+    """Inverse of :func:`record_key`; :class:`SnapshotError` for bytes no model key gives."""
+    try:
+        return key.decode("utf-8", "surrogatepass")
+    except UnicodeDecodeError as exc:
+        raise SnapshotError(f"record key {key!r} is not a model key") from exc
+
+
 @dataclass(frozen=True)
-class TakenCheckpoint:
-    """A checkpoint's content taken at one moment; :meth:`encode` makes its bytes later, in another
-    thread if need be (it touches nothing live)."""
+class Meta:
+    """A partition's meta record."""
 
     next_offset: int
-    state: Snapshot
-    base_offset: int | None
-    """None for a full checkpoint; for a delta, the offset of the full checkpoint it extends."""
-    waiting: bytes = b""
-    """The waiting outcomes and clocks (:func:`agents.state.waiting.encode_waiting`), if any."""
-
-    def encode(self) -> bytes:
-        """The record's bytes."""
-        w = self.waiting
-        if self.base_offset is None:
-            if w:
-                return _FULL_W.pack(w + self.state.encode(), self.next_offset, len(w))
-            return _FULL.pack(self.state.encode(), self.next_offset)
-        if w:
-            payload = w + self.state.encode()
-            return _DELTA_W.pack(payload, self.next_offset, self.base_offset, len(w))
-        return _DELTA.pack(self.state.encode(), self.next_offset, self.base_offset)
+    keys: int
+    """How many model keys the partition held when it was written."""
+    waiting: WaitingState
 
 
-def take_checkpoint(
-    next_offset: int,
-    keyed: KeyedOnline,
-    base_offset: int | None = None,
-    new_ids: int = 0,
-    waiting: bytes = b"",
-) -> TakenCheckpoint:
-    """Take a full checkpoint of ``keyed`` or, with ``base_offset``, a delta of its ``new_ids``
-    newest seen ids. ``base_offset`` is the offset, in the checkpoints topic, of the full
-    checkpoint written when ``keyed`` had learned all but those ids. ``waiting`` is the encoded
-    section of the waiting outcomes (empty when none waits)."""
-    if base_offset is None:
-        return TakenCheckpoint(next_offset, keyed.take(), None, waiting)
-    return TakenCheckpoint(next_offset, keyed.take(newest_ids=new_ids), base_offset, waiting)
+def encode_meta(next_offset: int, keys: int, waiting: bytes) -> bytes:
+    """The meta record; ``waiting`` is :func:`agents.state.waiting.encode_waiting`'s section,
+    empty when no outcome waits."""
+    return _META.pack(waiting, _VERSION, next_offset, keys)
 
 
-def encode_checkpoint(next_offset: int, keyed: KeyedOnline) -> bytes:
-    """Bytes of a full checkpoint: magic, the covered offset, the keyed online state.
+def decode_meta(data: bytes) -> Meta:
+    """Inverse of :func:`encode_meta`; :class:`SnapshotError` when ``data`` is not one."""
+    _, payload = _META.unpack_versioned(data, (_VERSION,))
+    _, next_offset, keys = _META.fields_of(data)
+    if next_offset < 0 or keys < 0:
+        raise SnapshotError(f"a meta record with offset {next_offset} and {keys} model keys")
+    waiting = decode_waiting(payload) if payload else _NOTHING_WAITS
+    return Meta(next_offset, keys, waiting)
 
-    >>> off, k = decode_checkpoint(encode_checkpoint(42, KeyedOnline()))
-    >>> off, k.learners
-    (42, {})
-    """
-    return take_checkpoint(next_offset, keyed).encode()
+
+@dataclass(frozen=True)
+class Refusal:
+    """Why a partition's state was refused, and where."""
+
+    partition: int
+    offset: int | None
+    """Offset in the checkpoints topic of the record at fault (None: not one record)."""
+    reason: str
+    """``unreadable_record``, ``unreadable_meta``, ``tombstone``, ``missing_meta``,
+    ``missing_keys`` or ``topic_config``."""
+    detail: str
 
 
-def encode_delta_checkpoint(
-    next_offset: int, keyed: KeyedOnline, base_offset: int, new_ids: int
-) -> bytes:
-    """Bytes of a delta: the state with only the ``new_ids`` newest seen ids.
+@dataclass
+class Restored:
+    """A partition's state read back from its changelog."""
 
+    next_offset: int
+    keyed: KeyedOnline
+    waiting: WaitingState
+
+
+def restore_partition(
+    partition: int, records: Iterable[Any], make_keyed: Callable[[], KeyedOnline]
+) -> Restored | Refusal:
+    """The state of ``partition`` from its checkpoints records (``key``, ``value``, ``offset``,
+    oldest first, committed only), or why it is refused.
+
+    >>> from types import SimpleNamespace as R
     >>> k = KeyedOnline()
-    >>> for oid in ("o1", "o2", "o3"):
-    ...     _ = k.learn(oid, "BTC", {"x": 1.0}, True, None)
-    >>> full = encode_checkpoint(7, k)
-    >>> _ = k.learn("o4", "BTC", {"x": 1.0}, False, None)
-    >>> delta = encode_delta_checkpoint(8, k, base_offset=120, new_ids=1)
-    >>> checkpoint_base(delta), checkpoint_base(full)
-    (120, None)
-    >>> off, restored = decode_checkpoint(delta, base=full)
-    >>> off, list(restored.seen), restored.n_learned("BTC")
-    (8, ['o1', 'o2', 'o3', 'o4'], 4)
+    >>> _ = k.learn("o1", "BTC", {"x": 1.0}, True, None)
+    >>> recs = [R(key=b"BTC", value=k.encode_key("BTC"), offset=0),
+    ...         R(key=META_KEY, value=encode_meta(9, 1, b""), offset=1)]
+    >>> got = restore_partition(0, recs, KeyedOnline)
+    >>> got.next_offset, got.keyed.n_learned("BTC")
+    (9, 1)
+    >>> restore_partition(0, recs[:1], KeyedOnline).reason
+    'missing_meta'
+    >>> bad = [R(key=b"BTC", value=b"junk", offset=0), recs[1]]
+    >>> restore_partition(0, bad, KeyedOnline).offset
+    0
     """
-    return take_checkpoint(next_offset, keyed, base_offset, new_ids).encode()
-
-
-def checkpoint_base(data: bytes) -> int | None:
-    """The offset of the full checkpoint that the delta ``data`` extends; None for a full one."""
-    if _DELTA.matches(data):
-        return _DELTA.fields_of(data)[1]
-    if _DELTA_W.matches(data):
-        return _DELTA_W.fields_of(data)[1]
-    return None
-
-
-def decode_checkpoint(data: bytes, base: bytes | None = None) -> tuple[int, KeyedOnline]:
-    """``(next_offset, state)`` of a checkpoint; a delta needs its full checkpoint as ``base``.
-
-    A delta whose ``base`` is missing restores with the delta's own ids only.
-    """
-    next_offset, keyed, _ = decode_checkpoint_state(data, base)
-    return next_offset, keyed
-
-
-def _split(head: Header, data: bytes) -> tuple[tuple[int, ...], WaitingState, bytes]:
-    """The header fields, the waiting section and the keyed state of ``data``."""
-    fields, payload = head.unpack(data)
-    if head is _FULL_W or head is _DELTA_W:
-        n = fields[-1]
-        return fields[:-1], decode_waiting(payload[:n]), payload[n:]
-    return fields, _NOTHING_WAITS, payload
-
-
-def _full_state(data: bytes) -> bytes:
-    for head in (_FULL, _FULL_W):
-        if head.matches(data):
-            return _split(head, data)[2]
-    raise SnapshotError("the base of a delta checkpoint is not a full checkpoint")
-
-
-def decode_checkpoint_state(
-    data: bytes, base: bytes | None = None
-) -> tuple[int, KeyedOnline, WaitingState]:
-    """``(next_offset, state, waiting)`` of a checkpoint (see :func:`decode_checkpoint`)."""
-    for head in (_FULL, _FULL_W):
-        if head.matches(data):
-            (next_offset,), waiting, state = _split(head, data)
-            return next_offset, KeyedOnline.restore(state), waiting
-    head = _DELTA if _DELTA.matches(data) else _DELTA_W
-    if not head.matches(data):
-        raise SnapshotError("not a learner checkpoint")
-    older: list[str] = []
-    if base is not None:
-        older = KeyedOnline.snapshot_ids(_full_state(base))
-    (next_offset, _), waiting, state = _split(head, data)
-    return next_offset, KeyedOnline.restore(state, older), waiting
-
-
-def full_checkpoint_due(new_ids: int, seen: int) -> bool:
-    """Whether the next checkpoint is a full one rather than a delta of the last full one.
-
-    Full when the ids learned since the last full checkpoint are more than a twentieth of the
-    ``seen`` ids remembered (and whenever there is no full checkpoint to extend). A twentieth is
-    about what writes the fewest ids in all at the defaults (see the module's text).
-
-    >>> full_checkpoint_due(10_000, 200_000), full_checkpoint_due(10_001, 200_000)
-    (False, True)
-    """
-    return new_ids > seen // 20
-
-
-def checkpoint_key(partition: int, delta: bool) -> bytes:
-    """The record key of a checkpoint of ``partition``.
-
-    >>> checkpoint_key(3, delta=False), checkpoint_key(3, delta=True)
-    (b'3', b'3.delta')
-    """
-    return f"{partition}.delta".encode() if delta else str(partition).encode()
+    newest: dict[bytes, Any] = {}
+    for rec in records:
+        newest.pop(rec.key, None)  # in offset order, so the newest record of a key comes last
+        newest[rec.key] = rec
+    keyed = make_keyed()
+    if not newest:
+        return Restored(0, keyed, _NOTHING_WAITS)
+    meta_rec = newest.pop(META_KEY, None)
+    if meta_rec is None:
+        return Refusal(partition, None, "missing_meta", "model key records without a meta record")
+    if meta_rec.value is None:
+        return Refusal(partition, meta_rec.offset, "tombstone", "the meta record was deleted")
+    try:
+        meta = decode_meta(meta_rec.value)
+    except SnapshotError as exc:
+        return Refusal(partition, meta_rec.offset, "unreadable_meta", str(exc))
+    for rec in newest.values():
+        if rec.key is None:
+            return Refusal(partition, rec.offset, "unreadable_record", "a record without a key")
+        if rec.value is None:
+            return Refusal(partition, rec.offset, "tombstone", f"record key {rec.key!r} deleted")
+        try:
+            keyed.load_key(model_key_of(rec.key), rec.value)
+        except SnapshotError as exc:
+            return Refusal(partition, rec.offset, "unreadable_record", str(exc))
+    if len(newest) < meta.keys:
+        return Refusal(
+            partition,
+            meta_rec.offset,
+            "missing_keys",
+            f"the meta record counts {meta.keys} model keys, the topic holds {len(newest)}",
+        )
+    return Restored(meta.next_offset, keyed, meta.waiting)

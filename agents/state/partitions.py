@@ -1,16 +1,21 @@
-"""Per-partition learner state, checkpointed to Kafka together with the input offset it covers.
+"""Per-partition learner state, restored from its changelog after its transactional producer
+has fenced the partition's previous owner.
 
 For each partition ``p`` of the outcomes topic (and, co-partitioned, of the signals topic) a worker
-holds a :class:`PartitionState`: the online learners of the model keys routed to ``p``, the ids of
-the outcomes already learned, ``next_offset`` (the first outcomes offset the state does not yet
-cover), and the join store of recent signals' features (:mod:`agents.state.join`).
+holds a :class:`PartitionState`: the online learners of the model keys routed to ``p`` with the ids
+each learned (:class:`models.keyed.KeyedOnline`), ``next_offset`` (the first outcomes
+offset the state does not yet cover), the outcomes waiting for their signal, the side outputs not
+yet committed, and the join store of recent signals' features (:mod:`agents.state.join`).
 
-Checkpoints (format: :mod:`agents.state.checkpoints`; writing: :mod:`agents.state.checkpointer`)
-go to partition ``p`` of a compacted topic. The learner acknowledges outcome events only after a
-checkpoint covering them has been written, so the committed offsets never run ahead of the saved
-state. On (re)assignment the state of ``p`` is rebuilt from the newest checkpoint (read from the
-end of the partition, with the full checkpoint it extends) and the signals topic (its records of
-the last join window), and outcomes below ``next_offset`` are skipped.
+A partition is owned from its assignment (:meth:`PartitionStore.preload`) to its revocation
+(:meth:`PartitionStore.drop`) or until its producer is fenced (:meth:`PartitionStore.fence`). Its
+state is loaded only while it is owned: first its transactional producer starts
+(:class:`stream.transactions.PartitionTransactions`), which fences the old owner and aborts its
+open transaction; then partition ``p`` of the checkpoints topic is read to its end, committed
+records only (:func:`agents.state.checkpoints.restore_partition`), and the signals topic for the
+last join window. A state that cannot be read, or a checkpoints topic configured to lose records,
+refuses the partition (``PartitionState.refused``): it is logged, counted and announced, and the
+partition is not learned in this worker until it is assigned again.
 """
 
 from __future__ import annotations
@@ -18,48 +23,73 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from agents.state.checkpoints import checkpoint_base, decode_checkpoint_state
+from agents.state.checkpoints import Refusal, restore_partition
 from agents.state.join import JoinEntry, build_join_store, join_ts
-from agents.state.waiting import Waiting, WaitingState, encode_waiting, watermark
+from agents.state.waiting import Waiting, encode_waiting, watermark
 from models.keyed import KeyedOnline
 from models.online import OnlineConfig, OnlineLearner
 from stream.codec import Limits
 from stream.reader import PartitionReader
 from stream.settings import Settings
+from stream.topics import changelog_problem, topic_config
+from stream.transactions import Outgoing, PartitionTransactions
 
-__all__ = ["PRELOAD_CONCURRENCY", "OnlineModel", "PartitionState", "PartitionStore"]
+__all__ = [
+    "PRELOAD_CONCURRENCY",
+    "OnlineModel",
+    "PartitionState",
+    "PartitionStore",
+    "RefusalHook",
+    "signing_key",
+]
 
 log = logging.getLogger(__name__)
 
-_TAIL = 8  # records read from the end of a checkpoints partition: the newest is a checkpoint
+RefusalHook = Callable[[Refusal], None]
+"""Called with each partition state refused (the learner announces it as a ModelEvent)."""
+
+
+def signing_key(settings: Settings) -> bytes | None:
+    """The key of the HMAC that signs state records (``ALPHAPULSE_STATE_SIGNING_KEY``), or None.
+
+    >>> signing_key(Settings(_env_file=None, state_signing_key="sixteen bytes ok"))
+    b'sixteen bytes ok'
+    >>> signing_key(Settings(_env_file=None)) is None
+    True
+    """
+    secret = settings.state_signing_key
+    return None if secret is None else secret.get_secret_value().encode()
 
 
 @dataclass
 class PartitionState:
-    """Learner state of one partition, and the events it has processed but not yet acked."""
+    """Learner state of one partition, and what it learned since its last commit."""
 
     partition: int
     next_offset: int
     keyed: KeyedOnline
     join: dict[str, JoinEntry] = field(default_factory=dict)
-    pending: list[Any] = field(default_factory=list)
     dirty: bool = False
-    last_checkpoint: float = field(default_factory=time.monotonic)
-    base_offset: int | None = None
-    """Offset in the checkpoints topic of the newest full checkpoint this worker has delivered;
-    None before the first, and after the newest one sent was not delivered."""
-    checkpointing: asyncio.Lock = field(default_factory=asyncio.Lock)
-    """Held while a checkpoint is written: a delta must name the newest full checkpoint."""
-    ids_at_base: int = 0
-    """``keyed.ids_added`` when the newest full checkpoint (delivered or not) was taken."""
-    full_in_flight: asyncio.Future[None] | None = None
-    """The delivery task of the newest full checkpoint while it is not delivered yet."""
-    acking: set[asyncio.Future[None]] = field(default_factory=set)
-    """Tasks that ack the events of a checkpoint once it is delivered."""
+    """Something changed since the last commit (the offset, the waiting outcomes)."""
+    uncommitted: int = 0
+    """Outcome records handled since the last commit."""
+    outputs: list[Outgoing] = field(default_factory=list)
+    """Side outputs (dead letters, hard examples, drift events, re-routed records) of the
+    outcomes handled since the last commit; they go out in its transaction."""
+    last_commit: float = field(default_factory=time.monotonic)
+    committing: asyncio.Lock = field(default_factory=asyncio.Lock)
+    """Held while a transaction of this partition is open: one at a time."""
+    txn: PartitionTransactions | None = None
+    """The partition's transactional producer; None when the partition is not owned."""
+    refused: Refusal | None = None
+    """Why the partition's state was refused; None when it was read (or there was none)."""
+    owned: bool = True
+    """False for the placeholder state of a partition this worker does not own: it answers
+    with the online prior and learns nothing."""
     waiting: dict[int, Waiting] = field(default_factory=dict)
     """Outcomes waiting for their signal, by offset, oldest first (:mod:`.waiting`)."""
     outcome_clock: int | None = None
@@ -67,7 +97,12 @@ class PartitionState:
     signal_clock: int | None = None
     """The highest signal time seen in this partition's join store."""
     waiting_bytes: int = 0
-    """The size of the waiting outcomes' records, which checkpoints carry."""
+    """The size of the waiting outcomes' records, which the meta record carries."""
+
+    @property
+    def learns(self) -> bool:
+        """Whether outcomes of this partition are learned here (owned, not refused)."""
+        return self.owned and self.refused is None and self.txn is not None
 
     def hold(self, w: Waiting) -> None:
         """Keep ``w`` waiting for its signal."""
@@ -90,8 +125,9 @@ class PartitionState:
         return watermark(self.outcome_clock, self.signal_clock)
 
     def waiting_section(self) -> bytes:
-        """The waiting outcomes and clocks as a checkpoint keeps them; empty when none waits."""
-        if not self.waiting:
+        """The waiting outcomes and clocks as the meta record keeps them; empty when no outcome
+        waits and no clock has started."""
+        if not self.waiting and self.outcome_clock is None and self.signal_clock is None:
             return b""
         return encode_waiting(self.waiting.values(), self.outcome_clock, self.signal_clock)
 
@@ -110,53 +146,105 @@ PRELOAD_CONCURRENCY = 4
 
 
 class PartitionStore:
-    """Loads, holds and drops :class:`PartitionState` per partition for one worker."""
+    """Loads, holds and drops :class:`PartitionState` per partition for one worker.
 
-    def __init__(self, settings: Settings, online_config: OnlineConfig | None = None) -> None:
+    Parameters
+    ----------
+    settings
+        The worker's settings.
+    online_config
+        Configuration of the online learners of model keys without state.
+    transactions
+        Makes the transactional producer of a partition (tests give a stand-in).
+    on_refused
+        Called with each refused partition state, after it is logged and counted.
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        online_config: OnlineConfig | None = None,
+        transactions: Callable[[Settings, int], PartitionTransactions] = PartitionTransactions,
+        on_refused: RefusalHook | None = None,
+    ) -> None:
         self.settings = settings
         self.online_config = online_config or OnlineConfig()
         self.checkpoint_topic = settings.internal_topic("checkpoints")
         self.signals_topic = settings.topic("signals")
         self.limits = Limits(settings.max_message_bytes, settings.max_features)
+        self.transactions = transactions
+        self.on_refused = on_refused
         self.states: dict[int, PartitionState] = {}
+        self.assigned: set[int] = set()
+        """Partitions this worker owns: assigned, and not revoked or fenced since."""
+        self.refusals: list[Refusal] = []
+        self._signing_key = signing_key(settings)
+        self._topic_problem: str | None = None
+        self._topic_checked = False
         self._locks: dict[int, asyncio.Lock] = {}
         self._drops: dict[int, int] = {}  # times each partition was dropped
         self._preloads: set[asyncio.Task[Any]] = set()
+        self._stopping: set[asyncio.Task[Any]] = set()
         self._preload_slots = asyncio.Semaphore(PRELOAD_CONCURRENCY)  # binds to a loop on use
+
+    def new_keyed(self) -> KeyedOnline:
+        """Empty keyed state configured as this worker's."""
+        return KeyedOnline(
+            self.online_config,
+            max_seen_ids=self.settings.max_seen_ids,
+            signing_key=self._signing_key,
+        )
 
     def get(self, partition: int) -> PartitionState | None:
         """The loaded state of ``partition``, or None."""
         return self.states.get(partition)
 
     async def ensure(self, partition: int) -> PartitionState:
-        """The state of ``partition``, loaded from Kafka on first use after (re)assignment."""
+        """The state of ``partition``, loaded from Kafka on first use after its assignment.
+
+        A partition this worker does not own gets an empty placeholder that is not kept (an
+        event of a revoked partition may still be in flight): loading it would fence its owner.
+        """
         st = self.states.get(partition)
         if st is not None:
             return st
+        if partition not in self.assigned:
+            return PartitionState(partition, 0, self.new_keyed(), owned=False)
         return await self._load_once(partition, self._drops.get(partition, 0))
 
     async def _load_once(self, partition: int, drops: int) -> PartitionState:
         """Load ``partition`` unless another caller did meanwhile; keep the state only if the
-        partition was not dropped since the caller saw it dropped ``drops`` times. (A revoked
-        partition's event may still finish with the state, but a later assignment must start
-        from the newest checkpoint, not from it.)"""
+        partition is still owned and was not dropped since the caller saw it dropped ``drops``
+        times. A state not kept stops its producer and learns nothing; a partition revoked before
+        its turn came gets a placeholder, and no producer that would fence its new owner."""
         lock = self._locks.setdefault(partition, asyncio.Lock())
         async with lock:
             st = self.states.get(partition)
-            if st is None:
-                st = await self._load(partition)
-                if self._drops.get(partition, 0) == drops:
-                    self.states[partition] = st
+            if st is not None:
+                return st
+            if not self._owned(partition, drops):  # revoked while waiting: load nothing
+                return PartitionState(partition, 0, self.new_keyed(), owned=False)
+            st = await self._load(partition)
+            if self._owned(partition, drops):
+                self.states[partition] = st
+            else:
+                st.owned = False
+                self._stop_later(st)
         return st
 
+    def _owned(self, partition: int, drops: int) -> bool:
+        """Whether ``partition`` is owned and not dropped since it had been ``drops`` times."""
+        return self._drops.get(partition, 0) == drops and partition in self.assigned
+
     def preload(self, partitions: set[int]) -> None:
-        """Start loading the state of newly assigned ``partitions`` in the background.
+        """Take ``partitions`` as assigned, and start loading their state in the background.
 
         Their first events then need not wait for the checkpoint and signals topics to be read,
         and the partitions load concurrently rather than one after another as their first events
         come, at most :data:`PRELOAD_CONCURRENCY` at a time. An event that arrives during a load
         waits for it; one for a partition still waiting its turn loads it at once.
         """
+        self.assigned |= partitions
         for p in sorted(partitions):
             if p in self.states:
                 continue
@@ -210,7 +298,7 @@ class PartitionStore:
         """The online model of every model key in the partitions this worker holds.
 
         >>> store = PartitionStore(Settings(_env_file=None))
-        >>> keyed = KeyedOnline()
+        >>> keyed = store.new_keyed()
         >>> _ = keyed.learn("o1", "BTC", {"x": 1.0}, True, None)
         >>> store.states[3] = PartitionState(3, 1, keyed)
         >>> [(m.partition, m.model_key, m.learner.n_learned) for m in store.online_models()]
@@ -221,91 +309,134 @@ class PartitionStore:
                 yield OnlineModel(st.partition, key, learner)
 
     def drop(self, partitions: set[int]) -> None:
-        """Forget the state of partitions this worker no longer owns."""
+        """Forget the state of partitions this worker no longer owns, and stop their producers
+        (an open transaction of theirs is aborted by the new owner's producer)."""
+        self.assigned -= partitions
         for p in partitions:
             self._drops[p] = self._drops.get(p, 0) + 1
-            if self.states.pop(p, None) is not None:
+            st = self.states.pop(p, None)
+            if st is not None:
+                st.owned = False
+                self._stop_later(st)
                 log.info("dropped learner state of partition %d", p, extra={"partition": p})
+
+    def fence(self, st: PartitionState, why: str) -> None:
+        """Give ``st``'s partition up: its producer was fenced (another worker owns it now) or
+        failed fatally. Its state is dropped here, uncommitted, and it is not loaded again until
+        it is assigned again."""
+        if self.states.get(st.partition) is st:
+            self.drop({st.partition})
+        else:
+            st.owned = False
+            self._stop_later(st)
+        log.error(
+            "learner partition %d given up, its uncommitted work dropped: %s",
+            st.partition,
+            why,
+            extra={"partition": st.partition},
+        )
+
+    def _stop_later(self, st: PartitionState) -> None:
+        txn, st.txn = st.txn, None
+        if txn is None:
+            return
+        task = asyncio.ensure_future(txn.stop())
+        self._stopping.add(task)
+        task.add_done_callback(self._stopping.discard)
+
+    async def close(self) -> None:
+        """Stop every producer (the worker is stopping)."""
+        self.drop(set(self.states) | self.assigned)
+        if self._stopping:
+            await asyncio.gather(*self._stopping, return_exceptions=True)
 
     async def _load(self, partition: int) -> PartitionState:
         t0 = time.monotonic()
-        next_offset, keyed, waits = await self._read_checkpoint(partition)
-        if keyed.config != self.online_config:
-            # A checkpoint is replayed exactly only under its own configuration, so it keeps it.
-            log.warning(
-                "partition %d: its checkpoint's online models keep the configuration they were "
-                "created with; the configured decay and drift detector apply to partitions "
-                "without a checkpoint (checkpoint %s, configured %s)",
-                partition,
-                keyed.config,
-                self.online_config,
-                extra={"partition": partition},
+        txn = self.transactions(self.settings, partition)
+        await txn.start()  # fences the previous owner before its state is read
+        try:
+            restored = await self._restore(partition)
+            window = int(self.settings.join_window_s * 1000)
+            # The records of the last join window by their Kafka time (how far back to read);
+            # the store keeps those within the window of the newest signal's own time.
+            records = await self._read_partition(
+                self.signals_topic, partition, since=int(time.time() * 1000) - window
             )
-        window = int(self.settings.join_window_s * 1000)
-        # The records of the last join window by their Kafka time (how far back to read); the
-        # store keeps those within the window of the newest signal's own time.
-        records = await self._read_partition(
-            self.signals_topic, partition, since=int(time.time() * 1000) - window
-        )
-        # Decoding a join window of signals is CPU work: off the event loop, as for checkpoints.
-        join = await asyncio.get_running_loop().run_in_executor(
-            None, build_join_store, records, window, self.limits
-        )
+            # Decoding a join window of signals is CPU work: off the event loop.
+            join = await asyncio.get_running_loop().run_in_executor(
+                None, build_join_store, records, window, self.limits
+            )
+        except BaseException:
+            await txn.stop()
+            raise
+        if isinstance(restored, Refusal):
+            self._refuse(restored)
+            return PartitionState(partition, 0, self.new_keyed(), join, txn=txn, refused=restored)
+        st = PartitionState(partition, restored.next_offset, restored.keyed, join, txn=txn)
+        waits = restored.waiting
+        for w in waits.waiting:
+            st.hold(w)
+        st.outcome_clock, st.signal_clock = waits.outcome_clock, waits.signal_clock
         log.info(
             "partition %d state loaded in %.2fs: next outcome offset %d, %d model keys, "
             "%d joinable signals, %d outcomes waiting for theirs",
             partition,
             time.monotonic() - t0,
-            next_offset,
-            len(keyed.learners),
+            st.next_offset,
+            len(st.keyed.learners),
             len(join),
-            len(waits.waiting),
-            extra={"partition": partition, "offset": next_offset},
+            len(st.waiting),
+            extra={"partition": partition, "offset": st.next_offset},
         )
-        st = PartitionState(partition, next_offset, keyed, join)
-        for w in waits.waiting:
-            st.hold(w)
-        st.outcome_clock, st.signal_clock = waits.outcome_clock, waits.signal_clock
         return st
 
-    async def _read_checkpoint(self, partition: int) -> tuple[int, KeyedOnline, WaitingState]:
-        """The state of the newest checkpoint of ``partition`` (with its base), or a new one."""
-        async with self._reader() as reader:
-            # Compaction never removes the newest record of a partition, so the tail holds it.
-            records = await reader.read(self.checkpoint_topic, [partition], last=_TAIL)
-            data = records[-1].value if records else None
-            if data is None:
-                fresh = KeyedOnline(self.online_config, max_seen_ids=self.settings.max_seen_ids)
-                return 0, fresh, WaitingState([], None, None)
-            base_offset = checkpoint_base(data)
-            base = None
-            if base_offset is not None:
-                found = await reader.read(
-                    self.checkpoint_topic, [partition], offset=base_offset, limit=1
-                )
-                if found and found[0].offset == base_offset:
-                    base = found[0].value
-                else:
-                    log.error(
-                        "partition %d: the full checkpoint at offset %d that the newest delta "
-                        "extends is gone; restoring with the ids of the delta only",
-                        partition,
-                        base_offset,
-                        extra={"partition": partition, "offset": base_offset},
-                    )
+    async def _restore(self, partition: int) -> Any:
+        """The partition's state from its changelog (:class:`Restored`), or a :class:`Refusal`."""
+        if not self._topic_checked:
+            # Read once, at the first load: a topic that deletes records loses state silently.
+            self._topic_problem = changelog_problem(
+                await topic_config(self.settings, self.checkpoint_topic)
+            )
+            self._topic_checked = True
+        if self._topic_problem is not None:
+            return Refusal(partition, None, "topic_config", self._topic_problem)
+        records = await self._read_partition(self.checkpoint_topic, partition, since=None)
         return await asyncio.get_running_loop().run_in_executor(
-            None, decode_checkpoint_state, data, base
+            None, restore_partition, partition, records, self.new_keyed
         )
 
-    async def _read_partition(self, topic: str, partition: int, since: int) -> list[Any]:
-        """The records of a partition from ``since`` (epoch ms)."""
+    def _refuse(self, why: Refusal) -> None:
+        where = "" if why.offset is None else f"@{why.offset}"
+        log.error(
+            "learner state of partition %d refused (%s): %s[%d]%s: %s; the partition is not "
+            "learned until its state is repaired",
+            why.partition,
+            why.reason,
+            self.checkpoint_topic,
+            why.partition,
+            where,
+            why.detail,
+            extra={
+                "topic": self.checkpoint_topic,
+                "partition": why.partition,
+                "offset": why.offset,
+                "reason": why.reason,
+            },
+        )
+        self.refusals.append(why)
+        if self.on_refused is not None:
+            self.on_refused(why)
+
+    async def _read_partition(self, topic: str, partition: int, since: int | None) -> list[Any]:
+        """The committed records of a partition from ``since`` (epoch ms; None: all)."""
         async with self._reader() as reader:
             return await reader.read(topic, [partition], since=since)
 
     def _reader(self) -> PartitionReader:
-        # Checkpoints run to megabytes: big fetches read one in a round trip or two.
+        # State records can be large: big fetches read them in few round trips.
         return PartitionReader(
             self.settings,
+            isolation_level="read_committed",
             max_partition_fetch_bytes=32 * 1024 * 1024,
             fetch_max_bytes=64 * 1024 * 1024,
         )

@@ -1,18 +1,19 @@
-"""Learner checkpoints through a real broker: full ones, deltas, and the state read back."""
+"""The learner's state changelog through a real broker: commits of the touched keys in Kafka
+transactions, the state read back committed, a zombie fenced, and refused state."""
 
 from __future__ import annotations
 
 import asyncio
-import logging
 import random
 from typing import Any
 
 import pytest
 from aiokafka import AIOKafkaProducer, TopicPartition
-from aiokafka.admin import AIOKafkaAdminClient, RecordsToDelete
+from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 
-from agents.state import PartitionStore, checkpoint, checkpointer, settle
+from agents.state import OutputBuffer, PartitionState, PartitionStore, Refusal, commit
+from agents.state.checkpoints import META_KEY
 from stream.reader import PartitionReader
 from stream.runtime import Runtime
 from stream.settings import Settings
@@ -21,147 +22,144 @@ from stream.topics import ensure_topics
 pytestmark = pytest.mark.integration
 
 
-class _App:
-    """What Runtime.send_now needs of a Faust app: its producer's Kafka client."""
-
-    def __init__(self, producer: AIOKafkaProducer) -> None:
-        self.producer = self
-        self._producer = producer
-
-    def _ensure_producer(self) -> AIOKafkaProducer:
-        return self._producer
+def _runtime(settings: Settings) -> Runtime:
+    names = {r: settings.topic(r) for r in ("deadletter", "retrain-queue", "model-events")}
+    return Runtime(settings, topics={}, topic_names=names)
 
 
-class _Stream:
-    def __init__(self) -> None:
-        self.acked: list[int] = []
-
-    async def ack(self, event: int) -> None:
-        self.acked.append(event)
+async def _owned(store: PartitionStore, partition: int) -> PartitionState:
+    store.preload({partition})
+    return await store.ensure(partition)
 
 
-async def _records(settings: Settings, partition: int) -> list[Any]:
+def _learn(st: PartitionState, rng: random.Random, n: int, keys: list[str]) -> None:
+    for _ in range(n):
+        oid = f"o{rng.randint(0, 5000)}"  # re-sent ids too
+        x = {"a": rng.gauss(0, 1), "b": rng.gauss(0, 1)}
+        st.keyed.learn(oid, rng.choice(keys), x, rng.random() < 0.5, 1.0)
+        st.next_offset += 1
+        st.dirty = True
+
+
+async def _committed_offset(settings: Settings, partition: int) -> int | None:
+    admin = AIOKafkaAdminClient(bootstrap_servers=settings.bootstrap_servers)
+    await admin.start()
+    try:
+        got = await admin.list_consumer_group_offsets(settings.app_id)
+    finally:
+        await admin.close()
+    meta = got.get(TopicPartition(settings.topic("outcomes"), partition))
+    return None if meta is None else meta.offset
+
+
+async def _run_restore(settings: Settings) -> None:
+    await ensure_topics(settings)
+    rt = _runtime(settings)
+    store = PartitionStore(settings)
+    st = await _owned(store, 1)
+    assert st.learns and st.next_offset == 0 and not st.keyed.learners
+    rng = random.Random(5)
+    keys = [f"K{i}" for i in range(30)]
+    for _ in range(40):
+        _learn(st, rng, rng.randint(1, 20), keys)
+        await OutputBuffer(st, rt.topic_names).send("retrain-queue", b"K0", b"hard")
+        assert await commit(rt, store, st)
+    assert await _committed_offset(settings, 1) == st.next_offset
+
     async with PartitionReader(settings) as reader:
-        return await reader.read(settings.internal_topic("checkpoints"), [partition])
+        recs = await reader.read(settings.internal_topic("checkpoints"), [1])
+        hard = await reader.read(settings.topic("retrain-queue"))
+    assert sum(r.key == META_KEY for r in recs) == 40
+    assert len(recs) - 40 < 40 * 20  # only touched keys, never the whole state each time
+    assert [r.value for r in hard] == [b"hard"] * 40  # each side output once
 
-
-async def _run(settings: Settings) -> None:
-    await ensure_topics(settings)
-    producer = AIOKafkaProducer(bootstrap_servers=settings.bootstrap_servers, acks="all")
-    await producer.start()
+    other = PartitionStore(settings)  # the next owner: fences ``store``, reads the state back
+    again = await _owned(other, 1)
     try:
-        rt = Runtime(
-            settings,
-            topics={},
-            app=_App(producer),
-            topic_names={"checkpoints": settings.internal_topic("checkpoints")},
-        )
-        store = PartitionStore(settings)
-        st = await store.ensure(1)
-        assert st.next_offset == 0 and not st.keyed.seen
-        stream = _Stream()
-        rng = random.Random(5)
-        offset = 0
-        for _ in range(80):
-            for _ in range(rng.randint(5, 40)):
-                oid = f"o{rng.randint(0, 4000)}"  # re-sent ids too, some already forgotten
-                x = {"a": rng.gauss(0, 1), "b": rng.gauss(0, 1)}
-                st.keyed.learn(oid, "BTC", x, rng.random() < 0.5, 1.0)
-                st.pending.append(offset)
-                offset += 1
-                st.next_offset = offset
-            await checkpoint(rt, store, st, stream)
-        st.keyed.learn("last", "BTC", {"a": 0.0, "b": 1.0}, True, 1.0)
-        st.pending.append(offset)
-        offset += 1
-        st.next_offset = offset
-        await checkpoint(rt, store, st, stream)  # one new id: a delta
-        await settle(st)  # a delta's events are acked once it is delivered
-        assert sorted(stream.acked) == list(range(offset)) == sorted(set(stream.acked))
-
-        recs = await _records(settings, 1)
-        keys = [r.key for r in recs]
-        assert keys[0] == b"1" and keys[-1] == b"1.delta"
-        assert keys.count(b"1.delta") > 20 and keys.count(b"1") > 3
-        full_sizes = [len(r.value) for r in recs if r.key == b"1"]
-        delta_sizes = [len(r.value) for r in recs if r.key == b"1.delta"]
-        assert max(delta_sizes) < min(full_sizes[-2:])
-
-        again = await PartitionStore(settings).ensure(1)
-        assert again.next_offset == offset
-        assert list(again.keyed.seen) == list(st.keyed.seen)
+        assert again.learns and again.next_offset == st.next_offset
+        assert sorted(again.keyed.seen) == sorted(st.keyed.seen)
         probe = {"a": 0.1, "b": 0.7}
-        assert again.keyed.predict("BTC", probe) == st.keyed.predict("BTC", probe)
+        for key in keys:
+            assert again.keyed.predict(key, probe) == st.keyed.predict(key, probe)
+        # The old owner, fenced, can commit nothing: its state is given up.
+        _learn(st, rng, 5, keys)
+        assert not await commit(rt, store, st)
+        assert store.get(1) is None and rt.counters["learner.fenced"] == 1
+        assert await _committed_offset(settings, 1) == again.next_offset
+        async with PartitionReader(settings) as reader:
+            after = await reader.read(settings.internal_topic("checkpoints"), [1])
+        assert len(after) == len(recs)
     finally:
-        await producer.stop()
+        await other.close()
+        await store.close()
 
 
-@pytest.mark.parametrize("inline_ids", [20_000, 100], ids=["inline", "in-a-thread"])
-def test_checkpoints_are_mostly_deltas_and_restore_exactly(
-    settings: Settings, inline_ids: int, monkeypatch: pytest.MonkeyPatch
+def test_state_commits_restore_exactly_and_a_fenced_owner_writes_nothing(
+    settings: Settings,
 ) -> None:
-    # With a limit of 100 ids, nearly every checkpoint is encoded in a thread while learning
-    # could go on.
-    monkeypatch.setattr(checkpointer, "ENCODE_INLINE_IDS", inline_ids)
-    settings = settings.model_copy(update={"max_seen_ids": 2000})
-    asyncio.run(_run(settings))
+    asyncio.run(_run_restore(settings))
 
 
-async def _run_missing_base(settings: Settings) -> tuple[list[str], list[str], int]:
-    """A full checkpoint, then a delta, then the full one deleted from the topic (as compaction
-    would once a zombie worker wrote a newer full checkpoint); the partition is read back."""
+async def _run_refusal(settings: Settings) -> list[Refusal]:
     await ensure_topics(settings)
+    rt = _runtime(settings)
+    store = PartitionStore(settings)
+    st = await _owned(store, 2)
+    _learn(st, random.Random(1), 10, ["BTC"])
+    assert await commit(rt, store, st)
+    await store.close()
+    # A plain client writes a record of its own under the model key.
     producer = AIOKafkaProducer(bootstrap_servers=settings.bootstrap_servers, acks="all")
     await producer.start()
     try:
-        topic = settings.internal_topic("checkpoints")
-        rt = Runtime(settings, topics={}, app=_App(producer), topic_names={"checkpoints": topic})
-        store = PartitionStore(settings)
-        st = await store.ensure(2)
-        stream = _Stream()
-        for i in range(205):
-            st.keyed.learn(f"o{i}", "BTC", {"a": i % 7 - 3.0}, i % 3 == 0, 1.0)
-            st.pending.append(i)
-        st.next_offset = 205
-        await checkpoint(rt, store, st, stream)  # the first checkpoint of a partition is full
-        for i in range(205, 210):
-            st.keyed.learn(f"o{i}", "BTC", {"a": i % 7 - 3.0}, i % 3 == 0, 1.0)
-            st.pending.append(i)
-        st.next_offset = 210
-        await checkpoint(rt, store, st, stream)  # 5 new ids of 210: a delta
-        # checkpoint() returns once the delta is sent; its delivery comes after, so wait for it.
-        keys: list[bytes | None] = []
-        for _ in range(100):
-            keys = [r.key for r in await _records(settings, 2)]
-            if len(keys) >= 2:
-                break
-            await asyncio.sleep(0.1)
-        assert keys == [b"2", b"2.delta"]
-
-        admin = AIOKafkaAdminClient(bootstrap_servers=settings.bootstrap_servers)
-        await admin.start()
-        try:
-            # Kafka refuses to delete records of a topic that is only compacted.
-            policy = {"cleanup.policy": "compact,delete"}
-            await admin.alter_configs([ConfigResource(ConfigResourceType.TOPIC, topic, policy)])
-            await admin.delete_records({TopicPartition(topic, 2): RecordsToDelete(1)})
-        finally:
-            await admin.close()
-        assert [r.key for r in await _records(settings, 2)] == [b"2.delta"]
-
-        again = await PartitionStore(settings).ensure(2)
-        probe = {"a": 1.5}
-        assert again.keyed.predict("BTC", probe) == st.keyed.predict("BTC", probe)
-        return list(again.keyed.seen), list(st.keyed.seen), again.next_offset
+        await producer.send_and_wait(
+            settings.internal_topic("checkpoints"), b"APKS\x00\x01forged", key=b"BTC", partition=2
+        )
     finally:
         await producer.stop()
+    refused: list[Refusal] = []
+    other = PartitionStore(settings, on_refused=refused.append)
+    try:
+        again = await _owned(other, 2)
+        assert again.refused is not None and not again.learns
+        assert not again.keyed.learners  # nothing restored, nothing started afresh either
+    finally:
+        await other.close()
+    return refused
 
 
-def test_delta_whose_full_checkpoint_is_gone_restores_model_offset_and_its_own_ids(
+def test_a_record_written_by_a_plain_client_refuses_the_partition(
     settings: Settings, caplog: pytest.LogCaptureFixture
 ) -> None:
-    with caplog.at_level(logging.ERROR, logger="agents.state.partitions"):
-        restored, live, next_offset = asyncio.run(_run_missing_base(settings))
-    assert next_offset == 210
-    assert restored == live[-5:] == [f"o{i}" for i in range(205, 210)]
-    assert any("is gone" in r.getMessage() for r in caplog.records)
+    refused = asyncio.run(_run_refusal(settings))
+    assert [(r.partition, r.reason) for r in refused] == [(2, "unreadable_record")]
+    assert refused[0].offset is not None
+    topic = settings.internal_topic("checkpoints")
+    assert any(
+        "refused" in r.getMessage() and f"{topic}[2]@{refused[0].offset}" in r.getMessage()
+        for r in caplog.records
+    )
+
+
+async def _run_topic_config(settings: Settings) -> Any:
+    await ensure_topics(settings)
+    admin = AIOKafkaAdminClient(bootstrap_servers=settings.bootstrap_servers)
+    await admin.start()
+    try:
+        policy = {"cleanup.policy": "compact,delete", "retention.ms": "3600000"}
+        topic = settings.internal_topic("checkpoints")
+        await admin.alter_configs([ConfigResource(ConfigResourceType.TOPIC, topic, policy)])
+    finally:
+        await admin.close()
+    store = PartitionStore(settings)
+    try:
+        st = await _owned(store, 0)
+    finally:
+        await store.close()
+    return st.refused
+
+
+def test_a_checkpoints_topic_that_deletes_records_refuses_the_state(settings: Settings) -> None:
+    refused = asyncio.run(_run_topic_config(settings))
+    assert refused is not None and refused.reason == "topic_config"
+    assert "retention.ms is 3600000" in refused.detail

@@ -5,10 +5,13 @@ from __future__ import annotations
 import asyncio
 import base64
 import time
+import urllib.request
 from pathlib import Path
 
 import orjson
 import pytest
+from aiokafka import AIOKafkaProducer
+from aiokafka.partitioner import murmur2
 
 from stream.settings import Settings
 from stream.topics import ensure_topics
@@ -237,3 +240,87 @@ def test_bad_input_is_dead_lettered_and_leaves_the_model_as_it_was(
         assert len(late) == 4, late
     finally:
         worker.stop()
+
+
+def _key_on(partition: int, partitions: int, prefix: str) -> str:
+    """A model key that Kafka's default partitioner puts on ``partition``."""
+    for i in range(10_000):
+        key = f"{prefix}{i}"
+        if (murmur2(key.encode()) & 0x7FFFFFFF) % partitions == partition:
+            return key
+    raise AssertionError(f"no key found for partition {partition}")
+
+
+def test_a_partition_whose_state_cannot_be_read_is_refused_loudly(
+    settings: Settings, settings_env: dict[str, str], tmp_path: Path
+) -> None:
+    """Issue 25, part 3: a meta record that does not decode stops its partition (not learned,
+    not started afresh) with a log line, the metric and a ``state_refused`` ModelEvent; the
+    other partitions learn on."""
+    asyncio.run(ensure_topics(settings))
+    bad, good = _key_on(1, 4, "bad"), _key_on(2, 4, "good")
+    asyncio.run(
+        _produce_to(settings, settings.internal_topic("checkpoints"), 1, b"\xffmeta", b"junk")
+    )
+    env = {**settings_env, "ALPHAPULSE_CHECKPOINT_INTERVAL_S": "0.2"}
+    worker = Worker(env, tmp_path / "worker.log").start()
+    try:
+        events = asyncio.run(
+            consume_until(
+                settings.bootstrap_servers,
+                settings.topic("model-events"),
+                lambda rs: any(v["event"] == "state_refused" for _, v in rs),
+                timeout=90,
+            )
+        )
+        refused = [v for _, v in events if v["event"] == "state_refused"]
+        assert len(refused) == 1, worker.log_tail()
+        detail = refused[0]["detail"]
+        topic = settings.internal_topic("checkpoints")
+        assert f"partition 1 of {topic} at offset 0" in detail and "unreadable_meta" in detail
+        outcomes = [
+            (
+                key.encode(),
+                orjson.dumps(
+                    {
+                        "outcome_id": f"{key}-{i}",
+                        "signal_id": "none",
+                        "symbol": key,
+                        "label": i % 2,
+                        "features": {"x": float(i)},
+                    }
+                ),
+            )
+            for key in (bad, good)
+            for i in range(5)
+        ]
+        asyncio.run(produce(settings.bootstrap_servers, settings.topic("outcomes"), outcomes))
+        deadline = time.monotonic() + 60
+        learned = asyncio.run(_predict(settings, good, "good-0", {"x": 1.0}))
+        while learned["model_versions"]["online"] < 5 and time.monotonic() < deadline:
+            time.sleep(1)
+            learned = asyncio.run(
+                _predict(settings, good, f"good-{time.monotonic_ns()}", {"x": 1.0})
+            )
+        assert learned["model_versions"]["online"] == 5, worker.log_tail()
+        not_learned = asyncio.run(_predict(settings, bad, "bad-0", {"x": 1.0}))
+        assert not_learned["model_versions"]["online"] == 0  # refused: not learned, not afresh
+        port = settings_env["ALPHAPULSE_WEB_PORT"]
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as resp:
+            metrics = resp.read().decode()
+        assert 'alphapulse_state_refused_total{reason="unreadable_meta"} 1.0' in metrics
+        log_text = (tmp_path / "worker.log").read_text(errors="replace")
+        assert f"{topic}[1]@0" in log_text and "refused (unreadable_meta)" in log_text
+    finally:
+        worker.stop()
+
+
+async def _produce_to(
+    settings: Settings, topic: str, partition: int, key: bytes, value: bytes
+) -> None:
+    producer = AIOKafkaProducer(bootstrap_servers=settings.bootstrap_servers, acks="all")
+    await producer.start()
+    try:
+        await producer.send_and_wait(topic, value, key=key, partition=partition)
+    finally:
+        await producer.stop()

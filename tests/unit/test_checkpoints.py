@@ -1,131 +1,255 @@
-"""Full and delta learner checkpoints restore exactly the state they were taken from."""
+"""The learner's state changelog without Kafka: commits of the touched keys restore the exact
+state, work learned during a commit is taken by the next one, failed and fenced commits, and
+every kind of unreadable state refused (issue 25, parts 1 to 3).
+
+The transactional producer is replaced by a stand-in that appends the committed records to a
+list, the topic partition (pure logic; tests/integration/test_checkpoints.py uses the broker).
+"""
 
 from __future__ import annotations
 
+import asyncio
+import pickle
 import random
-import struct
+from collections.abc import Iterable
+from types import SimpleNamespace
+from typing import Any
 
 import pytest
 
+from agents.state import OutputBuffer, PartitionState, PartitionStore, commit
 from agents.state.checkpoints import (
-    checkpoint_base,
-    decode_checkpoint,
-    encode_checkpoint,
-    encode_delta_checkpoint,
-    full_checkpoint_due,
-    take_checkpoint,
+    META_KEY,
+    Refusal,
+    Restored,
+    encode_meta,
+    record_key,
+    restore_partition,
 )
 from models.keyed import KeyedOnline
+from stream.runtime import Runtime
+from stream.settings import Settings
+from stream.transactions import Outgoing, TransactionFailed, TransactionFenced
+
+TOPIC = "checkpoints"
 
 
-def _learn(k: KeyedOnline, oid: str, rng: random.Random) -> None:
+class _Txn:
+    """Stands in for PartitionTransactions: a commit appends its records to ``log`` (with
+    offsets), after ``gate`` opens; ``fail`` raises instead."""
+
+    def __init__(self) -> None:
+        self.log: list[SimpleNamespace] = []
+        self.outputs: list[Outgoing] = []
+        self.offsets: list[int] = []
+        self.gate: asyncio.Event | None = None
+        self.fail: Exception | None = None
+
+    async def commit(self, records: Iterable[Outgoing], next_offset: int) -> None:
+        records = list(records)
+        if self.gate is not None:
+            await self.gate.wait()
+        if self.fail is not None:
+            raise self.fail
+        for r in records:
+            if r.topic == TOPIC:
+                self.log.append(SimpleNamespace(key=r.key, value=r.value, offset=len(self.log)))
+            else:
+                self.outputs.append(r)
+        self.offsets.append(next_offset)
+
+    async def stop(self) -> None:
+        pass
+
+
+def _setup() -> tuple[Runtime, PartitionStore, PartitionState, _Txn]:
+    settings = Settings(_env_file=None, state_signing_key="test-key-of-16-bytes")
+    rt = Runtime(settings, topics={}, topic_names={"deadletter": "dl", "retrain-queue": "rq"})
+    store = PartitionStore(settings)
+    store.checkpoint_topic = TOPIC
+    txn = _Txn()
+    st = PartitionState(0, 0, store.new_keyed(), txn=txn)  # type: ignore[arg-type]
+    store.states[0] = st
+    store.assigned.add(0)
+    return rt, store, st, txn
+
+
+def _learn(st: PartitionState, oid: str, key: str, rng: random.Random) -> None:
     x = {"a": rng.gauss(0, 1), "b": rng.gauss(0, 1)}
-    k.learn(oid, rng.choice(["BTC", "ETH"]), x, rng.random() < 0.5, rng.uniform(-2, 2))
+    st.keyed.learn(oid, key, x, rng.random() < 0.5, rng.uniform(-2, 2))
+    st.next_offset += 1
+    st.dirty = True
 
 
-def test_chain_of_fulls_and_deltas_restores_the_exact_state() -> None:
-    # A small cap so ids are forgotten between checkpoints, and re-sent old ids learned again.
-    rng = random.Random(3)
-    live = KeyedOnline(max_seen_ids=300)
-    base: bytes | None = None
-    ids_at_base = 0
-    kinds = []
-    for step in range(60):
-        for i in range(rng.randint(1, 40)):
-            oid = f"o{rng.randint(0, 600)}" if rng.random() < 0.2 else f"n{step}-{i}"
-            _learn(live, oid, rng)
-        new_ids = live.ids_added - ids_at_base
-        if base is None or full_checkpoint_due(new_ids, len(live.seen)):
-            data = base = encode_checkpoint(step, live)
-            ids_at_base = live.ids_added
-            kinds.append("full")
-        else:
-            data = encode_delta_checkpoint(step, live, base_offset=step, new_ids=new_ids)
-            kinds.append("delta")
-        off, restored = decode_checkpoint(data, base=None if data is base else base)
-        assert off == step
-        assert list(restored.seen) == list(live.seen)
-        probe = {"a": 0.3, "b": -1.2}
-        for key in ("BTC", "ETH"):
-            assert restored.predict(key, probe) == live.predict(key, probe)
-    assert kinds.count("delta") > 10 and kinds.count("full") > 3
+def _compacted(log: list[SimpleNamespace]) -> list[SimpleNamespace]:
+    """What compaction may leave: the newest record of each key, in offset order."""
+    newest = {r.key: r for r in log}
+    return sorted(newest.values(), key=lambda r: r.offset)
 
 
-def test_an_id_learned_again_after_it_was_forgotten_is_the_newest() -> None:
-    rng = random.Random(1)
-    live = KeyedOnline(max_seen_ids=3)
-    for oid in "abc":
-        _learn(live, oid, rng)
-    base = encode_checkpoint(0, live)
-    for oid in "dea":  # "a" is forgotten once "d" comes, then learned again
-        _learn(live, oid, rng)
-    assert list(live.seen) == ["d", "e", "a"]
-    _, restored = decode_checkpoint(encode_delta_checkpoint(1, live, 0, new_ids=3), base=base)
-    assert list(restored.seen) == ["d", "e", "a"]
-
-
-def test_a_delta_is_small_next_to_its_full_checkpoint() -> None:
-    live = KeyedOnline(max_seen_ids=50_000)
-    rng = random.Random(2)
-    for i in range(50_000):
-        live.seen[f"outcome-{i:012d}"] = None
-    for i in range(100):
-        _learn(live, f"new-{i}", rng)
-    full = encode_checkpoint(0, live)
-    delta = encode_delta_checkpoint(1, live, 0, new_ids=100)
-    assert len(delta) * 50 < len(full)
-    assert checkpoint_base(delta) == 0 and checkpoint_base(full) is None
-
-
-def test_a_delta_without_its_base_keeps_its_own_ids() -> None:
-    rng = random.Random(4)
-    live = KeyedOnline()
-    for oid in ("a", "b", "c"):
-        _learn(live, oid, rng)
-    _, restored = decode_checkpoint(encode_delta_checkpoint(5, live, 0, new_ids=1))
-    assert list(restored.seen) == ["c"]
-    assert restored.n_learned("BTC") + restored.n_learned("ETH") == 3
-
-
-def test_bad_records_are_refused() -> None:
-    live = KeyedOnline()
-    delta = encode_delta_checkpoint(1, live, 0, new_ids=0)
-    with pytest.raises(ValueError, match="not a learner checkpoint"):
-        decode_checkpoint(b"junk")
-    with pytest.raises(ValueError, match="not a full checkpoint"):
-        decode_checkpoint(delta, base=delta)
-
-
-def test_a_taken_checkpoint_encodes_the_state_it_was_taken_from() -> None:
-    rng = random.Random(6)
-    live = KeyedOnline(max_seen_ids=50)
-    for i in range(40):
-        _learn(live, f"a{i}", rng)
-    expected = encode_checkpoint(9, live)
-    taken = take_checkpoint(9, live)
-    for i in range(40):  # learning goes on while the taken checkpoint waits to be encoded
-        _learn(live, f"b{i}", rng)
-    assert taken.encode() == expected
-    _, restored = decode_checkpoint(taken.encode())
-    assert list(restored.seen) == [f"a{i}" for i in range(40)]
-
-
-def test_the_record_layout_is_the_one_written_before_the_shared_header() -> None:
-    # Checkpoints already in the topic must still decode: magic, big-endian offsets, the state.
+def test_commits_of_touched_keys_restore_the_exact_state() -> None:
+    rt, store, st, txn = _setup()
     rng = random.Random(7)
-    live = KeyedOnline()
-    for oid in ("a", "b", "c"):
-        _learn(live, oid, rng)
-    full = b"APCK" + struct.pack(">q", 42) + live.snapshot()
-    delta = b"APCD" + struct.pack(">qq", 43, 120) + live.snapshot(newest_ids=1)
-    assert encode_checkpoint(42, live) == full
-    assert encode_delta_checkpoint(43, live, base_offset=120, new_ids=1) == delta
-    assert checkpoint_base(delta) == 120 and checkpoint_base(full) is None
-    off, restored = decode_checkpoint(delta, base=full)
-    assert off == 43 and list(restored.seen) == ["a", "b", "c"]
+    keys = [f"K{i}" for i in range(40)]
+    for batch in range(30):
+        for _ in range(rng.randint(1, 25)):
+            _learn(st, f"o{rng.randint(0, 3000)}", rng.choice(keys[: 5 + batch]), rng)
+        written = len(txn.log)
+        assert asyncio.run(commit(rt, store, st))
+        touched = {r.key for r in txn.log[written:]} - {META_KEY}
+        assert len(touched) <= 25  # only the keys this batch touched, never all of them
+    assert txn.offsets[-1] == st.next_offset
+    for log in (txn.log, _compacted(txn.log)):
+        back = restore_partition(0, log, store.new_keyed)
+        assert isinstance(back, Restored)
+        assert back.next_offset == st.next_offset
+        assert sorted(back.keyed.seen) == sorted(st.keyed.seen)
+        probe = {"a": 0.3, "b": -0.2}
+        for key in st.keyed.learners:
+            assert back.keyed.predict(key, probe) == st.keyed.predict(key, probe)
+    assert not asyncio.run(commit(rt, store, st))  # nothing new: no transaction
 
 
-def test_a_short_or_foreign_record_is_refused() -> None:
-    with pytest.raises(ValueError, match="not a learner checkpoint"):
-        decode_checkpoint(b"APCK\x00")
-    assert checkpoint_base(b"APCD") is None
+def test_what_is_learned_during_a_commit_is_taken_by_the_next_one() -> None:
+    """The delta race of the old checkpoints: ids learned while a commit is in flight must be
+    in the next commit, with the offset that covers them."""
+
+    async def run() -> None:
+        rt, store, st, txn = _setup()
+        rng = random.Random(1)
+        for i in range(10):
+            _learn(st, f"a{i}", "BTC", rng)
+        txn.gate = asyncio.Event()
+        first = asyncio.ensure_future(commit(rt, store, st))
+        await asyncio.sleep(0)  # the first commit has taken its records and waits
+        for i in range(5):
+            _learn(st, f"b{i}", "BTC", rng)
+        txn.gate.set()
+        assert await first
+        assert txn.offsets == [10]
+        assert await commit(rt, store, st)
+        assert txn.offsets == [10, 15]
+        back = restore_partition(0, _compacted(txn.log), store.new_keyed)
+        assert isinstance(back, Restored) and back.next_offset == 15
+        assert sorted(back.keyed.seen) == sorted(
+            [f"a{i}" for i in range(10)] + [f"b{i}" for i in range(5)]
+        )
+        assert back.keyed.n_learned("BTC") == 15
+
+    asyncio.run(run())
+
+
+def test_an_aborted_commit_is_retried_with_its_keys_and_side_outputs() -> None:
+    rt, store, st, txn = _setup()
+    rng = random.Random(2)
+    _learn(st, "o1", "BTC", rng)
+    asyncio.run(OutputBuffer(st, rt.topic_names).send("deadletter", b"k", b"dead"))
+    txn.fail = TransactionFailed("aborted")
+    assert not asyncio.run(commit(rt, store, st))
+    assert st.keyed.touched == {"BTC"} and [o.value for o in st.outputs] == [b"dead"]
+    assert txn.log == [] and rt.counters["learner.commits_aborted"] == 1
+    txn.fail = None
+    assert asyncio.run(commit(rt, store, st))
+    assert [o.value for o in txn.outputs] == [b"dead"] and txn.offsets == [1]
+    assert {r.key for r in txn.log} == {b"BTC", META_KEY}
+
+
+def test_a_fenced_commit_gives_the_partition_up() -> None:
+    async def run() -> None:
+        rt, store, st, txn = _setup()
+        _learn(st, "o1", "BTC", random.Random(3))
+        txn.fail = TransactionFenced("fenced")
+        assert not await commit(rt, store, st)
+        assert store.get(0) is None and 0 not in store.assigned and not st.learns
+        assert rt.counters["learner.fenced"] == 1
+        placeholder = await store.ensure(0)  # until assigned again: nothing is loaded
+        assert not placeholder.owned and not placeholder.learns
+
+    asyncio.run(run())
+
+
+def _good_log() -> tuple[list[SimpleNamespace], PartitionStore]:
+    rt, store, st, txn = _setup()
+    rng = random.Random(4)
+    for i in range(6):
+        _learn(st, f"o{i}", f"K{i % 3}", rng)
+    asyncio.run(commit(rt, store, st))
+    return txn.log, store
+
+
+class _Bomb:
+    """Unpickling this calls ``_explode``: what a tampered record would try."""
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (_explode, ())
+
+
+EXPLODED: list[int] = []
+
+
+def _explode() -> None:
+    EXPLODED.append(1)
+
+
+def _rec(key: bytes | None, value: bytes | None, offset: int) -> SimpleNamespace:
+    return SimpleNamespace(key=key, value=value, offset=offset)
+
+
+@pytest.mark.parametrize(
+    ("tamper", "reason"),
+    [
+        ("garbage", "unreadable_record"),
+        ("pickle", "unreadable_record"),
+        ("tombstone", "tombstone"),
+        ("meta_garbage", "unreadable_meta"),
+        ("meta_tombstone", "tombstone"),
+        ("no_meta", "missing_meta"),
+        ("key_gone", "missing_keys"),
+        ("no_key", "unreadable_record"),
+    ],
+)
+def test_unreadable_state_is_refused_never_started_afresh(tamper: str, reason: str) -> None:
+    log, store = _good_log()
+    n = len(log)
+    records = list(log)
+    if tamper == "garbage":
+        records.append(_rec(b"K1", b"\x00garbage", n))
+    elif tamper == "pickle":
+        # A plain client's record: a genuine record's first bytes, then a pickle that runs code.
+        head = next(r.value for r in log if r.key == b"K0")[:8]
+        records.append(_rec(b"K1", head + pickle.dumps(_Bomb()), n))
+    elif tamper == "tombstone":
+        records.append(_rec(b"K1", None, n))
+    elif tamper == "meta_garbage":
+        records.append(_rec(META_KEY, b"APSM\x00\x09junk", n))
+    elif tamper == "meta_tombstone":
+        records.append(_rec(META_KEY, None, n))
+    elif tamper == "no_meta":
+        records = [r for r in records if r.key != META_KEY]
+    elif tamper == "key_gone":
+        records = [r for r in records if r.key != b"K2"]
+    elif tamper == "no_key":
+        records.append(_rec(None, b"x", n))
+    got = restore_partition(0, records, store.new_keyed)
+    assert isinstance(got, Refusal), got
+    assert got.reason == reason and got.partition == 0
+    if tamper in ("garbage", "pickle", "tombstone", "no_key"):
+        assert got.offset == n
+    assert EXPLODED == []
+
+
+def test_records_signed_with_another_key_are_refused() -> None:
+    log, _ = _good_log()
+    other = KeyedOnline(signing_key=b"another group's key")
+    got = restore_partition(0, log, lambda: other)
+    assert isinstance(got, Refusal) and got.reason == "unreadable_record"
+
+
+def test_an_empty_partition_starts_afresh_and_meta_counts_keys() -> None:
+    store = PartitionStore(Settings(_env_file=None))
+    fresh = restore_partition(3, [], store.new_keyed)
+    assert isinstance(fresh, Restored) and fresh.next_offset == 0 and not fresh.keyed.learners
+    only_meta = [_rec(META_KEY, encode_meta(12, 0, b""), 0)]
+    got = restore_partition(3, only_meta, store.new_keyed)
+    assert isinstance(got, Restored) and got.next_offset == 12
+    assert record_key("é") == "é".encode()

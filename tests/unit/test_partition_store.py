@@ -1,4 +1,5 @@
-"""PartitionStore loading: preloads on assignment, and no state kept from a revoked partition.
+"""PartitionStore loading: preloads on assignment, no state kept from a revoked partition, and
+nothing loaded for a partition this worker does not own.
 
 The Kafka reads are replaced by a load that waits for the test to release it (pure logic).
 """
@@ -82,14 +83,16 @@ def test_state_loaded_for_a_partition_revoked_meanwhile_is_not_kept() -> None:
     async def run() -> None:
         loads = _Loads()
         store = _store(loads)
+        store.preload({3})
         event = asyncio.ensure_future(store.ensure(3))
         await asyncio.sleep(0)
-        store.drop({3})  # revoked while its checkpoint is read
+        store.drop({3})  # revoked while its state is read
         loads.release.set()
         st = await event
         assert st.partition == 3  # the event in hand still gets a state to finish with
-        assert store.get(3) is None
-        again = await store.ensure(3)  # assigned again: read anew, not the stale state
+        assert store.get(3) is None and not st.owned
+        store.preload({3})  # assigned again: read anew, not the stale state
+        again = await store.ensure(3)
         assert again is not st and loads.calls == [3, 3] and store.get(3) is again
 
     asyncio.run(run())
@@ -136,3 +139,44 @@ def test_a_failed_preload_is_logged_and_the_first_event_loads_again(
     assert any(
         "preloading the state of partition 0 failed" in r.getMessage() for r in caplog.records
     )
+
+
+def test_a_late_event_of_a_revoked_partition_keeps_no_state_that_its_next_assignment_skips() -> (
+    None
+):
+    """Issue 25: after a revocation, ``ensure`` (an event still in flight) loaded and kept the
+    partition's state, and the next assignment's ``preload`` skipped it as loaded: the worker
+    then learned on from a state older than what the partition's owner had meanwhile committed."""
+
+    async def run() -> None:
+        store = PartitionStore(Settings(_env_file=None))
+        calls: list[int] = []
+
+        async def load(partition: int) -> PartitionState:
+            calls.append(partition)
+            return PartitionState(partition, len(calls), KeyedOnline())  # offset: which load
+
+        store._load = load  # type: ignore[method-assign]
+        store.preload({3})
+        await store.ensure(3)
+        store.drop({3})  # revoked: another worker learns partition 3 on
+        await store.ensure(3)  # an event of partition 3 that was still in flight
+        loads_before_assignment = len(calls)
+        store.preload({3})  # assigned back
+        for _ in range(5):
+            await asyncio.sleep(0)
+        st = await store.ensure(3)
+        assert st.next_offset > loads_before_assignment  # loaded after the new assignment
+        assert store.get(3) is st
+
+    asyncio.run(run())
+
+
+def test_a_partition_not_owned_loads_nothing() -> None:
+    async def run() -> None:
+        loads = _Loads()
+        store = _store(loads)
+        st = await store.ensure(5)  # never assigned: loading it would fence its owner
+        assert loads.calls == [] and not st.owned and not st.learns and store.get(5) is None
+
+    asyncio.run(run())
