@@ -46,12 +46,14 @@ from agents.state import (
 from models.keyed import log_loss
 from models.online import NonFiniteUpdate
 from stream.codec import decode_outcome, encode, now_ms
+from stream.fetched import BATCH_QUEUE_MAX, Record, batch_routes
 from stream.records import HardExample, ModelEvent, TradeOutcome
 from stream.runtime import Runtime
 
 __all__ = [
     "GIVE_WAY_MAX_S",
     "RESOLVE_INTERVAL_S",
+    "TURN_S",
     "DriftHook",
     "announce_refusal",
     "give_way",
@@ -211,6 +213,9 @@ async def _learn(
             on_drift(out.model_key, out.ts if out.ts is not None else int(msg.timestamp * 1000))
 
 
+TURN_S = 0.002
+"""Longest the learner works through a batch before it lets the event loop run other tasks."""
+
 GIVE_WAY_MAX_S = 0.05
 """Longest the learner waits, per outcome, for the predictor to take the requests queued for it."""
 
@@ -331,41 +336,56 @@ def register(
         commits[st.partition] = task
         return task
 
-    @app.agent(rt.topics["outcomes"], name="learner")
+    channel = app.channel(maxsize=BATCH_QUEUE_MAX)
+    app.topics.add(rt.topics["outcomes"])  # subscribed and assigned by Faust, iterated by none
+    batch_routes(app).route(rt.topic_names["outcomes"], channel)
+
+    async def learn_one(st: PartitionState, msg: Record) -> None:
+        try:
+            out = await decode_or_divert(rt, msg, decode_outcome, "outcomes", _sink(rt, st))
+            if out is not None:
+                await _learn(rt, st, msg, out, on_drift)
+        except Exception as exc:  # unknown failure: dead-letter as internal, keep learning
+            log.exception(
+                "learner failed on %s[%d]@%d",
+                msg.topic,
+                msg.partition,
+                msg.offset,
+                extra=log_context(msg),
+            )
+            await send_dead_letter(
+                rt, msg, "internal", f"{type(exc).__name__}: {exc}", _sink(rt, st)
+            )
+        st.next_offset = msg.offset + 1
+        st.uncommitted += 1
+        st.dirty = True
+
+    @app.agent(channel, name="learner")
     async def learner(stream: Any) -> None:
-        async for event in stream.events():
-            msg = event.message
-            st = await store.ensure(msg.partition)
-            if not st.learns:
-                # Not owned here (revoked, fenced) or refused: left for a worker that can learn it.
-                rt.count("outcomes.not_learned_here")
-                continue
-            if msg.offset < st.next_offset:
-                rt.count("outcomes.covered_skipped")
-                continue
-            try:
-                out = await decode_or_divert(rt, msg, decode_outcome, "outcomes", _sink(rt, st))
-                if out is not None:
-                    await _learn(rt, st, msg, out, on_drift)
-            except Exception as exc:  # unknown failure: dead-letter as internal, keep learning
-                log.exception(
-                    "learner failed on %s[%d]@%d",
-                    msg.topic,
-                    msg.partition,
-                    msg.offset,
-                    extra=log_context(msg),
-                )
-                await send_dead_letter(
-                    rt, msg, "internal", f"{type(exc).__name__}: {exc}", _sink(rt, st)
-                )
-            st.next_offset = msg.offset + 1
-            st.uncommitted += 1
-            st.dirty = True
-            if st.uncommitted >= settings.checkpoint_max_events:
-                running = commit_soon(st)
-                if st.uncommitted >= 4 * settings.checkpoint_max_events:
-                    await running  # commits fall behind: wait rather than pile up state
-            await give_way(backlog.pending)
+        async for batch in stream:
+            if batch.generation != app.consumer_generation_id:
+                continue  # fetched before a rebalance: fetched again from the committed offset
+            rt.count("batches.outcomes")
+            st = await store.ensure(batch.partition)
+            turn = time.perf_counter() + TURN_S
+            for msg in batch.records:
+                if not st.learns:
+                    # Not owned here (revoked, fenced) or refused: left for a worker that can.
+                    rt.count("outcomes.not_learned_here")
+                    continue
+                if msg.offset < st.next_offset:
+                    rt.count("outcomes.covered_skipped")
+                    continue
+                await learn_one(st, msg)
+                if st.uncommitted >= settings.checkpoint_max_events:
+                    running = commit_soon(st)
+                    if st.uncommitted >= 4 * settings.checkpoint_max_events:
+                        await running  # commits fall behind: wait rather than pile up state
+                if time.perf_counter() > turn:
+                    # A batch is learned in turns, so that fetches and answers are not held up.
+                    await asyncio.sleep(0)
+                    await give_way(backlog.pending)
+                    turn = time.perf_counter() + TURN_S
 
     @app.timer(interval=RESOLVE_INTERVAL_S, name="learner-waiting")
     async def waiting() -> None:

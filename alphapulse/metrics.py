@@ -68,6 +68,7 @@ _NAMED_COUNTERS = {
     "drifts": ("drifts", "Drift alarms raised by the online models."),
     "checkpoints": ("checkpoints", "Learner transactions committed (state, side outputs, offset)."),
     "batches.signals": ("signal_batches", "Batches of signal requests taken from the fetch."),
+    "batches.outcomes": ("outcome_batches", "Batches of trade outcomes taken from the fetch."),
 }
 _ROLLING = ("roc_auc", "log_loss", "accuracy")
 
