@@ -28,7 +28,7 @@ missing meta record or fewer model keys than the meta record counts, refuses the
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from agents.state.waiting import WaitingState, decode_waiting
@@ -104,6 +104,9 @@ class Refusal:
     """``unreadable_record``, ``unreadable_meta``, ``tombstone``, ``missing_meta``,
     ``missing_keys`` or ``topic_config``."""
     detail: str
+    kept: KeyedOnline | None = field(default=None, compare=False, repr=False)
+    """The last good state: each model key's newest readable record. The refused partition
+    answers with it and learns nothing."""
 
 
 @dataclass
@@ -135,36 +138,57 @@ def restore_partition(
     >>> restore_partition(0, bad, KeyedOnline).offset
     0
     """
-    newest: dict[bytes, Any] = {}
-    for rec in records:
-        newest.pop(rec.key, None)  # in offset order, so the newest record of a key comes last
-        newest[rec.key] = rec
+    history: dict[bytes | None, list[Any]] = {}
+    for rec in records:  # in offset order: the newest record of a key comes last
+        history.setdefault(rec.key, []).append(rec)
     keyed = make_keyed()
-    if not newest:
+    if not history:
         return Restored(0, keyed, _NOTHING_WAITS)
-    meta_rec = newest.pop(META_KEY, None)
-    if meta_rec is None:
-        return Refusal(partition, None, "missing_meta", "model key records without a meta record")
-    if meta_rec.value is None:
-        return Refusal(partition, meta_rec.offset, "tombstone", "the meta record was deleted")
-    try:
-        meta = decode_meta(meta_rec.value)
-    except SnapshotError as exc:
-        return Refusal(partition, meta_rec.offset, "unreadable_meta", str(exc))
-    for rec in newest.values():
-        if rec.key is None:
-            return Refusal(partition, rec.offset, "unreadable_record", "a record without a key")
+    # The first fault found is reported; every model key still gets its newest readable record,
+    # the last good state that a refused partition keeps (read only).
+    faults: list[Refusal] = []
+    metas = history.pop(META_KEY, [])
+    meta = None
+    for rec in reversed(metas):
         if rec.value is None:
-            return Refusal(partition, rec.offset, "tombstone", f"record key {rec.key!r} deleted")
+            why = "the meta record was deleted"
+            faults.append(Refusal(partition, rec.offset, "tombstone", why))
+            continue
         try:
-            keyed.load_key(model_key_of(rec.key), rec.value)
+            meta = decode_meta(rec.value)
+            break
         except SnapshotError as exc:
-            return Refusal(partition, rec.offset, "unreadable_record", str(exc))
-    if len(newest) < meta.keys:
-        return Refusal(
-            partition,
-            meta_rec.offset,
-            "missing_keys",
-            f"the meta record counts {meta.keys} model keys, the topic holds {len(newest)}",
+            faults.append(Refusal(partition, rec.offset, "unreadable_meta", str(exc)))
+    if not metas:
+        faults.append(
+            Refusal(partition, None, "missing_meta", "model key records without a meta record")
         )
+    for key, recs in history.items():
+        for rec in reversed(recs):
+            if key is None:
+                faults.append(
+                    Refusal(partition, rec.offset, "unreadable_record", "a record without a key")
+                )
+                break
+            if rec.value is None:
+                faults.append(
+                    Refusal(partition, rec.offset, "tombstone", f"record key {key!r} deleted")
+                )
+                continue
+            try:
+                keyed.load_key(model_key_of(key), rec.value)
+                break
+            except SnapshotError as exc:
+                faults.append(Refusal(partition, rec.offset, "unreadable_record", str(exc)))
+    if not faults and meta is not None and len(history) < meta.keys:
+        faults.append(
+            Refusal(
+                partition,
+                metas[-1].offset,
+                "missing_keys",
+                f"the meta record counts {meta.keys} model keys, the topic holds {len(history)}",
+            )
+        )
+    if faults or meta is None:
+        return replace(faults[0], kept=keyed)
     return Restored(meta.next_offset, keyed, meta.waiting)

@@ -15,7 +15,8 @@ open transaction; then partition ``p`` of the checkpoints topic is read to its e
 records only (:func:`agents.state.checkpoints.restore_partition`), and the signals topic for the
 last join window. A state that cannot be read, or a checkpoints topic configured to lose records,
 refuses the partition (``PartitionState.refused``): it is logged, counted and announced, and the
-partition is not learned in this worker until it is assigned again.
+partition is not learned in this worker until it is assigned again. It answers meanwhile with its
+last good state: each model key's newest readable record.
 """
 
 from __future__ import annotations
@@ -371,7 +372,8 @@ class PartitionStore:
             raise
         if isinstance(restored, Refusal):
             self._refuse(restored)
-            return PartitionState(partition, 0, self.new_keyed(), join, txn=txn, refused=restored)
+            kept = restored.kept if restored.kept is not None else self.new_keyed()
+            return PartitionState(partition, 0, kept, join, txn=txn, refused=restored)
         st = PartitionState(partition, restored.next_offset, restored.keyed, join, txn=txn)
         waits = restored.waiting
         for w in waits.waiting:
@@ -408,8 +410,8 @@ class PartitionStore:
     def _refuse(self, why: Refusal) -> None:
         where = "" if why.offset is None else f"@{why.offset}"
         log.error(
-            "learner state of partition %d refused (%s): %s[%d]%s: %s; the partition is not "
-            "learned until its state is repaired",
+            "state refused: the learner state of partition %d (%s) at %s[%d]%s: %s; the "
+            "partition is not learned until its state is repaired",
             why.partition,
             why.reason,
             self.checkpoint_topic,

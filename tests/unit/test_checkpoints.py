@@ -253,3 +253,24 @@ def test_an_empty_partition_starts_afresh_and_meta_counts_keys() -> None:
     got = restore_partition(3, only_meta, store.new_keyed)
     assert isinstance(got, Restored) and got.next_offset == 12
     assert record_key("é") == "é".encode()
+
+
+def test_a_refused_partition_keeps_each_keys_newest_readable_record() -> None:
+    R = SimpleNamespace
+    k = KeyedOnline()
+    for i in range(3):
+        k.learn(f"o{i}", "BTC", {"x": float(i)}, i % 2 == 0, None)
+    _ = k.learn("e1", "ETH", {"x": 1.0}, True, None)
+    good_btc, good_eth = k.encode_key("BTC"), k.encode_key("ETH")
+    recs = [
+        R(key=b"BTC", value=good_btc, offset=0),
+        R(key=b"ETH", value=good_eth, offset=1),
+        R(key=META_KEY, value=encode_meta(9, 2, b""), offset=2),
+        R(key=b"BTC", value=b"\x80\x04tampered", offset=3),  # a plain client's record
+        R(key=META_KEY, value=b"junk", offset=4),
+    ]
+    got = restore_partition(0, recs, KeyedOnline)
+    assert isinstance(got, Refusal) and got.reason == "unreadable_meta" and got.offset == 4
+    assert got.kept is not None
+    assert got.kept.n_learned("BTC") == 3 and got.kept.n_learned("ETH") == 1
+    assert got.kept.encode_key("BTC") == good_btc
