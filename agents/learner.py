@@ -292,13 +292,15 @@ async def commit_revoked(
     rt: Runtime, store: PartitionStore, partitions: set[int], timeout_s: float = REVOKE_COMMIT_S
 ) -> None:
     """Commit what the revoked ``partitions`` learned since their last commit, before they are
-    dropped, so that their next owner need not learn it again. A worker paused past its session
-    timeout finds here that it was fenced (and logs it); one whose commit does not finish within
+    dropped, so that their next owner need not learn it again. The commit is made even with
+    nothing new (the meta record and the offset again): a worker paused past its session timeout
+    finds here that it was fenced, and logs it. A commit that does not finish within
     ``timeout_s`` leaves the work to the next owner."""
     for p in sorted(partitions):
         st = store.get(p)
         if st is None or not st.learns:
             continue
+        st.dirty = True
         try:
             await asyncio.wait_for(commit(rt, store, st), timeout_s)
         except TimeoutError:
