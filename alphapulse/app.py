@@ -111,7 +111,9 @@ def create_app(settings: Settings) -> Built:
     @app.on_partitions_revoked.connect
     async def _on_revoked(sender: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:
         revoked = kwargs.get("revoked", args[0] if args else set())
-        store.drop({tp.partition for tp in revoked if tp.topic == outcomes_topic})
+        partitions = {tp.partition for tp in revoked if tp.topic == outcomes_topic}
+        await learner.commit_revoked(rt, store, partitions)
+        store.drop(partitions)
         rt.forget_partitions()
 
     @app.on_before_shutdown.connect

@@ -16,7 +16,8 @@ commits the outcomes offset (:mod:`agents.state.checkpointer`). Compaction keeps
 of each key, so the partition read to its end with ``read_committed`` is the state, newest record
 per key winning (:func:`restore_partition`). Anything there that cannot be read, a tombstone, a
 missing meta record or fewer model keys than the meta record counts, refuses the partition
-(:class:`Refusal`): it is never started afresh.
+(:class:`Refusal`): it is not learned, and never started afresh; each key keeps its newest record
+that can be read (its last good state), for answers.
 
 >>> meta = decode_meta(encode_meta(42, 3, b""))
 >>> meta.next_offset, meta.keys, meta.waiting.waiting
@@ -28,7 +29,7 @@ missing meta record or fewer model keys than the meta record counts, refuses the
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass
 from typing import Any
 
 from agents.state.waiting import WaitingState, decode_waiting
@@ -104,25 +105,28 @@ class Refusal:
     """``unreadable_record``, ``unreadable_meta``, ``tombstone``, ``missing_meta``,
     ``missing_keys`` or ``topic_config``."""
     detail: str
-    kept: KeyedOnline | None = field(default=None, compare=False, repr=False)
-    """The last good state: each model key's newest readable record. The refused partition
-    answers with it and learns nothing."""
 
 
 @dataclass
 class Restored:
-    """A partition's state read back from its changelog."""
+    """A partition's state read back from its changelog: the newest readable record of each key.
+    ``refused`` says why the partition may not be learned (a newer record could not be read, or
+    the state is incomplete); the state is then the last good one, for answers only."""
 
     next_offset: int
     keyed: KeyedOnline
     waiting: WaitingState
+    refused: Refusal | None = None
 
 
 def restore_partition(
     partition: int, records: Iterable[Any], make_keyed: Callable[[], KeyedOnline]
-) -> Restored | Refusal:
+) -> Restored:
     """The state of ``partition`` from its checkpoints records (``key``, ``value``, ``offset``,
-    oldest first, committed only), or why it is refused.
+    oldest first, committed only), and why it is refused, if it is.
+
+    A record that cannot be read (or a tombstone) refuses the partition, and the key keeps its
+    newest record that can: its last good state. The first fault found is reported.
 
     >>> from types import SimpleNamespace as R
     >>> k = KeyedOnline()
@@ -130,65 +134,64 @@ def restore_partition(
     >>> recs = [R(key=b"BTC", value=k.encode_key("BTC"), offset=0),
     ...         R(key=META_KEY, value=encode_meta(9, 1, b""), offset=1)]
     >>> got = restore_partition(0, recs, KeyedOnline)
-    >>> got.next_offset, got.keyed.n_learned("BTC")
-    (9, 1)
-    >>> restore_partition(0, recs[:1], KeyedOnline).reason
+    >>> got.next_offset, got.keyed.n_learned("BTC"), got.refused
+    (9, 1, None)
+    >>> restore_partition(0, recs[:1], KeyedOnline).refused.reason
     'missing_meta'
-    >>> bad = [R(key=b"BTC", value=b"junk", offset=0), recs[1]]
-    >>> restore_partition(0, bad, KeyedOnline).offset
-    0
+    >>> bad = restore_partition(0, recs + [R(key=b"BTC", value=b"junk", offset=2)], KeyedOnline)
+    >>> bad.refused.offset, bad.refused.reason, bad.keyed.n_learned("BTC")
+    (2, 'unreadable_record', 1)
     """
-    history: dict[bytes | None, list[Any]] = {}
-    for rec in records:  # in offset order: the newest record of a key comes last
-        history.setdefault(rec.key, []).append(rec)
+    by_key: dict[bytes | None, list[Any]] = {}
+    for rec in records:
+        by_key.setdefault(rec.key, []).append(rec)
     keyed = make_keyed()
-    if not history:
-        return Restored(0, keyed, _NOTHING_WAITS)
-    # The first fault found is reported; every model key still gets its newest readable record,
-    # the last good state that a refused partition keeps (read only).
     faults: list[Refusal] = []
-    metas = history.pop(META_KEY, [])
-    meta = None
-    for rec in reversed(metas):
+    for rec in by_key.pop(None, []):
+        faults.append(Refusal(partition, rec.offset, "unreadable_record", "a record without a key"))
+    meta: Meta | None = None
+    for rec in reversed(by_key.pop(META_KEY, [])):  # the newest that can be read
         if rec.value is None:
-            why = "the meta record was deleted"
-            faults.append(Refusal(partition, rec.offset, "tombstone", why))
+            faults.append(Refusal(partition, rec.offset, "tombstone", "the meta record deleted"))
             continue
         try:
             meta = decode_meta(rec.value)
+            meta_offset = rec.offset
             break
         except SnapshotError as exc:
             faults.append(Refusal(partition, rec.offset, "unreadable_meta", str(exc)))
-    if not metas:
-        faults.append(
-            Refusal(partition, None, "missing_meta", "model key records without a meta record")
-        )
-    for key, recs in history.items():
+    restored = 0
+    for key, recs in by_key.items():
+        assert key is not None
         for rec in reversed(recs):
-            if key is None:
-                faults.append(
-                    Refusal(partition, rec.offset, "unreadable_record", "a record without a key")
-                )
-                break
             if rec.value is None:
-                faults.append(
-                    Refusal(partition, rec.offset, "tombstone", f"record key {key!r} deleted")
-                )
+                faults.append(Refusal(partition, rec.offset, "tombstone", f"key {key!r} deleted"))
                 continue
             try:
                 keyed.load_key(model_key_of(key), rec.value)
+                restored += 1
                 break
             except SnapshotError as exc:
                 faults.append(Refusal(partition, rec.offset, "unreadable_record", str(exc)))
-    if not faults and meta is not None and len(history) < meta.keys:
+    if meta is None:
+        if by_key and not faults:
+            faults.append(
+                Refusal(partition, None, "missing_meta", "model key records without a meta record")
+            )
+        first = min(faults, key=_where) if faults else None
+        return Restored(0, keyed, _NOTHING_WAITS, first)
+    if restored < meta.keys:
         faults.append(
             Refusal(
                 partition,
-                metas[-1].offset,
+                meta_offset,
                 "missing_keys",
-                f"the meta record counts {meta.keys} model keys, the topic holds {len(history)}",
+                f"the meta record counts {meta.keys} model keys, the topic holds {restored}",
             )
         )
-    if faults or meta is None:
-        return replace(faults[0], kept=keyed)
-    return Restored(meta.next_offset, keyed, meta.waiting)
+    first = min(faults, key=_where) if faults else None
+    return Restored(meta.next_offset, keyed, meta.waiting, first)
+
+
+def _where(r: Refusal) -> int:
+    return -1 if r.offset is None else r.offset

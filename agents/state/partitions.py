@@ -15,8 +15,8 @@ open transaction; then partition ``p`` of the checkpoints topic is read to its e
 records only (:func:`agents.state.checkpoints.restore_partition`), and the signals topic for the
 last join window. A state that cannot be read, or a checkpoints topic configured to lose records,
 refuses the partition (``PartitionState.refused``): it is logged, counted and announced, and the
-partition is not learned in this worker until it is assigned again. It answers meanwhile with its
-last good state: each model key's newest readable record.
+partition is not learned in this worker until it is assigned again; its model keys answer from
+their last good state (the newest record of each that can be read).
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from agents.state.checkpoints import Refusal, restore_partition
+from agents.state.checkpoints import Refusal, Restored, restore_partition
 from agents.state.join import JoinEntry, build_join_store, join_ts
 from agents.state.waiting import Waiting, encode_waiting, watermark
 from models.keyed import KeyedOnline
@@ -370,11 +370,11 @@ class PartitionStore:
         except BaseException:
             await txn.stop()
             raise
-        if isinstance(restored, Refusal):
-            self._refuse(restored)
-            kept = restored.kept if restored.kept is not None else self.new_keyed()
-            return PartitionState(partition, 0, kept, join, txn=txn, refused=restored)
-        st = PartitionState(partition, restored.next_offset, restored.keyed, join, txn=txn)
+        if restored.refused is not None:
+            self._refuse(restored.refused)
+        st = PartitionState(
+            partition, restored.next_offset, restored.keyed, join, txn=txn, refused=restored.refused
+        )
         waits = restored.waiting
         for w in waits.waiting:
             st.hold(w)
@@ -392,26 +392,28 @@ class PartitionStore:
         )
         return st
 
-    async def _restore(self, partition: int) -> Any:
-        """The partition's state from its changelog (:class:`Restored`), or a :class:`Refusal`."""
+    async def _restore(self, partition: int) -> Restored:
+        """The partition's state from its changelog, refused when the changelog's topic is
+        configured to lose records or a record cannot be read (see :class:`Restored`)."""
         if not self._topic_checked:
             # Read once, at the first load: a topic that deletes records loses state silently.
             self._topic_problem = changelog_problem(
                 await topic_config(self.settings, self.checkpoint_topic)
             )
             self._topic_checked = True
-        if self._topic_problem is not None:
-            return Refusal(partition, None, "topic_config", self._topic_problem)
         records = await self._read_partition(self.checkpoint_topic, partition, since=None)
-        return await asyncio.get_running_loop().run_in_executor(
+        restored: Restored = await asyncio.get_running_loop().run_in_executor(
             None, restore_partition, partition, records, self.new_keyed
         )
+        if self._topic_problem is not None:
+            restored.refused = Refusal(partition, None, "topic_config", self._topic_problem)
+        return restored
 
     def _refuse(self, why: Refusal) -> None:
         where = "" if why.offset is None else f"@{why.offset}"
         log.error(
-            "state refused: the learner state of partition %d (%s) at %s[%d]%s: %s; the "
-            "partition is not learned until its state is repaired",
+            "learner state refused, partition %d (%s): %s[%d]%s: %s; the partition is not "
+            "learned until its state is repaired, and answers from its last good state",
             why.partition,
             why.reason,
             self.checkpoint_topic,

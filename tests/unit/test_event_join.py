@@ -155,7 +155,7 @@ def test_waiting_outcomes_and_clocks_travel_in_the_meta_record() -> None:
         if r.topic == "checkpoints"
     ]
     back = restore_partition(0, recs, store.new_keyed)
-    assert isinstance(back, Restored)
+    assert isinstance(back, Restored) and back.refused is None
     assert back.next_offset == 5 and list(back.keyed.seen) == ["a"]
     waits = back.waiting
     assert [(w.offset, w.outcome.outcome_id, w.time) for w in waits.waiting] == [
