@@ -16,8 +16,6 @@ import asyncio
 import pickle
 import random
 import struct
-import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -32,7 +30,13 @@ from stream.broker import LocalKafka
 from stream.settings import Settings
 from stream.topics import ensure_topics
 from tests.conftest import CACHE_DIR
-from tests.integration.test_exactly_once import KEY, N_OUTCOMES, PROBE, _outcomes, _probe_online
+from tests.integration.test_exactly_once import (
+    KEY,
+    N_OUTCOMES,
+    PROBE,
+    _outcomes,
+    learn_with_kills,
+)
 from tests.support import (
     Collector,
     Sender,
@@ -127,42 +131,7 @@ def test_kill9_exactly_once_while_the_state_topic_compacts(
     assert {k: config[k] for k in AGGRESSIVE} == AGGRESSIVE
     assert config["cleanup.policy"] == "compact"
     messages = _outcomes(N_OUTCOMES, seed=11)
-    distinct = len({orjson.loads(m)["outcome_id"] for m in messages})
-
-    def send_all() -> None:
-        chunk = 500
-        for i in range(0, len(messages), chunk):
-            asyncio.run(
-                produce(
-                    settings.bootstrap_servers,
-                    settings.topic("outcomes"),
-                    [(KEY.encode(), m) for m in messages[i : i + chunk]],
-                )
-            )
-            time.sleep(0.4)
-
-    producer = threading.Thread(target=send_all)
-    worker = Worker(env, tmp_path / "worker.log").start()
-    producer.start()
-    rng = random.Random(5)
-    kills = 0
-    try:
-        while producer.is_alive() or kills < 5:
-            asyncio.run(_probe_online(settings, kills))
-            time.sleep(rng.uniform(0.5, 4.0))
-            worker.kill()
-            kills += 1
-            worker = Worker(env, tmp_path / "worker.log").start()
-        producer.join()
-        deadline = time.monotonic() + 180
-        pred = asyncio.run(_probe_online(settings, 100))
-        while pred["model_versions"]["online"] < distinct and time.monotonic() < deadline:
-            time.sleep(2)
-            pred = asyncio.run(_probe_online(settings, 101))
-    finally:
-        producer.join(300)
-        worker.stop()
-    assert pred["model_versions"]["online"] == distinct, worker.log_tail()
+    pred, _ = learn_with_kills(settings, env, tmp_path, messages, wait_s=180)
 
     recs = asyncio.run(
         consume_until(
