@@ -46,7 +46,7 @@ from agents.state import (
 from models.keyed import log_loss
 from models.online import NonFiniteUpdate
 from stream.codec import decode_outcome, encode, now_ms
-from stream.fetched import BATCH_QUEUE_MAX, Record, batch_routes
+from stream.fetched import BATCH_QUEUE_MAX, Record, batch_routes, current_batches
 from stream.records import HardExample, ModelEvent, TradeOutcome
 from stream.runtime import Runtime
 
@@ -393,9 +393,7 @@ def register(
 
     @app.agent(channel, name="learner")
     async def learner(stream: Any) -> None:
-        async for batch in stream:
-            if batch.generation != app.consumer_generation_id:
-                continue  # fetched before a rebalance: fetched again from the committed offset
+        async for batch in current_batches(app, stream):
             rt.count("batches.outcomes")
             st = await store.ensure(batch.partition)
             turn = time.perf_counter() + TURN_S

@@ -21,7 +21,7 @@ from models.keyed import KeyedOnline
 from models.roles import ENSEMBLE
 from models.served_ensemble import ServedEnsemble
 from stream.codec import decode_signal, encode, now_ms
-from stream.fetched import BATCH_QUEUE_MAX, Record, ack_batch, batch_routes
+from stream.fetched import BATCH_QUEUE_MAX, Record, ack_batch, batch_routes, current_batches
 from stream.records import Prediction, SignalRequest
 from stream.runtime import Runtime
 
@@ -210,9 +210,7 @@ def register(app: Any, rt: Runtime, store: PartitionStore, backlog: SignalBacklo
     @app.agent(channel, name="predictor")
     async def predictor(stream: Any) -> None:
         backlog.watch(stream)
-        async for batch in stream:
-            if batch.generation != app.consumer_generation_id:
-                continue  # fetched before a rebalance: fetched again from the committed offset
+        async for batch in current_batches(app, stream):
             records = batch.records
             rt.count("batches.signals")
             for start in range(0, len(records), max_batch):

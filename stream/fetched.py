@@ -14,7 +14,7 @@ is: batches fetched before it are fetched again from the committed offsets.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -27,6 +27,7 @@ __all__ = [
     "Record",
     "ack_batch",
     "batch_routes",
+    "current_batches",
     "to_records",
 ]
 
@@ -150,3 +151,12 @@ def ack_batch(app: Any, batch: Batch) -> None:
         index.update(fresh)
         consumer._acked[tp].extend(fresh)
         consumer._n_acked += len(fresh)
+
+
+async def current_batches(app: Any, stream: Any) -> AsyncIterator[Batch]:
+    """The batches of an agent's channel ``stream``, without those fetched before the latest
+    rebalance: their records are fetched again from the committed offsets, as Faust skips the
+    events of an older generation."""
+    async for batch in stream:
+        if batch.generation == app.consumer_generation_id:
+            yield batch

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections import defaultdict
 from types import SimpleNamespace
 from typing import Any
 
 from faust.types import TP
 
-from stream.fetched import Batch, Record, ack_batch, batch_routes
+from stream.fetched import Batch, Record, ack_batch, batch_routes, current_batches
 
 
 class _Consumer:
@@ -75,3 +76,17 @@ def test_each_app_keeps_its_own_routes() -> None:
     assert batch_routes(a).channel_of("signals") == "channel-a"
     assert batch_routes(b).channel_of("signals") is None
     assert batch_routes(a) is batch_routes(a)
+
+
+def test_batches_fetched_before_a_rebalance_are_skipped() -> None:
+    app = SimpleNamespace(consumer_generation_id=2)
+    old, new = _batch([1]), Batch("s", 1, _batch([2]).records, generation=2)
+
+    async def channel() -> Any:
+        for b in (old, new):
+            yield b
+
+    async def taken() -> list[Batch]:
+        return [b async for b in current_batches(app, channel())]
+
+    assert asyncio.run(taken()) == [new]
