@@ -82,30 +82,76 @@ class Retrainer:
     plan: DriftPlan | None = None
     follower: asyncio.Task[None] | None = None
     runs: int = 0
+    _registry: ModelRegistry | None = None
+    _last_runs: dict[str, int] = field(default_factory=dict)
+    """Each cadence's last run as this worker last read or wrote it."""
 
     def schedules(self) -> dict[str, Schedule]:
         """Each cadence's schedule, from the ``retrain_<cadence>_at`` settings."""
         settings = self.rt.settings
         return {c: parse_schedule(getattr(settings, f"retrain_{c}_at")) for c in CADENCES}
 
+    async def warm(self) -> None:
+        """Open the registry and read each cadence's last run now (at start), so that the first
+        :meth:`tick` does not open it under load; a failure is left to that tick."""
+        schedules = {c: s for c, s in self.schedules().items() if not s.off}
+        if self.registry is None or not schedules:
+            return
+        try:
+            await self._known_last_runs(schedules)
+        except AlphaPulseError as exc:
+            log.warning("reading the retraining schedules' last runs failed: %s", exc)
+
+    async def _open(self) -> ModelRegistry:
+        """The registry, opened once (in an executor) and kept."""
+        assert self.registry is not None
+        if self._registry is None:
+            loop = asyncio.get_running_loop()
+            self._registry = await loop.run_in_executor(None, self.registry)
+        return self._registry
+
+    async def _known_last_runs(self, schedules: dict[str, Schedule]) -> None:
+        """Read the last run of each cadence in ``schedules`` that is not known yet."""
+        registry = await self._open()
+        loop = asyncio.get_running_loop()
+        for cadence in schedules:
+            if cadence not in self._last_runs:
+                last = await loop.run_in_executor(None, registry.last_run, cadence)
+                if last is not None:
+                    self._last_runs[cadence] = last
+
     async def tick(self, now: int) -> list[str]:
         """Run every cadence due at ``now`` (epoch ms), in turn; returns the cadences started.
 
         A cadence that never ran gets ``now`` as its baseline (its first run is the next slot).
         The start is recorded before the job runs: a job cut short by a crash is not repeated.
+        The registry is asked only when a cadence's last run is unknown here or a slot has passed
+        since it: a last run only moves forward, so one that was not due is still not due.
         """
         schedules = {c: s for c, s in self.schedules().items() if not s.off}
         if not schedules or self.registry is None:
             return []
+        if all(
+            c in self._last_runs and not due(s, self._last_runs[c], now)
+            for c, s in schedules.items()
+        ):
+            return []
         loop = asyncio.get_running_loop()
         started: list[str] = []
         try:
-            registry = await loop.run_in_executor(None, self.registry)
+            registry = await self._open()
             for cadence, schedule in schedules.items():
+                known = self._last_runs.get(cadence)
+                if known is not None and not due(schedule, known, now):
+                    continue
+                # Due by what this worker knows: ask again, another leader may have run it.
                 last = await loop.run_in_executor(None, registry.last_run, cadence)
+                if last is not None:
+                    self._last_runs[cadence] = last
                 if last is not None and not due(schedule, last, now):
                     continue
                 await loop.run_in_executor(None, registry.set_last_run, cadence, now)
+                self._last_runs[cadence] = now
                 if last is None:
                     log.info("%s never ran: its first run is its next scheduled time", cadence)
                     continue

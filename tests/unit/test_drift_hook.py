@@ -20,6 +20,11 @@ class _App:
 
     def __init__(self) -> None:
         self.timers: list[str] = []
+        self.tasks: list[str] = []
+
+    def task(self, fn: Any) -> Any:
+        self.tasks.append(fn.__name__)
+        return fn
 
     def timer(self, interval: float, **kwargs: Any) -> Callable[[Any], Any]:
         self.timers.append(kwargs["name"])
@@ -53,12 +58,13 @@ def test_no_hook_when_drift_does_not_retrain(monkeypatch: pytest.MonkeyPatch) ->
     app, hook, _ = _schedule(monkeypatch, retrain_on_drift=False)
     assert hook is None
     assert app.timers == ["retrain-schedule"]
+    assert app.tasks == ["_warm_registry"]  # MLflow opened at start, not at the first tick
 
 
 def test_no_timer_when_every_schedule_is_off(monkeypatch: pytest.MonkeyPatch) -> None:
     off = {f"retrain_{c}_at": "off" for c in CADENCES}
     app, hook, _ = _schedule(monkeypatch, **off)
-    assert app.timers == [] and hook is not None
+    assert app.timers == [] and app.tasks == [] and hook is not None
 
 
 def test_the_hook_starts_a_drift_retraining(monkeypatch: pytest.MonkeyPatch) -> None:

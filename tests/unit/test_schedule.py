@@ -117,6 +117,49 @@ def test_a_slot_missed_while_down_runs_once_at_start() -> None:
     assert runs == [("nightly_incremental", start + 30_000)]
 
 
+class _CountingRegistry(_Registry):
+    """A registry that counts the calls a worker makes to it."""
+
+    def __init__(self, **last: int) -> None:
+        super().__init__(**last)
+        self.reads = 0
+        self.opened = 0
+
+    def last_run(self, cadence: str) -> int | None:
+        self.reads += 1
+        return super().last_run(cadence)
+
+
+def test_a_day_of_ticks_asks_the_registry_only_when_a_slot_passes() -> None:
+    """The registry is opened once, warmed at start, and read again only at a due slot."""
+    registry = _CountingRegistry(nightly_incremental=MON + 2 * HOUR)
+    runs: list[tuple[str, int]] = []
+    worker = _worker(registry, runs, retrain_nightly_incremental_at="02:00")
+
+    def opener() -> _CountingRegistry:
+        registry.opened += 1
+        return registry
+
+    worker.registry = opener  # type: ignore[assignment]
+    asyncio.run(worker.warm())
+    assert (registry.opened, registry.reads) == (1, 1)
+    _live(worker, MON + 3 * HOUR, MON + 3 * HOUR + DAY)  # 2,880 ticks
+    assert runs == [("nightly_incremental", MON + DAY + 2 * HOUR)]
+    assert (registry.opened, registry.reads) == (1, 2)  # the re-check at the due slot
+    assert registry.last["nightly_incremental"] == MON + DAY + 2 * HOUR
+
+
+def test_a_slot_run_by_another_leader_is_not_repeated() -> None:
+    """What this worker knows is older than the registry: it asks again before it runs."""
+    registry = _CountingRegistry(nightly_incremental=MON + 2 * HOUR)
+    runs: list[tuple[str, int]] = []
+    worker = _worker(registry, runs, retrain_nightly_incremental_at="02:00")
+    asyncio.run(worker.warm())
+    registry.last["nightly_incremental"] = MON + DAY + 2 * HOUR  # another leader ran it
+    _live(worker, MON + DAY + 3 * HOUR, MON + DAY + 4 * HOUR)
+    assert runs == []
+
+
 @pytest.mark.parametrize(
     ("var", "value"),
     [
