@@ -32,6 +32,7 @@ from typing import Any
 from agents._decode import Sink, decode_or_divert, log_context, send_dead_letter
 from agents.backlog import SignalBacklog
 from agents.state import (
+    COMMIT_TICKS,
     WAITING_MAX_BYTES,
     HeldMessage,
     OutputBuffer,
@@ -40,6 +41,7 @@ from agents.state import (
     Refusal,
     Waiting,
     commit,
+    due_commits,
     join_fields,
     join_ts,
 )
@@ -422,11 +424,15 @@ def register(
             if st.learns:
                 await resolve_waiting(rt, store, st, on_drift)
 
-    @app.timer(interval=settings.checkpoint_interval_s, name="learner-checkpoints")
+    @app.timer(interval=settings.checkpoint_interval_s / COMMIT_TICKS, name="learner-checkpoints")
     async def checkpoints() -> None:
         store.prune_joins()  # in each partition's event time
-        for st in list(store.states.values()):
-            if st.learns and (st.dirty or st.outputs or st.keyed.touched):
-                commit_soon(st)
+        pending = {
+            p: st.last_commit
+            for p, st in store.states.items()
+            if st.learns and (st.dirty or st.outputs or st.keyed.touched)
+        }
+        for p in due_commits(pending, time.monotonic(), settings.checkpoint_interval_s):
+            commit_soon(store.states[p])
 
     return learner

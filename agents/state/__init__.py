@@ -6,13 +6,14 @@ changelog format on the checkpoints topic (:mod:`.checkpoints`) and the transact
 
 from __future__ import annotations
 
-from agents.state.checkpointer import OutputBuffer, commit
+from agents.state.checkpointer import COMMIT_TICKS, OutputBuffer, commit, due_commits
 from agents.state.checkpoints import Refusal
 from agents.state.join import JoinEntry, join_fields, join_ts, remember_signal
 from agents.state.partitions import OnlineModel, PartitionState, PartitionStore
 from agents.state.waiting import WAITING_MAX_BYTES, HeldMessage, Waiting
 
 __all__ = [
+    "COMMIT_TICKS",
     "WAITING_MAX_BYTES",
     "HeldMessage",
     "JoinEntry",
@@ -23,6 +24,7 @@ __all__ = [
     "Refusal",
     "Waiting",
     "commit",
+    "due_commits",
     "join_fields",
     "join_ts",
     "remember_signal",

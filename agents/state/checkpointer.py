@@ -16,14 +16,16 @@ fenced, another worker owns the partition now: its state is dropped here (see
 from __future__ import annotations
 
 import logging
+import math
 import time
+from collections.abc import Mapping
 
 from agents.state.checkpoints import META_KEY, encode_meta, record_key
 from agents.state.partitions import PartitionState, PartitionStore
 from stream.runtime import Runtime
 from stream.transactions import Outgoing, TransactionFailed, TransactionFenced
 
-__all__ = ["OutputBuffer", "commit", "take_commit"]
+__all__ = ["COMMIT_TICKS", "OutputBuffer", "commit", "due_commits", "take_commit"]
 
 log = logging.getLogger(__name__)
 
@@ -65,6 +67,31 @@ def take_commit(st: PartitionState, checkpoints_topic: str) -> tuple[list[Outgoi
     st.outputs = []
     st.dirty, st.uncommitted = False, 0
     return records, st.next_offset, {k for k, _ in touched}
+
+
+COMMIT_TICKS = 4
+"""Timer ticks per ``ALPHAPULSE_CHECKPOINT_INTERVAL_S``, over which partitions' commits spread."""
+
+
+def due_commits(
+    last: Mapping[int, float], now: float, interval: float, ticks: int = COMMIT_TICKS
+) -> list[int]:
+    """The partitions to commit at a tick of a timer that runs ``ticks`` times per ``interval``:
+    of those in ``last`` (partition: when it last committed) committed at least ``interval`` ago,
+    the longest ago first, at most ``ceil(len(last) / ticks)``.
+
+    Each commit takes its records on the event loop and costs the broker several requests, so
+    partitions that would all be due at once commit on successive ticks instead.
+
+    >>> due_commits({0: 0.0, 1: 0.0, 2: 0.1, 3: 0.9}, now=1.0, interval=1.0)
+    [0]
+    >>> due_commits({p: 0.0 for p in range(8)}, now=1.5, interval=1.0)
+    [0, 1]
+    >>> due_commits({0: 0.5}, now=1.0, interval=1.0)
+    []
+    """
+    ready = sorted((t, p) for p, t in last.items() if now - t >= interval)
+    return [p for _, p in ready[: math.ceil(len(last) / ticks)]]
 
 
 async def commit(rt: Runtime, store: PartitionStore, st: PartitionState) -> bool:
