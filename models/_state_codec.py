@@ -55,7 +55,7 @@ class Writer:
     def __init__(self) -> None:
         self._buf = bytearray()
 
-    def raw(self, data: bytes) -> None:
+    def raw(self, data: bytes | bytearray) -> None:
         """Bytes as they are."""
         self._buf += data
 

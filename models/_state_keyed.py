@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import struct
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from itertools import pairwise
@@ -50,6 +51,7 @@ __all__ = [
     "decode_key_record",
     "decode_snapshot",
     "encode_key_record",
+    "seal_key_record",
     "snapshot_ids",
 ]
 
@@ -66,12 +68,29 @@ def encode_key_record(
 ) -> bytes:
     """One model key's record: its learner record and its remembered ids with their numbers,
     sealed with a digest or, with ``signing_key``, an HMAC."""
+    raw = [s.encode("utf-8", "surrogatepass") for s in ids]
+    seq_bytes = struct.pack(f">{len(seqs)}Q", *seqs)
+    len_bytes = struct.pack(f">{len(raw)}I", *map(len, raw))
+    return seal_key_record(learner, seq_bytes, len_bytes, b"".join(raw), signing_key)
+
+
+def seal_key_record(
+    learner: bytes,
+    seq_bytes: bytes,
+    len_bytes: bytes,
+    raw: bytes | bytearray,
+    signing_key: bytes | None = None,
+) -> bytes:
+    """:func:`encode_key_record` from the ids already encoded: their sequence numbers (u64
+    each) and UTF-8 lengths (u32 each), big-endian, and their UTF-8 bytes one after the other."""
     w = Writer()
     w.raw(KEY_HEADER.pack(b"", KEY_VERSION))
     w.blob(learner)
-    w.u32(len(seqs))
-    w.many("Q", seqs)
-    w.texts(ids)
+    w.u32(len(seq_bytes) // 8)
+    w.raw(seq_bytes)
+    w.u32(len(len_bytes) // 4)
+    w.raw(len_bytes)
+    w.raw(raw)
     body = w.bytes()
     if signing_key is None:
         return body + bytes([_DIGEST]) + hashlib.sha256(body).digest()

@@ -14,11 +14,11 @@ rebuilt on use, bit for bit, since the round trip is exact.
 
 from __future__ import annotations
 
-from array import array
 from collections.abc import Iterable, Iterator, Mapping
 from itertools import islice
 from typing import Any
 
+from models._key_ids import KeyIds
 from models._outcome import LearnResult, log_loss, rr_weight
 from models._state_codec import StateRefused
 from models._state_keyed import (
@@ -48,16 +48,6 @@ def _keep_newest(ids: dict[str, Any], n: int) -> list[str]:
     for oid in doomed:
         del ids[oid]
     return doomed
-
-
-class _KeyIds:
-    """The remembered ids of one model key and their sequence numbers, oldest first."""
-
-    __slots__ = ("ids", "seqs")
-
-    def __init__(self) -> None:
-        self.ids: list[str] = []
-        self.seqs = array("Q")
 
 
 class _Learners(Mapping[str, OnlineLearner]):
@@ -154,7 +144,7 @@ class KeyedOnline:
         # Outcome id to model key (None when unknown), in the order learned. Strings only, so
         # the garbage collector never tracks it.
         self._seen: dict[str, str | None] = {}
-        self._key_ids: dict[str, _KeyIds] = {}
+        self._key_ids: dict[str, KeyIds] = {}
         self._next_seq = 0
         self._unordered = False
         """Whether records were loaded since ``_seen`` was last put in sequence order."""
@@ -266,9 +256,8 @@ class KeyedOnline:
         if key is not None:
             ki = self._key_ids.get(key)
             if ki is None:
-                ki = self._key_ids[key] = _KeyIds()
-            ki.ids.append(outcome_id)
-            ki.seqs.append(self._next_seq)
+                ki = self._key_ids[key] = KeyIds()
+            ki.append(outcome_id, self._next_seq)
         self._next_seq += 1
         self.ids_added += 1
 
@@ -288,8 +277,7 @@ class KeyedOnline:
         _keep_newest(seen, self.max_seen_ids)
         for key, n in per_key.items():
             ki = self._key_ids[key]
-            del ki.ids[:n]
-            del ki.seqs[:n]
+            ki.drop_front(n)
             if not ki.ids:
                 del self._key_ids[key]
         self.touched.update(per_key)
@@ -329,7 +317,7 @@ class KeyedOnline:
         ki = self._key_ids.get(key)
         if ki is None:
             return encode_key_record(learner, (), (), self.signing_key)
-        return encode_key_record(learner, ki.ids, ki.seqs, self.signing_key)
+        return ki.record(learner, self.signing_key)
 
     def take_touched(self) -> list[tuple[str, bytes]]:
         """``(model key, record)`` of each key in :attr:`touched` (see :meth:`encode_key`), and
@@ -352,8 +340,7 @@ class KeyedOnline:
         self._drop_key(key)
         self._cold[key] = learner
         if ids:
-            ki = self._key_ids[key] = _KeyIds()
-            ki.ids, ki.seqs = ids, array("Q", seqs)
+            self._key_ids[key] = KeyIds.of(ids, seqs)
             for oid in ids:
                 owner = self._seen.pop(oid, None)
                 if owner is not None and owner != key:  # an id filed under another key
@@ -373,9 +360,7 @@ class KeyedOnline:
 
     def _drop_id(self, key: str, oid: str) -> None:
         ki = self._key_ids[key]
-        i = ki.ids.index(oid)
-        del ki.ids[i]
-        del ki.seqs[i]
+        ki.drop(oid)
         if not ki.ids:
             del self._key_ids[key]
         self.touched.add(key)
