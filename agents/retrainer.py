@@ -91,14 +91,22 @@ class Retrainer:
         settings = self.rt.settings
         return {c: parse_schedule(getattr(settings, f"retrain_{c}_at")) for c in CADENCES}
 
-    async def warm(self) -> None:
-        """Open the registry and read each cadence's last run now (at start), so that the first
-        :meth:`tick` does not open it under load; a failure is left to that tick."""
+    async def warm(self, now: int) -> None:
+        """Open the registry and read each cadence's last run now, at start, giving a cadence that
+        never ran ``now`` as its baseline (as :meth:`tick` would), so that the first tick does not
+        open MLflow under load; a failure is left to the ticks."""
         schedules = {c: s for c, s in self.schedules().items() if not s.off}
         if self.registry is None or not schedules:
             return
+        loop = asyncio.get_running_loop()
         try:
-            await self._known_last_runs(schedules)
+            registry = await self._open()
+            for cadence in schedules:
+                last = await loop.run_in_executor(None, registry.last_run, cadence)
+                if last is None:
+                    await loop.run_in_executor(None, registry.set_last_run, cadence, now)
+                    log.info("%s never ran: its first run is its next scheduled time", cadence)
+                self._last_runs[cadence] = now if last is None else last
         except AlphaPulseError as exc:
             log.warning("reading the retraining schedules' last runs failed: %s", exc)
 
@@ -109,16 +117,6 @@ class Retrainer:
             loop = asyncio.get_running_loop()
             self._registry = await loop.run_in_executor(None, self.registry)
         return self._registry
-
-    async def _known_last_runs(self, schedules: dict[str, Schedule]) -> None:
-        """Read the last run of each cadence in ``schedules`` that is not known yet."""
-        registry = await self._open()
-        loop = asyncio.get_running_loop()
-        for cadence in schedules:
-            if cadence not in self._last_runs:
-                last = await loop.run_in_executor(None, registry.last_run, cadence)
-                if last is not None:
-                    self._last_runs[cadence] = last
 
     async def tick(self, now: int) -> list[str]:
         """Run every cadence due at ``now`` (epoch ms), in turn; returns the cadences started.

@@ -172,7 +172,7 @@ def _schedule_retraining(app: faust.App, rt: Runtime) -> DriftHook | None:
         async def _warm_registry() -> None:
             # Opening MLflow (a SQLite store's migrations, a client) holds the GIL from a thread
             # for up to seconds: at start, not under load at the first tick.
-            await retrainer.warm()
+            await retrainer.warm(now_ms())
 
         @app.timer(settings.retrain_check_interval_s, on_leader=True, name="retrain-schedule")
         async def _retrain_on_schedule() -> None:

@@ -141,7 +141,7 @@ def test_a_day_of_ticks_asks_the_registry_only_when_a_slot_passes() -> None:
         return registry
 
     worker.registry = opener  # type: ignore[assignment]
-    asyncio.run(worker.warm())
+    asyncio.run(worker.warm(MON + 3 * HOUR))
     assert (registry.opened, registry.reads) == (1, 1)
     _live(worker, MON + 3 * HOUR, MON + 3 * HOUR + DAY)  # 2,880 ticks
     assert runs == [("nightly_incremental", MON + DAY + 2 * HOUR)]
@@ -149,12 +149,22 @@ def test_a_day_of_ticks_asks_the_registry_only_when_a_slot_passes() -> None:
     assert registry.last["nightly_incremental"] == MON + DAY + 2 * HOUR
 
 
+def test_a_new_deployment_gets_its_baseline_at_start() -> None:
+    registry, runs = _CountingRegistry(), []  # type: ignore[var-annotated]
+    worker = _worker(registry, runs, retrain_nightly_incremental_at="02:00")
+    asyncio.run(worker.warm(MON))
+    assert registry.last == {"nightly_incremental": MON}
+    _live(worker, MON, MON + DAY)
+    assert runs == [("nightly_incremental", MON + 2 * HOUR)]
+    assert registry.reads == 2  # at start, and the re-check at the slot
+
+
 def test_a_slot_run_by_another_leader_is_not_repeated() -> None:
     """What this worker knows is older than the registry: it asks again before it runs."""
     registry = _CountingRegistry(nightly_incremental=MON + 2 * HOUR)
     runs: list[tuple[str, int]] = []
     worker = _worker(registry, runs, retrain_nightly_incremental_at="02:00")
-    asyncio.run(worker.warm())
+    asyncio.run(worker.warm(MON + DAY + 3 * HOUR))
     registry.last["nightly_incremental"] = MON + DAY + 2 * HOUR  # another leader ran it
     _live(worker, MON + DAY + 3 * HOUR, MON + DAY + 4 * HOUR)
     assert runs == []
