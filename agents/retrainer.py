@@ -98,17 +98,23 @@ class Retrainer:
         schedules = {c: s for c, s in self.schedules().items() if not s.off}
         if self.registry is None or not schedules:
             return
-        loop = asyncio.get_running_loop()
         try:
-            registry = await self._open()
             for cadence in schedules:
-                last = await loop.run_in_executor(None, registry.last_run, cadence)
-                if last is None:
-                    await loop.run_in_executor(None, registry.set_last_run, cadence, now)
-                    log.info("%s never ran: its first run is its next scheduled time", cadence)
-                self._last_runs[cadence] = now if last is None else last
+                await self._read_last_run(cadence, now)
         except AlphaPulseError as exc:
             log.warning("reading the retraining schedules' last runs failed: %s", exc)
+
+    async def _read_last_run(self, cadence: str, now: int) -> int | None:
+        """``cadence``'s last run as the registry has it, remembered here; a cadence that never
+        ran gets ``now`` as its baseline (its first run is the next slot), and None is returned."""
+        registry = await self._open()
+        loop = asyncio.get_running_loop()
+        last = await loop.run_in_executor(None, registry.last_run, cadence)
+        if last is None:
+            await loop.run_in_executor(None, registry.set_last_run, cadence, now)
+            log.info("%s never ran: its first run is its next scheduled time", cadence)
+        self._last_runs[cadence] = now if last is None else last
+        return last
 
     async def _open(self) -> ModelRegistry:
         """The registry, opened once (in an executor) and kept."""
@@ -129,30 +135,19 @@ class Retrainer:
         schedules = {c: s for c, s in self.schedules().items() if not s.off}
         if not schedules or self.registry is None:
             return []
-        if all(
-            c in self._last_runs and not due(s, self._last_runs[c], now)
-            for c, s in schedules.items()
-        ):
-            return []
-        loop = asyncio.get_running_loop()
         started: list[str] = []
         try:
-            registry = await self._open()
             for cadence, schedule in schedules.items():
                 known = self._last_runs.get(cadence)
                 if known is not None and not due(schedule, known, now):
                     continue
                 # Due by what this worker knows: ask again, another leader may have run it.
-                last = await loop.run_in_executor(None, registry.last_run, cadence)
-                if last is not None:
-                    self._last_runs[cadence] = last
-                if last is not None and not due(schedule, last, now):
+                last = await self._read_last_run(cadence, now)
+                if last is None or not due(schedule, last, now):
                     continue
-                await loop.run_in_executor(None, registry.set_last_run, cadence, now)
+                loop = asyncio.get_running_loop()
+                await loop.run_in_executor(None, (await self._open()).set_last_run, cadence, now)
                 self._last_runs[cadence] = now
-                if last is None:
-                    log.info("%s never ran: its first run is its next scheduled time", cadence)
-                    continue
                 started.append(cadence)
                 await self.run(cadence, "schedule")
         except AlphaPulseError as exc:  # MLflow unreachable: the next tick tries again
