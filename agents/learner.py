@@ -54,12 +54,12 @@ from stream.runtime import Runtime
 
 __all__ = [
     "GIVE_WAY_MAX_S",
+    "LEAVE_COMMIT_S",
     "RESOLVE_INTERVAL_S",
-    "REVOKE_COMMIT_S",
     "TURN_S",
     "DriftHook",
     "announce_refusal",
-    "commit_revoked",
+    "commit_leaving",
     "give_way",
     "is_hard_example",
     "register",
@@ -291,33 +291,35 @@ async def give_way(pending: Callable[[], int], limit_s: float = GIVE_WAY_MAX_S) 
         await asyncio.sleep(0)
 
 
-REVOKE_COMMIT_S = 5.0
-"""Longest a revocation waits for the commit of a revoked partition's uncommitted work."""
+LEAVE_COMMIT_S = 5.0
+"""Longest a revocation or a shutdown waits for the commit of the partitions it gives up."""
 
 
-async def commit_revoked(
-    rt: Runtime, store: PartitionStore, partitions: set[int], timeout_s: float = REVOKE_COMMIT_S
+async def commit_leaving(
+    rt: Runtime, store: PartitionStore, partitions: set[int], timeout_s: float = LEAVE_COMMIT_S
 ) -> None:
-    """Commit what the revoked ``partitions`` learned since their last commit, before they are
-    dropped, so that their next owner need not learn it again. The commit is made even with
-    nothing new (the meta record and the offset again): a worker paused past its session timeout
-    finds here that it was fenced, and logs it. A commit that does not finish within
-    ``timeout_s`` leaves the work to the next owner."""
-    for p in sorted(partitions):
-        st = store.get(p)
-        if st is None or not st.learns:
-            continue
+    """Commit what ``partitions`` learned since their last commit before this worker gives them
+    up (revoked, or the worker stops), so that their next owner need not learn it again. Each
+    commit is made even with nothing new (the meta record and the offset again): a worker paused
+    past its session timeout finds here that it was fenced, and logs it. The partitions commit at
+    once, each with its own producer; a commit that does not finish within ``timeout_s`` leaves
+    the work to the next owner."""
+
+    async def one(st: PartitionState) -> None:
         st.dirty = True
         try:
             await asyncio.wait_for(commit(rt, store, st), timeout_s)
         except TimeoutError:
             log.warning(
-                "the commit of revoked partition %d did not finish within %.0f s; its next owner "
-                "learns the outcomes since the last commit again",
-                p,
+                "the commit of partition %d, which this worker gives up, did not finish within "
+                "%.0f s; its next owner learns the outcomes since the last commit again",
+                st.partition,
                 timeout_s,
-                extra={"partition": p},
+                extra={"partition": st.partition},
             )
+
+    leaving = [store.get(p) for p in sorted(partitions)]
+    await asyncio.gather(*(one(st) for st in leaving if st is not None and st.learns))
 
 
 def announce_refusal(rt: Runtime, why: Refusal) -> Any:

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import orjson
 import pytest
-from aiokafka import AIOKafkaProducer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.partitioner import murmur2
 
 from stream.settings import Settings
@@ -325,3 +325,61 @@ async def _produce_to(
         await producer.send_and_wait(topic, value, key=key, partition=partition)
     finally:
         await producer.stop()
+
+
+async def _committed_outcomes(settings: Settings) -> int:
+    """The outcomes offsets the worker's group committed, summed over the partitions."""
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=settings.bootstrap_servers,
+        group_id=settings.app_id,
+        enable_auto_commit=False,
+    )
+    await consumer.start()
+    try:
+        tps = [
+            TopicPartition(settings.topic("outcomes"), p) for p in range(settings.topic_partitions)
+        ]
+        return sum([(await consumer.committed(tp)) or 0 for tp in tps])
+    finally:
+        await consumer.stop()
+
+
+def test_a_stopped_worker_commits_what_it_learned(
+    settings: Settings, settings_env: dict[str, str], tmp_path: Path
+) -> None:
+    """SIGTERM commits every partition's learning, long before its checkpoint interval is due:
+    the next owner does not learn those outcomes again."""
+    asyncio.run(ensure_topics(settings))
+    env = {**settings_env, "ALPHAPULSE_CHECKPOINT_INTERVAL_S": "3600"}
+    keys = [_key_on(p, settings.topic_partitions, "stop") for p in range(2)]
+    outcomes = [
+        (
+            key.encode(),
+            orjson.dumps(
+                {
+                    "outcome_id": f"{key}-{i}",
+                    "signal_id": "none",
+                    "symbol": key,
+                    "label": i % 2,
+                    "features": {"x": float(i)},
+                }
+            ),
+        )
+        for key in keys
+        for i in range(5)
+    ]
+    worker = Worker(env, tmp_path / "worker.log").start()
+    try:
+        asyncio.run(produce(settings.bootstrap_servers, settings.topic("outcomes"), outcomes))
+        deadline = time.monotonic() + 60
+        for key in keys:
+            learned = asyncio.run(_predict(settings, key, f"{key}-probe", {"x": 1.0}))
+            while learned["model_versions"]["online"] < 5 and time.monotonic() < deadline:
+                time.sleep(0.5)
+                sid = f"{key}-{time.monotonic_ns()}"
+                learned = asyncio.run(_predict(settings, key, sid, {"x": 1.0}))
+            assert learned["model_versions"]["online"] == 5, worker.log_tail()
+        assert asyncio.run(_committed_outcomes(settings)) == 0  # the interval is an hour away
+    finally:
+        worker.stop()
+    assert asyncio.run(_committed_outcomes(settings)) == len(outcomes), worker.log_tail()
