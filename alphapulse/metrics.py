@@ -52,6 +52,7 @@ from prometheus_client import (
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, InfoMetricFamily, Metric
 
 from agents.state import PartitionStore
+from alphapulse._key_summaries import KeySummaries
 from alphapulse._labels import OTHER, LabelCap
 from stream.runtime import Runtime
 
@@ -124,6 +125,7 @@ class WorkerMetrics:
         """Reads the entries the Redis log stream dropped (set by the worker when it has one)."""
         limit = rt.settings.metrics_max_model_keys if max_model_keys is None else max_model_keys
         self.model_key_label = LabelCap(limit)
+        self._key_summaries = KeySummaries()
         self.registry.register(_RuntimeCollector(self))
         # Memory, CPU and open files of this process: the first figures an operator watches.
         ProcessCollector(registry=self.registry)
@@ -172,23 +174,9 @@ class WorkerMetrics:
         }
 
     def online_models(self) -> dict[str, dict[str, Any]]:
-        """Per model key: outcomes learned, rolling metrics and drift points of its online model."""
-        out: dict[str, dict[str, Any]] = {}
-        if self.store is None:
-            return out
-        for om in self.store.online_models():
-            learner = om.learner
-            m = learner.metrics()
-            out[om.model_key] = {
-                "partition": om.partition,
-                "n_learned": learner.n_learned,
-                "roc_auc": m.roc_auc,
-                "log_loss": m.log_loss,
-                "accuracy": m.accuracy,
-                "drift_points": list(learner.drift_points[-20:]),
-                "drifts": len(learner.drift_points),
-            }
-        return dict(sorted(out.items()))
+        """Per model key: outcomes learned, rolling metrics and drift points of its online model
+        (each key computed again only after it learned: :class:`KeySummaries`)."""
+        return {} if self.store is None else self._key_summaries.collect(self.store)
 
     def sample(self, now: float | None = None) -> dict[str, Any]:
         """Append one point to the dashboard's time series (called about once a second)."""
