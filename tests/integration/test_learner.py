@@ -251,6 +251,26 @@ def _key_on(partition: int, partitions: int, prefix: str) -> str:
     raise AssertionError(f"no key found for partition {partition}")
 
 
+def _five_outcomes_each(keys: list[str]) -> list[tuple[bytes, bytes]]:
+    """Five outcomes with features (no signal to join) for each of ``keys``, as records."""
+    return [
+        (
+            key.encode(),
+            orjson.dumps(
+                {
+                    "outcome_id": f"{key}-{i}",
+                    "signal_id": "none",
+                    "symbol": key,
+                    "label": i % 2,
+                    "features": {"x": float(i)},
+                }
+            ),
+        )
+        for key in keys
+        for i in range(5)
+    ]
+
+
 def test_a_partition_whose_state_cannot_be_read_is_refused_loudly(
     settings: Settings, settings_env: dict[str, str], tmp_path: Path
 ) -> None:
@@ -278,22 +298,7 @@ def test_a_partition_whose_state_cannot_be_read_is_refused_loudly(
         detail = refused[0]["detail"]
         topic = settings.internal_topic("checkpoints")
         assert f"partition 1 of {topic} at offset 0" in detail and "unreadable_meta" in detail
-        outcomes = [
-            (
-                key.encode(),
-                orjson.dumps(
-                    {
-                        "outcome_id": f"{key}-{i}",
-                        "signal_id": "none",
-                        "symbol": key,
-                        "label": i % 2,
-                        "features": {"x": float(i)},
-                    }
-                ),
-            )
-            for key in (bad, good)
-            for i in range(5)
-        ]
+        outcomes = _five_outcomes_each([bad, good])
         asyncio.run(produce(settings.bootstrap_servers, settings.topic("outcomes"), outcomes))
         deadline = time.monotonic() + 60
         learned = asyncio.run(_predict(settings, good, "good-0", {"x": 1.0}))
@@ -352,22 +357,7 @@ def test_a_stopped_worker_commits_what_it_learned(
     asyncio.run(ensure_topics(settings))
     env = {**settings_env, "ALPHAPULSE_CHECKPOINT_INTERVAL_S": "3600"}
     keys = [_key_on(p, settings.topic_partitions, "stop") for p in range(2)]
-    outcomes = [
-        (
-            key.encode(),
-            orjson.dumps(
-                {
-                    "outcome_id": f"{key}-{i}",
-                    "signal_id": "none",
-                    "symbol": key,
-                    "label": i % 2,
-                    "features": {"x": float(i)},
-                }
-            ),
-        )
-        for key in keys
-        for i in range(5)
-    ]
+    outcomes = _five_outcomes_each(keys)
     worker = Worker(env, tmp_path / "worker.log").start()
     try:
         asyncio.run(produce(settings.bootstrap_servers, settings.topic("outcomes"), outcomes))
