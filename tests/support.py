@@ -729,3 +729,36 @@ def metric_total(port: int, name: str, timeout: float = 5.0) -> float | None:
 
 
 __all__ += ["metric_total", "online_counts", "probe_many", "read_committed"]
+
+
+# ----- the learner group's committed outcomes offsets ---------------------------------------------
+
+
+async def group_offset(settings: Any, partition: int) -> int | None:
+    """The outcomes offset of ``partition`` committed by the worker's group (the app id)."""
+    from aiokafka import TopicPartition
+    from aiokafka.admin import AIOKafkaAdminClient
+
+    admin = AIOKafkaAdminClient(bootstrap_servers=settings.bootstrap_servers)
+    await admin.start()
+    try:
+        got = await admin.list_consumer_group_offsets(settings.app_id)
+    finally:
+        await admin.close()
+    meta = got.get(TopicPartition(settings.topic("outcomes"), partition))
+    return None if meta is None else meta.offset
+
+
+async def committed_offset(settings: Any, partition: int, expect: int | None = None) -> int | None:
+    """:func:`group_offset`, waited for up to 10 s until it is ``expect``: the commit markers
+    reach the offsets topic just after the commit returns."""
+    got = None
+    for _ in range(100):
+        got = await group_offset(settings, partition)
+        if expect is None or got == expect:
+            break
+        await asyncio.sleep(0.1)
+    return got
+
+
+__all__ += ["committed_offset", "group_offset"]

@@ -8,7 +8,7 @@ import random
 from typing import Any
 
 import pytest
-from aiokafka import AIOKafkaProducer, TopicPartition
+from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 
@@ -18,6 +18,7 @@ from stream.reader import PartitionReader
 from stream.runtime import Runtime
 from stream.settings import Settings
 from stream.topics import ensure_topics
+from tests.support import committed_offset
 
 pytestmark = pytest.mark.integration
 
@@ -41,31 +42,6 @@ def _learn(st: PartitionState, rng: random.Random, n: int, keys: list[str]) -> N
         st.dirty = True
 
 
-async def _committed_offset(
-    settings: Settings, partition: int, expect: int | None = None
-) -> int | None:
-    """The group's committed outcomes offset of ``partition``, waited for up to 10 s until it is
-    ``expect``: the commit markers reach the offsets topic just after the commit returns."""
-    got = None
-    for _ in range(100):
-        got = await _group_offset(settings, partition)
-        if expect is None or got == expect:
-            break
-        await asyncio.sleep(0.1)
-    return got
-
-
-async def _group_offset(settings: Settings, partition: int) -> int | None:
-    admin = AIOKafkaAdminClient(bootstrap_servers=settings.bootstrap_servers)
-    await admin.start()
-    try:
-        got = await admin.list_consumer_group_offsets(settings.app_id)
-    finally:
-        await admin.close()
-    meta = got.get(TopicPartition(settings.topic("outcomes"), partition))
-    return None if meta is None else meta.offset
-
-
 async def _run_restore(settings: Settings) -> None:
     await ensure_topics(settings)
     rt = _runtime(settings)
@@ -78,7 +54,7 @@ async def _run_restore(settings: Settings) -> None:
         _learn(st, rng, rng.randint(1, 20), keys)
         await OutputBuffer(st, rt.topic_names).send("retrain-queue", b"K0", b"hard")
         assert await commit(rt, store, st)
-    assert await _committed_offset(settings, 1, st.next_offset) == st.next_offset
+    assert await committed_offset(settings, 1, st.next_offset) == st.next_offset
 
     async with PartitionReader(settings) as reader:
         recs = await reader.read(settings.internal_topic("checkpoints"), [1])
@@ -99,7 +75,7 @@ async def _run_restore(settings: Settings) -> None:
         _learn(st, rng, 5, keys)
         assert not await commit(rt, store, st)
         assert store.get(1) is None and rt.counters["learner.fenced"] == 1
-        assert await _committed_offset(settings, 1, again.next_offset) == again.next_offset
+        assert await committed_offset(settings, 1, again.next_offset) == again.next_offset
         async with PartitionReader(settings) as reader:
             after = await reader.read(settings.internal_topic("checkpoints"), [1])
         assert len(after) == len(recs)

@@ -8,7 +8,6 @@ from typing import Any
 
 import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
-from aiokafka.admin import AIOKafkaAdminClient
 
 from stream.settings import Settings
 from stream.topics import ensure_topics
@@ -18,6 +17,7 @@ from stream.transactions import (
     TransactionFenced,
     transactional_id,
 )
+from tests.support import committed_offset
 
 pytestmark = pytest.mark.integration
 
@@ -55,29 +55,6 @@ async def _read(settings: Settings, topic: str, isolation: str) -> list[Any]:
         await consumer.stop()
 
 
-async def _committed(settings: Settings, partition: int, expect: int | None = None) -> int | None:
-    """The group's committed outcomes offset of ``partition``, waited for up to 10 s until it is
-    ``expect``: the commit markers reach the offsets topic just after the commit returns."""
-    got = None
-    for _ in range(100):
-        got = await _group_offset(settings, partition)
-        if expect is None or got == expect:
-            break
-        await asyncio.sleep(0.1)
-    return got
-
-
-async def _group_offset(settings: Settings, partition: int) -> int | None:
-    admin = AIOKafkaAdminClient(bootstrap_servers=settings.bootstrap_servers)
-    await admin.start()
-    try:
-        got = await admin.list_consumer_group_offsets(settings.app_id)
-    finally:
-        await admin.close()
-    meta = got.get(TopicPartition(settings.topic("outcomes"), partition))
-    return None if meta is None else meta.offset
-
-
 def _rec(settings: Settings, value: bytes, partition: int = 1) -> Outgoing:
     return Outgoing(settings.topic("retrain-queue"), b"k", value, partition)
 
@@ -90,9 +67,9 @@ def test_commit_makes_records_and_offsets_visible_together(settings: Settings) -
         await txn.start()
         try:
             await txn.commit([_rec(settings, b"a"), _rec(settings, b"b")], next_offset=17)
-            assert await _committed(settings, 1, 17) == 17
+            assert await committed_offset(settings, 1, 17) == 17
             await txn.commit([_rec(settings, b"c")], next_offset=18)
-            assert await _committed(settings, 1, 18) == 18
+            assert await committed_offset(settings, 1, 18) == 18
         finally:
             await txn.stop()
         topic = settings.topic("retrain-queue")
@@ -120,7 +97,7 @@ def test_aborted_records_are_not_read_committed(settings: Settings) -> None:
         everything = [r.value for r in await _read(settings, topic, "read_uncommitted")]
         assert committed == [b"kept"]
         assert everything == [b"gone", b"kept"]
-        assert await _committed(settings, 1, 5) == 5
+        assert await committed_offset(settings, 1, 5) == 5
 
     asyncio.run(run())
 
@@ -144,7 +121,7 @@ def test_a_new_producer_fences_the_old_one_and_aborts_its_open_transaction(
             with pytest.raises(TransactionFenced):
                 await old.commit([_rec(settings, b"zombie-late")], next_offset=99)
             assert not old.started
-            assert await _committed(settings, 1, 4) == 4
+            assert await committed_offset(settings, 1, 4) == 4
         finally:
             await new.stop()
             await old.stop()
