@@ -54,6 +54,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, InfoM
 from agents.state import PartitionStore
 from alphapulse._key_summaries import KeySummaries
 from alphapulse._labels import OTHER, LabelCap
+from stream.direct_fetch import direct_fetch_of
 from stream.runtime import Runtime
 
 __all__ = ["LATENCY_BUCKETS", "WorkerMetrics", "consumer_lag"]
@@ -391,7 +392,8 @@ def _rolling_gauges(prefix: str, help_text: str, label: str) -> dict[str, GaugeM
 
 
 async def consumer_lag(app: Any) -> dict[tuple[str, int], int]:
-    """High watermark minus position for each partition assigned to ``app``'s consumer.
+    """High watermark minus position for each partition assigned to ``app``'s consumer (or
+    fetched by its :class:`stream.direct_fetch.DirectFetch`).
 
     Partitions whose high watermark or position is not known yet are left out; an app whose
     consumer has not started gives an empty dict.
@@ -405,9 +407,14 @@ async def consumer_lag(app: Any) -> dict[tuple[str, int], int]:
         assigned = consumer.assignment()
     except (ConsumerNotStarted, AttributeError, RuntimeError):
         return out
+    direct = direct_fetch_of(app)
+    if direct is not None:
+        out.update(await direct.lag())
     for tp in sorted(assigned):
         if tp.topic.endswith("__assignor-__leader"):
             continue  # Faust's own leader-election topic
+        if direct is not None and tp.topic in direct.routes.topics:
+            continue  # fetched by the direct fetch, not by Faust's consumer
         try:
             high = consumer.highwater(tp)
             pos = await consumer.position(tp)

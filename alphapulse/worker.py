@@ -10,6 +10,8 @@ import socket
 from functools import partial
 from typing import Any
 
+from aiokafka import AIOKafkaConsumer
+
 from alphapulse._logs import WORKER_TEXT_FORMAT, configure_logging
 from alphapulse._logsink import (
     RedisLogHandler,
@@ -20,12 +22,15 @@ from alphapulse._logsink import (
 )
 from alphapulse.app import Built, create_app
 from stream import _faust_consumer
+from stream.direct_fetch import DirectFetch
+from stream.kafka import client_kwargs
 from stream.settings import Settings, unknown_variables
 from stream.topics import ensure_topics
 from stream.transactions import read_committed
 
 __all__ = [
     "REDIS_TIMEOUT_S",
+    "attach_direct_fetch",
     "attach_log_sink",
     "freeze_startup_objects",
     "install_event_loop",
@@ -94,6 +99,29 @@ def run_app(app: Any, loglevel: str) -> None:
     worker.execute_from_commandline()
 
 
+def attach_direct_fetch(app: Any, settings: Settings) -> DirectFetch:
+    """Fetch ``app``'s batch-routed topics on its event loop (:mod:`stream.direct_fetch`)."""
+
+    def make_consumer() -> AIOKafkaConsumer:
+        return AIOKafkaConsumer(
+            **client_kwargs(settings),
+            group_id=settings.app_id,  # to read the group's committed offsets; it never joins
+            enable_auto_commit=False,
+            isolation_level="read_committed",  # as the worker's Faust consumer
+            auto_offset_reset="earliest",
+            max_partition_fetch_bytes=max(1_048_576, settings.max_message_bytes * 4),
+            max_poll_records=256,
+        )
+
+    direct = DirectFetch(app, make_consumer, settings.fetch_max_wait_ms)
+
+    @app.task
+    async def _direct_fetch() -> None:
+        await direct.run()
+
+    return direct
+
+
 def open_log_sink(settings: Settings) -> RedisLogSink | None:
     """The Redis log stream's sink when ``ALPHAPULSE_REDIS_URL`` is set (not started yet)."""
     url = settings.redis_url
@@ -153,6 +181,8 @@ def run_worker(settings: Settings) -> None:
         prepare_process(settings)
         built = create_app(settings)
         read_committed(built.app)  # re-routed outcomes are written in the learner's transactions
+        if settings.direct_fetch:
+            attach_direct_fetch(built.app, settings)
         if sink is not None:
             attach_log_sink(built, sink, settings.redis_snapshot_s)
         run_app(built.app, settings.log_level)

@@ -26,7 +26,9 @@
 
 4. Batches for the topics routed to a channel (:mod:`stream.fetched`): their records skip
    Faust's per-record path and reach the channel as one batch per partition and fetch
-   (docs/batches.md). Other topics go through Faust one record at a time, as before.
+   (docs/batches.md). Other topics go through Faust one record at a time, as before. When
+   :mod:`stream.direct_fetch` fetches the routed topics on the agents' loop, Faust's fetcher
+   leaves their partitions out of its fetches and out of its stall checks.
 
 The worker and the benchmark's no-op baseline both install these, so its ratios compare like
 with like.
@@ -51,8 +53,10 @@ _ORIGINAL_DRAIN = Consumer._drain_messages
 _ORIGINAL_CREATE = AIOKafkaConsumerThread._create_worker_consumer
 _ORIGINAL_PROC = Fetcher._proc_fetch_request
 _ORIGINAL_ACTIONS = Fetcher._get_actions_per_node
+_ORIGINAL_VERIFY = AIOKafkaConsumerThread.verify_event_path
 _MODES = "_alphapulse_fetch_modes"  # on a worker consumer's fetcher: (idle, busy) sizes
 _BUFFERED_WAIT = "_alphapulse_buffered_wait_ms"  # on a worker consumer's fetcher
+_ROUTES = "_alphapulse_batch_routes"  # on a worker consumer's fetcher: its app's BatchRoutes
 
 
 def next_fetch_sizes(
@@ -83,7 +87,21 @@ def limit_waits_while_buffered(fetcher: Any, wait_ms: int) -> None:
     setattr(fetcher, _BUFFERED_WAIT, wait_ms)
 
 
+class _Without:
+    """An aiokafka assignment without the partitions of some topics, for building a fetch."""
+
+    def __init__(self, assignment: Any, topics: frozenset[str]) -> None:
+        self._assignment = assignment
+        self.tps = {tp for tp in assignment.tps if tp.topic not in topics}
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._assignment, name)
+
+
 def _get_actions_per_node(self: Any, assignment: Any) -> Any:
+    routes = getattr(self, _ROUTES, None)
+    if routes is not None and routes.direct:
+        assignment = _Without(assignment, routes.topics)  # stream.direct_fetch fetches these
     limit = getattr(self, _BUFFERED_WAIT, None)
     if limit is None or not self._records:
         return _ORIGINAL_ACTIONS(self, assignment)
@@ -144,6 +162,8 @@ def _split(
     """
     if not routes.topics:
         return {}, records
+    if routes.direct:  # fetched before the direct fetch took them over: it fetches them again
+        return {}, {tp: recs for tp, recs in records.items() if routes.channel_of(tp.topic) is None}
     batched: dict[Any, list[Any]] = {}
     rest: dict[Any, list[Any]] = {}
     for tp, recs in records.items():
@@ -181,7 +201,7 @@ async def _deliver_batches(  # pragma: no cover - needs a broker
             continue
         self.app.monitor.track_tp_end_offset(tp, self.highwater(tp))
         first = recs[0].offset
-        if r_offset and first - r_offset > 1 and acks_enabled_for(tp.topic):
+        if r_offset is not None and first - r_offset > 1 and acks_enabled_for(tp.topic):
             await self._add_gap(tp, r_offset + 1, first)
         batch = Batch(tp.topic, tp.partition, to_records(tp.topic, tp.partition, recs), generation)
         await _deliver(self, routes.channel_of(tp.topic).put(batch))
@@ -270,6 +290,13 @@ async def _drain_messages(self: Any, fetcher: Any) -> None:  # pragma: no cover 
         unset_flag(CONSUMER_FETCHING)
 
 
+def _verify_event_path(self: Any, now: float, tp: Any) -> None:
+    routes = batch_routes(self.consumer.app)
+    if routes.direct and tp.topic in routes.topics:
+        return None  # Faust's fetcher does not fetch these: its stall checks do not apply
+    return _ORIGINAL_VERIFY(self, now, tp)
+
+
 def install(fetch_min_bytes: int, fetch_max_wait_ms: int) -> None:
     """Use the direct-delivery fetch loop and these fetch sizes in every Faust worker consumer.
 
@@ -283,6 +310,7 @@ def install(fetch_min_bytes: int, fetch_max_wait_ms: int) -> None:
         async def start_and_mark() -> None:
             await start()
             fetcher = consumer._fetcher
+            setattr(fetcher, _ROUTES, batch_routes(transport.app))
             limit_waits_while_buffered(fetcher, fetch_max_wait_ms)
             if fetch_min_bytes <= 1:
                 return  # Faust's own fetch sizes
@@ -297,6 +325,7 @@ def install(fetch_min_bytes: int, fetch_max_wait_ms: int) -> None:
     AIOKafkaConsumerThread._create_worker_consumer = create_worker_consumer  # type: ignore[method-assign]
     Fetcher._proc_fetch_request = _proc_fetch_request
     Fetcher._get_actions_per_node = _get_actions_per_node
+    AIOKafkaConsumerThread.verify_event_path = _verify_event_path  # type: ignore[method-assign]
 
 
 def uninstall() -> None:
@@ -305,3 +334,4 @@ def uninstall() -> None:
     AIOKafkaConsumerThread._create_worker_consumer = _ORIGINAL_CREATE  # type: ignore[method-assign]
     Fetcher._proc_fetch_request = _ORIGINAL_PROC
     Fetcher._get_actions_per_node = _ORIGINAL_ACTIONS
+    AIOKafkaConsumerThread.verify_event_path = _ORIGINAL_VERIFY  # type: ignore[method-assign]

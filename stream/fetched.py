@@ -103,6 +103,8 @@ class BatchRoutes:
 
     def __init__(self) -> None:
         self._channels: dict[str, Any] = {}
+        self.direct = False
+        """Fetched on the agents' loop (:mod:`stream.direct_fetch`), not by Faust's fetcher."""
 
     @property
     def topics(self) -> frozenset[str]:

@@ -139,6 +139,7 @@ class Settings(BaseSettings):
     event_loop: Literal["uvloop", "asyncio"] = "uvloop"
     fetch_min_bytes: int = Field(default=1, ge=1)
     fetch_max_wait_ms: int = Field(default=5, ge=0, le=10_000)
+    direct_fetch: bool = True
     hard_example_confidence: float = Field(default=0.8, gt=0.5, le=1.0)
     hard_example_weight: float = Field(
         default=2.0,

@@ -734,8 +734,9 @@ __all__ += ["metric_total", "online_counts", "probe_many", "read_committed"]
 # ----- the learner group's committed outcomes offsets ---------------------------------------------
 
 
-async def group_offset(settings: Any, partition: int) -> int | None:
-    """The outcomes offset of ``partition`` committed by the worker's group (the app id)."""
+async def group_offset(settings: Any, partition: int, role: str = "outcomes") -> int | None:
+    """The offset of ``partition`` of the ``role`` topic committed by the worker's group (the
+    app id)."""
     from aiokafka import TopicPartition
     from aiokafka.admin import AIOKafkaAdminClient
 
@@ -745,7 +746,7 @@ async def group_offset(settings: Any, partition: int) -> int | None:
         got = await admin.list_consumer_group_offsets(settings.app_id)
     finally:
         await admin.close()
-    meta = got.get(TopicPartition(settings.topic("outcomes"), partition))
+    meta = got.get(TopicPartition(settings.topic(role), partition))
     return None if meta is None else meta.offset
 
 

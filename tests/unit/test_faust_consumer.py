@@ -8,8 +8,10 @@ import pytest
 from aiokafka.consumer.fetcher import Fetcher
 from faust.transport.consumer import Consumer
 from faust.transport.drivers.aiokafka import AIOKafkaConsumerThread
+from faust.types import TP
 
 from stream import _faust_consumer as fc
+from stream.fetched import BatchRoutes, batch_routes
 
 
 async def _blocks_then_returns(gate: asyncio.Event, log: list[str]) -> str:
@@ -169,3 +171,66 @@ def test_the_wait_is_restored_when_building_the_fetch_fails(
     with pytest.raises(RuntimeError):
         fc._get_actions_per_node(fetcher, None)
     assert fetcher._fetch_max_wait_ms == 1500
+
+
+class _Assignment:
+    """The parts of an aiokafka assignment that building a fetch reads."""
+
+    def __init__(self, tps: set[TP]) -> None:
+        self.tps = tps
+        self.active = True
+
+    def state_value(self, tp: TP) -> str:
+        return f"state of {tp.topic}"
+
+
+@pytest.mark.parametrize(("direct", "fetched"), [(True, ["outcomes"]), (False, ["outcomes", "s"])])
+def test_faust_leaves_directly_fetched_topics_out_of_its_fetches(
+    monkeypatch: pytest.MonkeyPatch, direct: bool, fetched: list[str]
+) -> None:
+    seen: list[list[str]] = []
+
+    def original(self: _FetcherWithRecords, assignment: _Assignment) -> str:
+        seen.append(sorted(tp.topic for tp in assignment.tps))
+        assert assignment.active and assignment.state_value(TP("x", 0)) == "state of x"
+        return "actions"
+
+    monkeypatch.setattr(fc, "_ORIGINAL_ACTIONS", original)
+    routes = BatchRoutes()
+    routes.route("s", object())
+    routes.direct = direct
+    fetcher = _FetcherWithRecords(buffered=False)
+    setattr(fetcher, fc._ROUTES, routes)
+    assert fc._get_actions_per_node(fetcher, _Assignment({TP("s", 0), TP("outcomes", 1)})) == (
+        "actions"
+    )
+    assert seen == [fetched]
+
+
+def test_records_of_directly_fetched_topics_fetched_by_faust_are_dropped() -> None:
+    routes = BatchRoutes()
+    routes.route("s", object())
+    routes.direct = True
+    batched, rest = fc._split({TP("s", 0): [1], TP("o", 0): [2]}, routes)
+    assert batched == {} and rest == {TP("o", 0): [2]}
+
+
+def test_faust_does_not_check_the_fetches_of_directly_fetched_topics(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    checked: list[str] = []
+    monkeypatch.setattr(fc, "_ORIGINAL_VERIFY", lambda self, now, tp: checked.append(tp.topic))
+
+    class _App:
+        pass
+
+    class _Thread:
+        consumer = type("C", (), {"app": _App()})()
+
+    routes = batch_routes(_Thread.consumer.app)
+    routes.route("s", object())
+    for direct in (False, True):
+        routes.direct = direct
+        fc._verify_event_path(_Thread(), 0.0, TP("s", 0))
+        fc._verify_event_path(_Thread(), 0.0, TP("o", 0))
+    assert checked == ["s", "o", "o"]
