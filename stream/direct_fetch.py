@@ -26,6 +26,7 @@ from collections.abc import Callable
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.errors import KafkaError
 
 from stream._faust_consumer import limit_waits_while_buffered
 from stream.fetched import Batch, BatchRoutes, batch_routes, to_records
@@ -37,6 +38,7 @@ log = logging.getLogger(__name__)
 _ATTR = "_alphapulse_direct_fetch"  # on the Faust app
 _IDLE_S = 0.01  # while Faust's flow is stopped (a rebalance)
 _POLL_MS = 200
+_RETRY_S = 1.0
 
 
 def owned_partitions(assigned: Any, topics: frozenset[str]) -> set[TopicPartition]:
@@ -67,15 +69,30 @@ class DirectFetch:
 
     async def run(self) -> None:
         """Fetch and hand over batches until cancelled."""
-        consumer = self.consumer = self._make_consumer()
-        await consumer.start()
+        consumer = self.consumer = await self._started()
         limit_waits_while_buffered(consumer._fetcher, self._buffered_wait_ms)
         try:
             while True:
-                await self._step(consumer)
+                try:
+                    await self._step(consumer)
+                except KafkaError as exc:  # the broker away or moving: positions are kept
+                    log.warning("direct fetch: %s; trying again in %g s", exc, _RETRY_S)
+                    await asyncio.sleep(_RETRY_S)
         finally:
             self.consumer = None
             await consumer.stop()
+
+    async def _started(self) -> AIOKafkaConsumer:
+        while True:
+            consumer = self._make_consumer()
+            try:
+                await consumer.start()
+            except KafkaError as exc:  # the broker not reachable yet
+                log.warning("direct fetch: %s; starting again in %g s", exc, _RETRY_S)
+                await consumer.stop()
+                await asyncio.sleep(_RETRY_S)
+            else:
+                return consumer
 
     async def _step(self, consumer: AIOKafkaConsumer) -> None:
         app, faust_consumer = self.app, self.app.consumer
