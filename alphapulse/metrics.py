@@ -408,6 +408,23 @@ async def consumer_lag(app: Any) -> dict[tuple[str, int], int]:
     except (ConsumerNotStarted, AttributeError, RuntimeError):
         return out
     direct = direct_fetch_of(app)
+    routed = direct.routes.topics if direct is not None else frozenset()
+    sources = [(consumer, [tp for tp in assigned if tp.topic not in routed])]
+    if direct is not None and direct.consumer is not None:
+        sources.append((direct.consumer, list(direct.consumer.assignment())))
+    for source, tps in sources:
+        for tp in tps:
+            if tp.topic.endswith("__assignor-__leader"):
+                continue  # Faust's own leader-election topic
+            try:
+                high = source.highwater(tp)
+                pos = await source.position(tp)
+            except (ConsumerNotStarted, IllegalStateError):
+                continue  # not started yet, or the partition was revoked meanwhile
+            if high is not None and pos is not None:
+                out[(tp.topic, tp.partition)] = max(0, int(high) - int(pos))
+    return dict(sorted(out.items()))
+    direct = direct_fetch_of(app)
     if direct is not None:
         out.update(await direct.lag())
     for tp in sorted(assigned):

@@ -102,15 +102,17 @@ def run_app(app: Any, loglevel: str) -> None:
 def attach_direct_fetch(app: Any, settings: Settings) -> DirectFetch:
     """Fetch ``app``'s batch-routed topics on its event loop (:mod:`stream.direct_fetch`)."""
 
+    conf = app.conf  # the sizes of the worker's Faust consumer (faust_tuning_kwargs)
+
     def make_consumer() -> AIOKafkaConsumer:
         return AIOKafkaConsumer(
             **client_kwargs(settings),
             group_id=settings.app_id,  # to read the group's committed offsets; it never joins
             enable_auto_commit=False,
             isolation_level="read_committed",  # as the worker's Faust consumer
-            auto_offset_reset="earliest",
-            max_partition_fetch_bytes=max(1_048_576, settings.max_message_bytes * 4),
-            max_poll_records=256,
+            auto_offset_reset=conf.consumer_auto_offset_reset,
+            max_partition_fetch_bytes=conf.consumer_max_fetch_size,
+            max_poll_records=conf.broker_max_poll_records,
         )
 
     direct = DirectFetch(app, make_consumer, settings.fetch_max_wait_ms)

@@ -162,8 +162,6 @@ def _split(
     """
     if not routes.topics:
         return {}, records
-    if routes.direct:  # fetched before the direct fetch took them over: it fetches them again
-        return {}, {tp: recs for tp, recs in records.items() if routes.channel_of(tp.topic) is None}
     batched: dict[Any, list[Any]] = {}
     rest: dict[Any, list[Any]] = {}
     for tp, recs in records.items():

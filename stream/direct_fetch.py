@@ -144,22 +144,6 @@ class DirectFetch:
         await self.routes.channel_of(tp.topic).put(batch)
         self._read[tp] = records[-1].offset
 
-    async def lag(self) -> dict[tuple[str, int], int]:
-        """High watermark minus position of each partition fetched here (those known)."""
-        consumer = self.consumer
-        out: dict[tuple[str, int], int] = {}
-        if consumer is None:
-            return out
-        for tp in sorted(consumer.assignment()):
-            high = consumer.highwater(tp)
-            try:
-                pos = await consumer.position(tp)
-            except Exception:  # revoked meanwhile, or not positioned yet
-                continue
-            if high is not None and pos is not None:
-                out[(tp.topic, tp.partition)] = max(0, int(high) - int(pos))
-        return out
-
 
 def direct_fetch_of(app: Any) -> DirectFetch | None:
     """The :class:`DirectFetch` of the Faust ``app``, if it has one."""

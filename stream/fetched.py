@@ -1,8 +1,9 @@
 """Records handed to an agent in per-partition batches straight from Faust's fetch.
 
 Faust turns each fetched record into a Message, an Event, a conductor delivery, a stream step
-with its sensors and an ack: 55 to 80 us per record (docs/batches.md). The worker's fetch loop
-(:mod:`stream._faust_consumer`) instead hands the records of a topic routed here, as the fetch
+with its sensors and an ack: 55 to 80 us per record (docs/batches.md). The worker's direct fetch
+(:mod:`stream.direct_fetch`; with ``ALPHAPULSE_DIRECT_FETCH=false``, its Faust fetch loop in
+:mod:`stream._faust_consumer`) instead hands the records of a topic routed here, as the fetch
 brought them, to a Faust channel as one :class:`Batch` per partition; the agent that iterates
 the channel stays a Faust agent and takes one value per batch. Faust still subscribes the topic,
 assigns its partitions and seeks them on a rebalance; what the agent acks it acks for the whole

@@ -207,14 +207,6 @@ def test_faust_leaves_directly_fetched_topics_out_of_its_fetches(
     assert seen == [fetched]
 
 
-def test_records_of_directly_fetched_topics_fetched_by_faust_are_dropped() -> None:
-    routes = BatchRoutes()
-    routes.route("s", object())
-    routes.direct = True
-    batched, rest = fc._split({TP("s", 0): [1], TP("o", 0): [2]}, routes)
-    assert batched == {} and rest == {TP("o", 0): [2]}
-
-
 def test_faust_does_not_check_the_fetches_of_directly_fetched_topics(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
