@@ -414,8 +414,9 @@ def register(
                     running = commit_soon(st)
                     if st.uncommitted >= 4 * settings.checkpoint_max_events:
                         await running  # commits fall behind: wait rather than pile up state
-                if time.perf_counter() > turn:
-                    # A batch is learned in turns, so that fetches and answers are not held up.
+                if backlog.pending() or time.perf_counter() > turn:
+                    # A batch is learned in turns, so that fetches and answers are not held up;
+                    # a request waiting for the predictor ends the turn at once.
                     await asyncio.sleep(0)
                     await give_way(backlog.pending)
                     turn = time.perf_counter() + TURN_S

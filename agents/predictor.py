@@ -205,7 +205,7 @@ def register(app: Any, rt: Runtime, store: PartitionStore, backlog: SignalBacklo
     channel = app.channel(maxsize=BATCH_QUEUE_MAX)
     topic = rt.topics["signals"]
     app.topics.add(topic)  # subscribed and assigned by Faust, though no agent iterates it
-    batch_routes(app).route(rt.topic_names["signals"], channel)
+    batch_routes(app).route(rt.topic_names["signals"], channel, first=True)
 
     @app.agent(channel, name="predictor")
     async def predictor(stream: Any) -> None:

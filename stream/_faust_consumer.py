@@ -164,7 +164,7 @@ def _split(
         return {}, records
     batched: dict[Any, list[Any]] = {}
     rest: dict[Any, list[Any]] = {}
-    for tp, recs in records.items():
+    for tp, recs in routes.in_order(records):
         (batched if routes.channel_of(tp.topic) is not None else rest)[tp] = recs
     return batched, rest
 

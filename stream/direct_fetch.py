@@ -105,7 +105,7 @@ class DirectFetch:
             return
         generation: int = app.consumer_generation_id
         fetched = await consumer.getmany(timeout_ms=_POLL_MS)
-        for tp, records in fetched.items():
+        for tp, records in self.routes.in_order(fetched):
             if not faust_consumer.flow_active or app.consumer_generation_id != generation:
                 self._generation = None  # fetched again from the committed offsets
                 return

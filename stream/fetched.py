@@ -15,9 +15,9 @@ is: batches fetched before it are fetched again from the committed offsets.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol, TypeVar
 
 from faust.types.tuples import ack_lock
 
@@ -89,6 +89,15 @@ def to_records(topic: str, partition: int, fetched: Sequence[Any]) -> list[Recor
 Deliver = Callable[[Batch], Awaitable[None]]
 
 
+class _OfTopic(Protocol):
+    @property
+    def topic(self) -> str: ...
+
+
+TPKey = TypeVar("TPKey", bound=_OfTopic)
+"""A topic partition, as aiokafka or Faust names it."""
+
+
 class BatchRoutes:
     """Topics whose records go to a channel in batches, and the channel of each.
 
@@ -104,6 +113,7 @@ class BatchRoutes:
 
     def __init__(self) -> None:
         self._channels: dict[str, Any] = {}
+        self._first: set[str] = set()
         self.direct = False
         """Fetched on the agents' loop (:mod:`stream.direct_fetch`), not by Faust's fetcher."""
 
@@ -112,9 +122,25 @@ class BatchRoutes:
         """The routed topic names."""
         return frozenset(self._channels)
 
-    def route(self, topic: str, channel: Any) -> None:
-        """Send the batches of ``topic`` to the Faust ``channel``."""
+    def route(self, topic: str, channel: Any, *, first: bool = False) -> None:
+        """Send the batches of ``topic`` to the Faust ``channel``; with ``first``, before the
+        other topics' batches of the same fetch."""
         self._channels[topic] = channel
+        if first:
+            self._first.add(topic)
+
+    def in_order(self, fetched: Mapping[TPKey, list[Any]]) -> list[tuple[TPKey, list[Any]]]:
+        """The partitions of one fetch and their records, those of ``first`` topics first and
+        otherwise in fetch order. An agent woken first runs first, so a request fetched with
+        outcomes is answered before they are learned.
+
+        >>> from aiokafka import TopicPartition as TP
+        >>> routes = BatchRoutes()
+        >>> routes.route("signals", "a channel", first=True)
+        >>> [tp.topic for tp, _ in routes.in_order({TP("outcomes", 0): [1], TP("signals", 0): [2]})]
+        ['signals', 'outcomes']
+        """
+        return sorted(fetched.items(), key=lambda item: item[0].topic not in self._first)
 
     def channel_of(self, topic: str) -> Any:
         """The channel of ``topic``; None when its records go through Faust one by one."""
