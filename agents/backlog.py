@@ -1,7 +1,7 @@
 """How many signal requests wait for the predictor: the predictor reports, the learner reads.
 
 The composition root makes one :class:`SignalBacklog` per worker and hands it to both agents. The
-learner gives way to the predictor while requests wait (:func:`agents.learner.give_way`): an
+learner gives way to the predictor while requests wait (:func:`agents.turns.give_way`): an
 outcome can wait, a request's answer cannot.
 """
 

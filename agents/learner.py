@@ -45,6 +45,7 @@ from agents.state import (
     join_fields,
     join_ts,
 )
+from agents.turns import Turns
 from models.keyed import log_loss
 from models.online import NonFiniteUpdate
 from stream.codec import decode_outcome, encode, now_ms
@@ -53,14 +54,11 @@ from stream.records import HardExample, ModelEvent, TradeOutcome
 from stream.runtime import Runtime
 
 __all__ = [
-    "GIVE_WAY_MAX_S",
     "LEAVE_COMMIT_S",
     "RESOLVE_INTERVAL_S",
-    "TURN_S",
     "DriftHook",
     "announce_refusal",
     "commit_leaving",
-    "give_way",
     "is_hard_example",
     "register",
     "resolve_waiting",
@@ -217,13 +215,6 @@ async def _learn(
             on_drift(out.model_key, out.ts if out.ts is not None else int(msg.timestamp * 1000))
 
 
-TURN_S = 0.002
-"""Longest the learner works through a batch before it lets the event loop run other tasks."""
-
-GIVE_WAY_MAX_S = 0.05
-"""Longest the learner waits, per outcome, for the predictor to take the requests queued for it."""
-
-
 RESOLVE_INTERVAL_S = 0.1
 """How often the learner looks for the signals that waiting outcomes wait for."""
 
@@ -269,26 +260,6 @@ async def resolve_waiting(
                 rt, msg, "internal", f"{type(exc).__name__}: {exc}", _sink(rt, st)
             )
     return done
-
-
-async def give_way(pending: Callable[[], int], limit_s: float = GIVE_WAY_MAX_S) -> None:
-    """Let the event loop run other tasks while ``pending()`` is above 0, for at most ``limit_s``.
-
-    ``pending`` is :meth:`agents.backlog.SignalBacklog.pending` in the worker. Faust hands each
-    agent one event per turn of the event loop, so without this the predictor would take about
-    one queued request per outcome the learner handled, and requests would wait behind outcomes.
-    Answers come first: an outcome can wait, a request's answer cannot.
-
-    >>> left = [3]
-    >>> def pending() -> int:
-    ...     left[0] -= 1
-    ...     return left[0]
-    >>> asyncio.run(give_way(pending)); left[0]
-    0
-    """
-    until = time.perf_counter() + limit_s
-    while pending() > 0 and time.perf_counter() < until:
-        await asyncio.sleep(0)
 
 
 LEAVE_COMMIT_S = 5.0
@@ -395,12 +366,14 @@ def register(
         st.uncommitted += 1
         st.dirty = True
 
+    turns = Turns(backlog.pending)
+
     @app.agent(channel, name="learner")
     async def learner(stream: Any) -> None:
         async for batch in current_batches(app, stream):
             rt.count("batches.outcomes")
             st = await store.ensure(batch.partition)
-            turn = time.perf_counter() + TURN_S
+            turns.start()
             for msg in batch.records:
                 if not st.learns:
                     # Not owned here (revoked, fenced) or refused: left for a worker that can.
@@ -414,12 +387,7 @@ def register(
                     running = commit_soon(st)
                     if st.uncommitted >= 4 * settings.checkpoint_max_events:
                         await running  # commits fall behind: wait rather than pile up state
-                if backlog.pending() or time.perf_counter() > turn:
-                    # A batch is learned in turns, so that fetches and answers are not held up;
-                    # a request waiting for the predictor ends the turn at once.
-                    await asyncio.sleep(0)
-                    await give_way(backlog.pending)
-                    turn = time.perf_counter() + TURN_S
+                await turns.between()  # fetches and answers are not held up
 
     @app.timer(interval=RESOLVE_INTERVAL_S, name="learner-waiting")
     async def waiting() -> None:

@@ -153,7 +153,7 @@ def faust_tuning_kwargs(settings: Settings) -> dict[str, Any]:
         producer_max_batch_size=256 * 1024,
         # Large polls: while fetched records wait to be consumed, aiokafka sends no new fetch to
         # their broker, so small polls hold back the next fetch. The learner gives way to the
-        # predictor (agents.learner.give_way), so a large poll of outcomes does not delay answers.
+        # predictor (agents.turns.give_way), so a large poll of outcomes does not delay answers.
         broker_max_poll_records=256,
         # Outcomes after the learner's last transaction are simply redelivered to the next owner
         # on shutdown, so do not wait for them.

@@ -1,11 +1,11 @@
-"""The learner gives way to the predictor while signal requests wait (agents.learner.give_way)."""
+"""The learner gives way to the predictor while signal requests wait (agents.turns.give_way)."""
 
 from __future__ import annotations
 
 import asyncio
 import time
 
-from agents.learner import give_way
+from agents.turns import give_way
 
 
 def test_returns_at_once_when_nothing_waits() -> None:
