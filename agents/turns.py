@@ -14,7 +14,7 @@ from collections.abc import Callable
 __all__ = ["GIVE_WAY_MAX_S", "TURN_S", "Turns", "give_way"]
 
 
-TURN_S = 0.002
+TURN_S = 0.00025
 """Longest the learner works through a batch before it lets the event loop run other tasks."""
 
 GIVE_WAY_MAX_S = 0.05
