@@ -424,20 +424,3 @@ async def consumer_lag(app: Any) -> dict[tuple[str, int], int]:
             if high is not None and pos is not None:
                 out[(tp.topic, tp.partition)] = max(0, int(high) - int(pos))
     return dict(sorted(out.items()))
-    direct = direct_fetch_of(app)
-    if direct is not None:
-        out.update(await direct.lag())
-    for tp in sorted(assigned):
-        if tp.topic.endswith("__assignor-__leader"):
-            continue  # Faust's own leader-election topic
-        if direct is not None and tp.topic in direct.routes.topics:
-            continue  # fetched by the direct fetch, not by Faust's consumer
-        try:
-            high = consumer.highwater(tp)
-            pos = await consumer.position(tp)
-        except (ConsumerNotStarted, IllegalStateError):
-            continue  # not started yet, or the partition was revoked meanwhile
-        if high is None or pos is None:
-            continue
-        out[(tp.topic, tp.partition)] = max(0, int(high) - int(pos))
-    return out
