@@ -228,6 +228,9 @@ class StoreSink:
             enable_auto_commit=False,
             auto_offset_reset="earliest",
             max_poll_records=self.batch_size,
+            # Outcomes re-routed by the learner are written in its transactions: one it aborts
+            # never happened, and is written again by the transaction that replaces it.
+            isolation_level="read_committed",
             **client_kwargs(self.rt.settings),
         )
         executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="alphapulse-store")

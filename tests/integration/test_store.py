@@ -17,6 +17,7 @@ import orjson
 import pandas as pd
 import psycopg
 import pytest
+from aiokafka import AIOKafkaProducer
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from pydantic import SecretStr
 
@@ -198,6 +199,45 @@ def test_sink_lands_every_row_exactly_once_across_sigkill(
     assert row is not None and pred is not None
     assert row[:3] == ("ETHUSDT", "long", {"f0": 1.75, "f1": -3.0, "f2": 1.5})
     assert 0.0 <= pred[0] <= 1.0
+
+
+async def _aborted_then_committed(settings: Settings, aborted: range, committed: range) -> None:
+    """Signals and outcomes of ``aborted`` in a transaction that is aborted, then those of
+    ``committed`` in one that commits."""
+    producer = AIOKafkaProducer(
+        bootstrap_servers=settings.bootstrap_servers, transactional_id="test-store-aborted"
+    )
+    await producer.start()
+    try:
+        for ids, commit in ((aborted, False), (committed, True)):
+            await producer.begin_transaction()
+            for role, messages in (("signals", _signals(ids)), ("outcomes", _outcomes(ids))):
+                for key, value in messages:
+                    await producer.send(settings.topic(role), value, key=key)
+            if commit:
+                await producer.commit_transaction()
+            else:
+                await producer.abort_transaction()
+    finally:
+        await producer.stop()
+
+
+def test_sink_writes_nothing_of_an_aborted_transaction(
+    store_env: dict[str, str], settings: Settings, pg_dsn: str, tmp_path: Path
+) -> None:
+    asyncio.run(ensure_topics(settings))
+    asyncio.run(_aborted_then_committed(settings, range(100, 130), range(30)))
+    worker = _start(store_env, tmp_path / "worker.log")
+    try:
+        want = {"signals": 30, "outcomes": 30, "predictions": 30}
+        _wait(lambda: _counts(pg_dsn) == want, 120, f"{want}", worker)
+        time.sleep(1.0)
+        assert _counts(pg_dsn) == want
+    finally:
+        worker.stop()
+    with psycopg.connect(pg_dsn) as conn:
+        stored = {r[0] for r in conn.execute("SELECT outcome_id FROM outcomes").fetchall()}
+    assert stored == {f"o{i}" for i in range(30)}
 
 
 def test_sink_catches_up_after_a_20s_database_outage(
