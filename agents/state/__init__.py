@@ -1,5 +1,5 @@
 """A learner partition's state, in separate rooms: the outcome join store (:mod:`.join`), the
-partition state and its store (:mod:`.partitions`),
+partition state (:mod:`.partition_state`) and its store (:mod:`.partitions`),
 the outcomes waiting for their signal and the partition's event time (:mod:`.waiting`), the
 changelog format on the checkpoints topic (:mod:`.checkpoints`) and the transactional commit
 (:mod:`.checkpointer`)."""
