@@ -141,9 +141,12 @@ class PartitionTransactions:
                 fut = await producer.send(r.topic, r.value, key=r.key, partition=r.partition)
                 fut.add_done_callback(_retrieved)  # a failed transaction fails them all
                 futures.append(fut)
-            await producer.send_offsets_to_transaction(offsets, self.group_id)
             if futures:
+                # Delivered before the offsets are added: the broker checks each produce with
+                # the coordinator, which refuses it while it adds the offsets, and aiokafka
+                # retries it only after its backoff (tests/integration/test_transactions.py).
                 await asyncio.gather(*futures)
+            await producer.send_offsets_to_transaction(offsets, self.group_id)
             await producer.commit_transaction()
         except ProducerFenced as exc:
             await self.stop()

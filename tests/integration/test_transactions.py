@@ -130,3 +130,30 @@ def test_a_new_producer_fences_the_old_one_and_aborts_its_open_transaction(
         assert committed == [b"before", b"new-owner"]
 
     asyncio.run(run())
+
+
+def test_commits_do_not_race_their_own_offsets(
+    settings: Settings, caplog: pytest.LogCaptureFixture
+) -> None:
+    # The broker verifies each transactional produce with the transaction coordinator (KIP-890);
+    # a produce that meets the coordinator while it adds the offsets is refused with
+    # NOT_ENOUGH_REPLICAS, and aiokafka retries it after its backoff (100 ms) with a warning.
+    async def run() -> float:
+        await ensure_topics(settings)
+        txn = PartitionTransactions(settings, 1)
+        await txn.start()
+        try:
+            loop = asyncio.get_running_loop()
+            start = loop.time()
+            for i in range(20):
+                await txn.commit([_rec(settings, b"%d" % i, p) for p in (0, 1, 2)], next_offset=i)
+            return (loop.time() - start) / 20
+        finally:
+            await txn.stop()
+
+    with caplog.at_level("WARNING", logger="aiokafka.producer.sender"):
+        per_commit_s = asyncio.run(run())
+    retried = [r.getMessage() for r in caplog.records if "NotEnoughReplicas" in r.getMessage()]
+    assert retried == [], f"{len(retried)} produce retries; {per_commit_s * 1000:.1f} ms/commit"
+    topic = settings.topic("retrain-queue")
+    assert len(asyncio.run(_read(settings, topic, "read_committed"))) == 60
