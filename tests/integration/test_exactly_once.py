@@ -7,109 +7,24 @@ bit-identical to a model trained offline on the same sequence read back from the
 from __future__ import annotations
 
 import asyncio
-import random
-import threading
-import time
 from pathlib import Path
 
 import orjson
 import pytest
 
 from models.keyed import KeyedOnline
-from models.synthetic import TradeGenerator
 from stream.settings import Settings
 from stream.topics import ensure_topics
-from tests.support import Worker, consume_until, produce
+from tests.integration.kill_runs import (
+    KEY,
+    N_OUTCOMES,
+    PROBE,
+    learn_with_kills,
+    outcome_messages,
+)
+from tests.support import consume_until
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
-
-N_OUTCOMES = 20_000
-KEY = "BTCUSDT"
-PROBE = {"f0": 0.3, "f1": -1.2, "f2": 0.7, "f3": 0.0, "f4": 2.0}
-
-
-def _outcomes(n: int, seed: int) -> list[bytes]:
-    rows = TradeGenerator(n_features=5, n_informative=3, seed=seed).rows(n)
-    rng = random.Random(seed)
-    out = []
-    for r in rows:
-        doc = {
-            "outcome_id": r.outcome_id,
-            "signal_id": r.signal_id,
-            "symbol": KEY,
-            "label": bool(r.label),
-            "realized_rr": r.realized_rr,
-            "features": r.features,
-            "ts": r.ts,
-        }
-        out.append(orjson.dumps(doc))
-        if rng.random() < 0.05:  # re-sent duplicate, sometimes much later
-            out.insert(rng.randrange(len(out)), orjson.dumps(doc))
-    return out
-
-
-async def _probe_online(settings: Settings, n: int) -> dict:
-    sid = f"probe-{n}-{time.monotonic_ns()}"
-    await produce(
-        settings.bootstrap_servers,
-        settings.topic("signals"),
-        [(KEY.encode(), orjson.dumps({"signal_id": sid, "symbol": KEY, "features": PROBE}))],
-    )
-    recs = await consume_until(
-        settings.bootstrap_servers,
-        settings.topic("predictions"),
-        lambda rs: any(v["signal_id"] == sid for _, v in rs),
-        timeout=120,
-    )
-    found = [v for _, v in recs if v["signal_id"] == sid]
-    assert found, "probe signal was not answered"
-    return found[0]
-
-
-def learn_with_kills(
-    settings: Settings, env: dict[str, str], tmp_path: Path, messages: list[bytes], wait_s: float
-) -> tuple[dict, int]:
-    """Stream ``messages`` to the outcomes topic while a worker is SIGKILLed at least 5 times
-    and restarted; then wait up to ``wait_s`` for it to have learned every distinct outcome.
-    Returns the last probe's prediction and the number of kills."""
-    distinct = len({orjson.loads(m)["outcome_id"] for m in messages})
-
-    def send_all() -> None:
-        chunk = 500
-        for i in range(0, len(messages), chunk):
-            asyncio.run(
-                produce(
-                    settings.bootstrap_servers,
-                    settings.topic("outcomes"),
-                    [(KEY.encode(), m) for m in messages[i : i + chunk]],
-                )
-            )
-            time.sleep(0.4)
-
-    producer = threading.Thread(target=send_all)
-    worker = Worker(env, tmp_path / "worker.log").start()
-    producer.start()
-    rng = random.Random(5)
-    kills = 0
-    try:
-        while producer.is_alive() or kills < 5:
-            # Kill only a worker that is consuming: wait until it answers, then let it learn.
-            asyncio.run(_probe_online(settings, kills))
-            time.sleep(rng.uniform(0.5, 4.0))
-            worker.kill()
-            kills += 1
-            worker = Worker(env, tmp_path / "worker.log").start()
-        producer.join()
-        deadline = time.monotonic() + wait_s
-        pred = asyncio.run(_probe_online(settings, 100))
-        while pred["model_versions"]["online"] < distinct and time.monotonic() < deadline:
-            time.sleep(2)
-            pred = asyncio.run(_probe_online(settings, 101))
-    finally:
-        producer.join(300)
-        worker.stop()
-    assert pred["model_versions"]["online"] == distinct, worker.log_tail()
-    return pred, kills
 
 
 def test_kill9_repeatedly_learns_each_outcome_exactly_once(
@@ -125,7 +40,7 @@ def test_kill9_repeatedly_learns_each_outcome_exactly_once(
         monkeypatch.setenv(k, v)
     settings = Settings()
     asyncio.run(ensure_topics(settings))
-    messages = _outcomes(N_OUTCOMES, seed=11)
+    messages = outcome_messages(N_OUTCOMES, seed=11)
     distinct = len({orjson.loads(m)["outcome_id"] for m in messages})
     pred, kills = learn_with_kills(settings, env, tmp_path, messages, wait_s=300)
     assert kills >= 5

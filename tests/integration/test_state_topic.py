@@ -30,12 +30,12 @@ from stream.broker import LocalKafka
 from stream.settings import Settings
 from stream.topics import ensure_topics
 from tests.conftest import CACHE_DIR
-from tests.integration.test_exactly_once import (
+from tests.integration.kill_runs import (
     KEY,
     N_OUTCOMES,
     PROBE,
-    _outcomes,
     learn_with_kills,
+    outcome_messages,
 )
 from tests.support import (
     Collector,
@@ -130,7 +130,7 @@ def test_kill9_exactly_once_while_the_state_topic_compacts(
     config = asyncio.run(_compact_aggressively(settings))
     assert {k: config[k] for k in AGGRESSIVE} == AGGRESSIVE
     assert config["cleanup.policy"] == "compact"
-    messages = _outcomes(N_OUTCOMES, seed=11)
+    messages = outcome_messages(N_OUTCOMES, seed=11)
     pred, _ = learn_with_kills(settings, env, tmp_path, messages, wait_s=180)
 
     recs = asyncio.run(
