@@ -71,7 +71,7 @@ class KeySummaries:
         kept: dict[tuple[int, str], tuple[int, dict[str, Any]]] = {}
         for p, st in list(store.states.items()):
             keyed = st.keyed
-            for key in keyed.learners:  # a snapshot of the keys (see _Learners)
+            for key in keyed.learners:  # a snapshot of the keys (see models._keyed_views.Learners)
                 n = keyed.n_learned(key)
                 known = self._kept.get((p, key))
                 if known is None or known[0] != n:

@@ -14,11 +14,12 @@ rebuilt on use, bit for bit, since the round trip is exact.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Mapping
 from itertools import islice
 from typing import Any
 
 from models._key_ids import KeyIds
+from models._keyed_views import Learners, in_sequence, keep_newest, merge_delta_ids
 from models._outcome import LearnResult, log_loss, rr_weight
 from models._state_codec import StateRefused
 from models._state_keyed import (
@@ -36,44 +37,6 @@ from models.online import LINEAR, OnlineConfig, OnlineLearner
 __all__ = ["KeyedOnline", "LearnResult", "Snapshot", "StateRefused", "log_loss", "rr_weight"]
 
 _MAGIC = PARTITION_HEADER.magic
-
-
-def _keep_newest(ids: dict[str, Any], n: int) -> list[str]:
-    """Delete all but the newest ``n`` of ``ids``, found in one pass over the front; return them.
-
-    >>> d = dict.fromkeys("abcd"); _keep_newest(d, 2), list(d)
-    (['a', 'b'], ['c', 'd'])
-    """
-    doomed = list(islice(ids, max(0, len(ids) - n)))
-    for oid in doomed:
-        del ids[oid]
-    return doomed
-
-
-class _Learners(Mapping[str, OnlineLearner]):
-    """Every key's learner; a key kept as its record is rebuilt for the caller (a copy: learning
-    goes through :meth:`KeyedOnline.learn`) without making it live."""
-
-    def __init__(self, owner: KeyedOnline) -> None:
-        self._k = owner
-
-    def __getitem__(self, key: str) -> OnlineLearner:
-        lr = self._k._live.get(key)
-        if lr is not None:
-            return lr
-        return self._k._thaw(self._k._cold[key])
-
-    def __iter__(self) -> Iterator[str]:
-        return iter([*self._k._live, *self._k._cold])
-
-    def __len__(self) -> int:
-        return len(self._k._live) + len(self._k._cold)
-
-    def __contains__(self, key: object) -> bool:
-        return key in self._k._live or key in self._k._cold
-
-    def __repr__(self) -> str:
-        return repr(dict(self.items()))
 
 
 class KeyedOnline:
@@ -156,8 +119,8 @@ class KeyedOnline:
 
     @property
     def learners(self) -> Mapping[str, OnlineLearner]:
-        """Every model key's learner (see :class:`_Learners`)."""
-        return _Learners(self)
+        """Every model key's learner (see :class:`models._keyed_views.Learners`)."""
+        return Learners(self._live, self._cold, self._thaw)
 
     @property
     def seen(self) -> dict[str, str | None]:
@@ -274,7 +237,7 @@ class KeyedOnline:
             key = seen[oid]
             if key is not None:
                 per_key[key] = per_key.get(key, 0) + 1
-        _keep_newest(seen, self.max_seen_ids)
+        keep_newest(seen, self.max_seen_ids)
         for key, n in per_key.items():
             ki = self._key_ids[key]
             ki.drop_front(n)
@@ -285,15 +248,7 @@ class KeyedOnline:
     def _reorder(self) -> None:
         """Put ``_seen`` back in sequence order after records were loaded (ids without a key,
         which carry no number, first)."""
-        keyed = sorted(
-            (seq, oid, key)
-            for key, ki in self._key_ids.items()
-            for oid, seq in zip(ki.ids, ki.seqs, strict=True)
-        )
-        seen: dict[str, str | None] = {k: v for k, v in self._seen.items() if v is None}
-        for _, oid, key in keyed:
-            seen[oid] = key
-        self._seen = seen
+        self._seen = in_sequence(self._seen, self._key_ids)
         self._unordered = False
 
     def _outgoing(self, key: str) -> bytes:
@@ -430,14 +385,7 @@ class KeyedOnline:
         if st.seen_count is None:
             pairs: Iterable[tuple[str, str | None]] = zip(st.ids, st.id_keys, strict=True)
         else:
-            merged: dict[str, str | None] = {}
-            for oid in older_ids:
-                merged[oid] = None
-            for oid, k in zip(st.ids, st.id_keys, strict=True):
-                merged.pop(oid, None)  # an id learned again after it was forgotten is newest
-                merged[oid] = k
-            _keep_newest(merged, st.seen_count)
-            pairs = merged.items()
+            pairs = merge_delta_ids(older_ids, st.ids, st.id_keys, st.seen_count).items()
         for oid, k in pairs:
             out._remember(oid, k if k in out._cold else None)
         out.ids_added = 0
