@@ -34,24 +34,8 @@ mode.
 
 Finite state
 ------------
-No outcome may make a model's state non-finite (two outcomes with a feature at 1e300 and -1e300
-would overflow the scaler's variance, and the model would answer 0.5 for good). ``learn_one``
-refuses such an outcome with :class:`NonFiniteUpdate` and leaves the model as it was. Copying
-the model before each update would double the cost of learning, so the check is in two steps:
-
-- A cheap proof on the inputs. The scaler's statistics can only overflow through
-  ``(x - mean) ** 2``; while every feature and every scaler mean is within
-  :data:`FEATURE_SAFE_ABS` (1e150), that square stays below 4e300. The scaler learns a row
-  before it scales it, so a scaled value is at most ``sqrt(n)`` (the row is one of the ``n``
-  the variance is taken over), and River clips the loss gradient: the weights stay finite too.
-  The means are averages of the features, so they stay within the bound as long as the
-  features do.
-- Otherwise (a feature beyond the bound, or a mean already beyond it) the update runs with a
-  copy of the pipeline kept aside, the touched statistics, weights and intercept are checked,
-  and the copy is put back if any is not finite.
-
-The Hoeffding trees cannot be rolled back cheaply; they refuse, conservatively, any feature
-beyond :data:`TREE_FEATURE_MAX_ABS` (1e100), under which their statistics cannot overflow.
+No outcome may make a model's state non-finite: ``learn_one`` refuses such an outcome with
+:class:`NonFiniteUpdate` and leaves the model as it was (how, in :mod:`models.online_input`).
 
 River contract
 --------------
@@ -79,7 +63,6 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict
 from typing import Any
 
-import numpy as np
 from river import base
 
 from models._state_codec import StateRefused
@@ -94,6 +77,16 @@ from models.online_config import (
     OnlineConfig,
     build_detector,
     build_pipeline,
+)
+from models.online_input import (
+    FEATURE_SAFE_ABS,
+    MAX_WEIGHT,
+    MIN_WEIGHT,
+    TREE_FEATURE_MAX_ABS,
+    NonFiniteUpdate,
+    check_tree_input,
+    clean_features,
+    label_of,
 )
 
 __all__ = [
@@ -110,61 +103,6 @@ __all__ = [
 
 SNAPSHOT_MAGIC = HEADER.magic
 SNAPSHOT_VERSION = 2  # 2: plain numbers (models._state_learner). 1: a pickle, refused
-MIN_WEIGHT, MAX_WEIGHT = 1e-6, 1e6
-"""Sample weights outside these bounds (other than 0) make River's trees divide by ~0."""
-FEATURE_SAFE_ABS = 1e150
-"""Features and scaler means within this magnitude provably keep a linear model finite."""
-TREE_FEATURE_MAX_ABS = 1e100
-"""Largest feature magnitude a Hoeffding tree learns (its statistics cannot overflow under it)."""
-
-
-class NonFiniteUpdate(DataError):
-    """Learning this outcome would make the model's state non-finite; the model is unchanged.
-
-    ``feature`` names the input that caused it (or ``"intercept"``).
-    """
-
-    def __init__(self, feature: str, value: float, what: str) -> None:
-        super().__init__(
-            f"feature '{feature[:64]}' = {value:g} would make the online model's {what} "
-            "non-finite; the outcome was not learned"
-        )
-        self.feature = feature
-
-
-def clean_features(x: Mapping[Any, Any]) -> dict[str, float]:
-    """A new dict of ``x``'s finite numeric values, sorted by name; None and NaN are dropped.
-
-    >>> clean_features({"b": 2, "a": None, "c": float("nan"), "d": 1.5})
-    {'b': 2.0, 'd': 1.5}
-    """
-    out: dict[str, float] = {}
-    try:
-        for k in sorted(x):
-            v = x[k]
-            if v is None:
-                continue
-            f = float(v)
-            if math.isfinite(f):
-                out[k] = f
-    except (TypeError, ValueError) as exc:
-        raise DataError(f"features must map names to numbers or None: {exc}") from exc
-    return out
-
-
-def _check_tree_input(xc: dict[str, float]) -> None:
-    """Raise :class:`NonFiniteUpdate` for a feature a Hoeffding tree must not learn."""
-    if xc and max(max(xc.values()), -min(xc.values())) > TREE_FEATURE_MAX_ABS:
-        k, v = max(xc.items(), key=lambda kv: abs(kv[1]))
-        raise NonFiniteUpdate(k, v, "tree statistics")
-
-
-def _label(y: object) -> bool:
-    if isinstance(y, bool | np.bool_):
-        return bool(y)
-    if isinstance(y, int | np.integer) and y in (0, 1):
-        return bool(y)
-    raise DataError(f"label must be a bool or 0/1, got {y!r}")
 
 
 class OnlineLearner(base.Classifier):
@@ -274,12 +212,12 @@ class OnlineLearner(base.Classifier):
         of weight 0 counts in the metrics, the drift detector and ``n_learned`` but does not
         change the pipeline (decay still ticks).
         """
-        label = _label(y)
+        label = label_of(y)
         if not (w == 0 or MIN_WEIGHT <= w <= MAX_WEIGHT):
             raise DataError(f"weight must be 0 or within [{MIN_WEIGHT}, {MAX_WEIGHT}], got {w!r}")
         xc = clean_features(x)
         if not self._linear and w > 0:
-            _check_tree_input(xc)  # before predicting it too: a tree's leaves overflow on it
+            check_tree_input(xc)  # before predicting it too: a tree's leaves overflow on it
         p = self._proba(xc)
         if w > 0:
             self._learn_finite(xc, label, float(w))  # raises before anything else changed
@@ -299,7 +237,7 @@ class OnlineLearner(base.Classifier):
 
     def _learn_finite(self, xc: dict[str, float], label: bool, w: float) -> None:
         """``pipeline.learn_one``, or :class:`NonFiniteUpdate` with the pipeline unchanged."""
-        if not self._linear:  # checked by _check_tree_input already
+        if not self._linear:  # checked by check_tree_input already
             self.pipeline.learn_one(xc, label, w=w)
             return
         hi = max(xc.values(), default=0.0)
