@@ -15,7 +15,7 @@ from typing import Any
 
 import faust
 
-from agents import learner, predictor, store_sink
+from agents import learner, leaving, predictor, store_sink
 from agents.backlog import SignalBacklog
 from agents.learner import DriftHook
 from agents.retrainer import Retrainer
@@ -112,14 +112,14 @@ def create_app(settings: Settings) -> Built:
     async def _on_revoked(sender: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:
         revoked = kwargs.get("revoked", args[0] if args else set())
         partitions = {tp.partition for tp in revoked if tp.topic == outcomes_topic}
-        await learner.commit_leaving(rt, store, partitions)
+        await leaving.commit_leaving(rt, store, partitions)
         store.drop(partitions)
         rt.forget_partitions()
 
     @app.on_before_shutdown.connect
     async def _stop_transactions(sender: Any, /, *args: Any, **kwargs: Any) -> None:
         # Fetching has stopped by now: what was learned is committed, not left to be learned again.
-        await learner.commit_leaving(rt, store, set(store.states))
+        await leaving.commit_leaving(rt, store, set(store.states))
         await store.close()  # the learner's producers; the next owner aborts an open transaction
 
     @app.on_partitions_assigned.connect
