@@ -4,12 +4,12 @@
 default one). Counters, rolling model metrics and model versions are read from the
 :class:`~stream.runtime.Runtime` at each scrape, and the online models from the worker's
 :class:`~agents.state.PartitionStore`; latencies arrive through ``rt.observers``; the
-consumer lag is set by the web layer (:func:`consumer_lag`) before each scrape, because reading it
-needs the running Faust consumer. Every series is prefixed ``alphapulse_``, except those of
-prometheus_client's process and platform collectors (``process_resident_memory_bytes``,
-``python_info``, ...), which keep their usual names. Model keys are an unbounded set, so only the
-first ``ALPHAPULSE_METRICS_MAX_MODEL_KEYS`` get a ``model_key`` label of their own; the others are
-summed under ``model_key="other"``.
+consumer lag is set by the web layer (:func:`alphapulse.lag.consumer_lag`) before each scrape,
+because reading it needs the running Faust consumer. Every series is prefixed ``alphapulse_``,
+except those of prometheus_client's process and platform collectors
+(``process_resident_memory_bytes``, ``python_info``, ...), which keep their usual names. Model
+keys are an unbounded set, so only the first ``ALPHAPULSE_METRICS_MAX_MODEL_KEYS`` get a
+``model_key`` label of their own; the others are summed under ``model_key="other"``.
 
 Examples
 --------
@@ -54,10 +54,9 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, InfoM
 from agents.state import PartitionStore
 from alphapulse._key_summaries import KeySummaries
 from alphapulse._labels import OTHER, LabelCap
-from stream.direct_fetch import direct_fetch_of
 from stream.runtime import Runtime
 
-__all__ = ["LATENCY_BUCKETS", "WorkerMetrics", "consumer_lag"]
+__all__ = ["LATENCY_BUCKETS", "WorkerMetrics"]
 
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 """Histogram buckets of the latency series, in seconds."""
@@ -389,38 +388,3 @@ def _rolling_gauges(prefix: str, help_text: str, label: str) -> dict[str, GaugeM
     return {
         k: GaugeMetricFamily(f"{prefix}_{k}", help_text.format(k), labels=[label]) for k in _ROLLING
     }
-
-
-async def consumer_lag(app: Any) -> dict[tuple[str, int], int]:
-    """High watermark minus position for each partition assigned to ``app``'s consumer (or
-    fetched by its :class:`stream.direct_fetch.DirectFetch`).
-
-    Partitions whose high watermark or position is not known yet are left out; an app whose
-    consumer has not started gives an empty dict.
-    """
-    from aiokafka.errors import IllegalStateError
-    from faust.exceptions import ConsumerNotStarted
-
-    out: dict[tuple[str, int], int] = {}
-    try:
-        consumer = app.consumer
-        assigned = consumer.assignment()
-    except (ConsumerNotStarted, AttributeError, RuntimeError):
-        return out
-    direct = direct_fetch_of(app)
-    routed = direct.routes.topics if direct is not None else frozenset()
-    sources = [(consumer, [tp for tp in assigned if tp.topic not in routed])]
-    if direct is not None and direct.consumer is not None:
-        sources.append((direct.consumer, list(direct.consumer.assignment())))
-    for source, tps in sources:
-        for tp in tps:
-            if tp.topic.endswith("__assignor-__leader"):
-                continue  # Faust's own leader-election topic
-            try:
-                high = source.highwater(tp)
-                pos = await source.position(tp)
-            except (ConsumerNotStarted, IllegalStateError):
-                continue  # not started yet, or the partition was revoked meanwhile
-            if high is not None and pos is not None:
-                out[(tp.topic, tp.partition)] = max(0, int(high) - int(pos))
-    return dict(sorted(out.items()))

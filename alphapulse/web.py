@@ -31,7 +31,8 @@ from prometheus_client import CONTENT_TYPE_LATEST
 
 from agents.state import PartitionStore
 from alphapulse.health import Health, Probe, probe_broker
-from alphapulse.metrics import WorkerMetrics, consumer_lag
+from alphapulse.lag import consumer_lag
+from alphapulse.metrics import WorkerMetrics
 from stream.runtime import Runtime
 
 __all__ = ["dashboard_html", "register_web"]

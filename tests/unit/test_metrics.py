@@ -12,7 +12,8 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from agents.state import PartitionState, PartitionStore
-from alphapulse.metrics import WorkerMetrics, consumer_lag
+from alphapulse.lag import consumer_lag
+from alphapulse.metrics import WorkerMetrics
 from alphapulse.web import dashboard_html
 from models.keyed import KeyedOnline
 from stream.runtime import Runtime, Serving
