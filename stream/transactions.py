@@ -121,6 +121,7 @@ class PartitionTransactions:
         """Stop the producer; an open transaction is left to the broker to abort."""
         producer, self._producer = self._producer, None
         if producer is not None:
+            _retrieve_failures(producer)
             await producer.stop()
 
     async def commit(self, records: Iterable[Outgoing], next_offset: int) -> None:
@@ -171,6 +172,21 @@ class PartitionTransactions:
                 f"transaction of {self.transactional_id} failed ({type(cause).__name__}: "
                 f"{cause}) and could not be aborted ({type(exc).__name__}: {exc})"
             ) from cause
+
+
+def _retrieve_failures(producer: AIOKafkaProducer) -> None:
+    """Mark as seen the failures aiokafka leaves in futures nobody awaits once its sender has
+    failed (fenced): the open transaction's waiter and each unsent batch's drain waiter. Else
+    asyncio logs "Future exception was never retrieved" when they are collected; the failure
+    itself was reported as :class:`TransactionFenced`."""
+    txn = getattr(producer, "_txn_manager", None)
+    futures = [getattr(txn, "_transaction_waiter", None)]
+    acc = getattr(producer, "_message_accumulator", None)
+    for batches in [*getattr(acc, "_batches", {}).values(), getattr(acc, "_pending_batches", ())]:
+        futures.extend(getattr(b, "_drain_waiter", None) for b in batches)
+    for fut in futures:
+        if isinstance(fut, asyncio.Future) and fut.done():
+            _retrieved(fut)
 
 
 def _retrieved(fut: asyncio.Future[Any]) -> None:

@@ -4,6 +4,7 @@ stream.transactions: commit with offsets, abort, and fencing of an older produce
 from __future__ import annotations
 
 import asyncio
+import gc
 from typing import Any
 
 import pytest
@@ -157,3 +158,28 @@ def test_commits_do_not_race_their_own_offsets(
     assert retried == [], f"{len(retried)} produce retries; {per_commit_s * 1000:.1f} ms/commit"
     topic = settings.topic("retrain-queue")
     assert len(asyncio.run(_read(settings, topic, "read_committed"))) == 60
+
+
+def test_a_fenced_producer_leaves_no_unretrieved_failure(settings: Settings) -> None:
+    async def run() -> list[str]:
+        await ensure_topics(settings)
+        reported: list[str] = []
+        loop = asyncio.get_running_loop()
+        loop.set_exception_handler(lambda _, ctx: reported.append(str(ctx.get("message"))))
+        old = PartitionTransactions(settings, 1)
+        await old.start()
+        await old.commit([_rec(settings, b"before")], next_offset=3)
+        new = PartitionTransactions(settings, 1)
+        await new.start()
+        try:
+            with pytest.raises(TransactionFenced):
+                await old.commit([_rec(settings, b"zombie")], next_offset=4)
+        finally:
+            await new.stop()
+        del old
+        for _ in range(3):  # the failed futures are collected, and reported if not retrieved
+            gc.collect()
+            await asyncio.sleep(0.05)
+        return reported
+
+    assert asyncio.run(run()) == []
