@@ -1,5 +1,5 @@
-"""Runs shared by the exactly-once tests: outcomes of one key streamed to a worker that is
-SIGKILLed and restarted while it learns, and a probe signal to read its online model."""
+"""Runs shared by the exactly-once tests: outcomes streamed to a worker that is SIGKILLed and
+restarted while it learns, and a probe signal to read its online model."""
 
 from __future__ import annotations
 
@@ -7,11 +7,13 @@ import asyncio
 import random
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import orjson
 
-from models.synthetic import TradeGenerator
+from models.synthetic import TradeGenerator, TradeRow
 from stream.settings import Settings
 from tests.support import Worker, consume_until, produce
 
@@ -20,21 +22,55 @@ KEY = "BTCUSDT"
 PROBE = {"f0": 0.3, "f1": -1.2, "f2": 0.7, "f3": 0.0, "f4": 2.0}
 
 
+def trade_doc(r: TradeRow, key: str) -> dict[str, Any]:
+    """The outcome of row ``r`` for model key ``key``, as the contract's JSON document."""
+    return {
+        "outcome_id": r.outcome_id,
+        "signal_id": r.signal_id,
+        "symbol": key,
+        "label": bool(r.label),
+        "realized_rr": r.realized_rr,
+        "features": r.features,
+        "ts": r.ts,
+    }
+
+
+def kill_and_restart(
+    env: dict[str, str],
+    log: Path,
+    answers: Callable[[Worker, int], object],
+    go_on: Callable[[int], bool],
+    pause_s: tuple[float, float],
+    seed: int,
+) -> tuple[Worker, int]:
+    """Start a worker; while ``go_on(kills)``, wait until it answers (``answers(worker, kills)``,
+    which asserts it), let it learn for a random pause within ``pause_s``, SIGKILL it and start
+    another. Returns the running worker and the number of kills; on a failure the running
+    worker is stopped before the error goes on."""
+    rng = random.Random(seed)
+    worker = Worker(env, log).start()
+    kills = 0
+    try:
+        while go_on(kills):
+            # Kill only a worker that is consuming: wait until it answers, then let it learn.
+            answers(worker, kills)
+            time.sleep(rng.uniform(*pause_s))
+            worker.kill()
+            kills += 1
+            worker = Worker(env, log).start()
+    except BaseException:
+        worker.stop()
+        raise
+    return worker, kills
+
+
 def outcome_messages(n: int, seed: int) -> list[bytes]:
     """``n`` outcomes of :data:`KEY` as JSON, about 5 % of them sent twice (some much later)."""
     rows = TradeGenerator(n_features=5, n_informative=3, seed=seed).rows(n)
     rng = random.Random(seed)
     out = []
     for r in rows:
-        doc = {
-            "outcome_id": r.outcome_id,
-            "signal_id": r.signal_id,
-            "symbol": KEY,
-            "label": bool(r.label),
-            "realized_rr": r.realized_rr,
-            "features": r.features,
-            "ts": r.ts,
-        }
+        doc = trade_doc(r, KEY)
         out.append(orjson.dumps(doc))
         if rng.random() < 0.05:  # re-sent duplicate, sometimes much later
             out.insert(rng.randrange(len(out)), orjson.dumps(doc))
@@ -81,18 +117,17 @@ def learn_with_kills(
             time.sleep(0.4)
 
     producer = threading.Thread(target=send_all)
-    worker = Worker(env, tmp_path / "worker.log").start()
     producer.start()
-    rng = random.Random(5)
-    kills = 0
+    worker: Worker | None = None
     try:
-        while producer.is_alive() or kills < 5:
-            # Kill only a worker that is consuming: wait until it answers, then let it learn.
-            asyncio.run(probe_online(settings, kills))
-            time.sleep(rng.uniform(0.5, 4.0))
-            worker.kill()
-            kills += 1
-            worker = Worker(env, tmp_path / "worker.log").start()
+        worker, kills = kill_and_restart(
+            env,
+            tmp_path / "worker.log",
+            lambda _, kills: asyncio.run(probe_online(settings, kills)),
+            lambda kills: producer.is_alive() or kills < 5,
+            (0.5, 4.0),
+            seed=5,
+        )
         producer.join()
         deadline = time.monotonic() + wait_s
         pred = asyncio.run(probe_online(settings, 100))
@@ -101,6 +136,7 @@ def learn_with_kills(
             pred = asyncio.run(probe_online(settings, 101))
     finally:
         producer.join(300)
-        worker.stop()
+        if worker is not None:
+            worker.stop()
     assert pred["model_versions"]["online"] == distinct, worker.log_tail()
     return pred, kills

@@ -28,6 +28,7 @@ from mlflow import MlflowClient
 from models.synthetic import TradeGenerator, TradeRow
 from stream.settings import Settings
 from stream.topics import ensure_topics
+from tests.integration.kill_runs import trade_doc
 from tests.support import (
     Collector,
     Record,
@@ -60,16 +61,7 @@ def _regimes() -> tuple[list[TradeRow], list[TradeRow]]:
 
 
 def _outcome(r: TradeRow) -> tuple[bytes, bytes]:
-    doc = {
-        "outcome_id": r.outcome_id,
-        "signal_id": r.signal_id,
-        "symbol": KEY,
-        "label": bool(r.label),
-        "realized_rr": r.realized_rr,
-        "features": r.features,
-        "ts": r.ts,
-    }
-    return KEY.encode(), orjson.dumps(doc)
+    return KEY.encode(), orjson.dumps(trade_doc(r, KEY))
 
 
 def _signal(r: TradeRow) -> tuple[bytes, bytes]:

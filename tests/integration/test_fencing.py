@@ -23,6 +23,7 @@ from models.keyed import KeyedOnline
 from models.synthetic import TradeGenerator
 from stream.settings import Settings
 from stream.topics import ensure_topics
+from tests.integration.kill_runs import trade_doc
 from tests.support import (
     PROBE,
     Collector,
@@ -51,16 +52,7 @@ def _outcomes() -> list[tuple[bytes, bytes]]:
     out: list[tuple[bytes, bytes]] = []
     for i, r in enumerate(rows):
         key = KEYS[i % len(KEYS)]
-        doc = {
-            "outcome_id": r.outcome_id,
-            "signal_id": r.signal_id,
-            "symbol": key,
-            "label": bool(r.label),
-            "realized_rr": r.realized_rr,
-            "features": r.features,
-            "ts": r.ts,
-        }
-        out.append((key.encode(), orjson.dumps(doc)))
+        out.append((key.encode(), orjson.dumps(trade_doc(r, key))))
         if rng.random() < 0.05:
             out.insert(rng.randrange(len(out)), out[-1])
     return out

@@ -18,6 +18,7 @@ import pytest
 
 from stream.settings import Settings
 from stream.topics import ensure_topics
+from tests.integration.kill_runs import kill_and_restart
 from tests.support import Collector, Sender, Worker, online_counts, probe_many
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(600)]
@@ -64,26 +65,24 @@ def test_fifty_thousand_keys_survive_kills_with_exact_counts(
                 sender.send(settings.topic("outcomes"), messages[i : i + 5000])
                 time.sleep(1.0)
 
+        def answers(worker: Worker, kills: int) -> None:
+            answered = probe_many(sender, collector, signals, predictions, [KEYS[kills]], 120)
+            assert answered, worker.log_tail()
+
         producer = threading.Thread(target=send_all)
-        worker = Worker(env, tmp_path / "worker.log").start()
         producer.start()
-        rng = random.Random(5)
-        kills = 0
+        worker: Worker | None = None
         try:
-            while kills < 3:
-                # Kill only a worker that is consuming: wait until it answers, then let it learn.
-                answered = probe_many(sender, collector, signals, predictions, [KEYS[kills]], 120)
-                assert answered, worker.log_tail()
-                time.sleep(rng.uniform(2.0, 6.0))
-                worker.kill()
-                kills += 1
-                worker = Worker(env, tmp_path / "worker.log").start()
+            worker, _ = kill_and_restart(
+                env, tmp_path / "worker.log", answers, lambda kills: kills < 3, (2.0, 6.0), seed=5
+            )
             producer.join()
             expected = dict.fromkeys(KEYS, PER_KEY)
             learned = online_counts(sender, collector, signals, predictions, expected, 150)
         finally:
             producer.join(300)
-            worker.stop()
+            if worker is not None:
+                worker.stop()
     wrong = {k: n for k, n in learned.items() if n != PER_KEY}
     sample = dict(list(wrong.items())[:20])
     assert not wrong, f"{len(wrong)} of {N_KEYS} keys have a wrong count, e.g. {sample}"

@@ -10,7 +10,6 @@ then holds one hard example per outcome id and model-events one drift event per
 from __future__ import annotations
 
 import asyncio
-import random
 import threading
 import time
 from collections import Counter
@@ -24,6 +23,7 @@ from models.keyed import KeyedOnline
 from models.synthetic import TradeGenerator
 from stream.settings import Settings
 from stream.topics import ensure_topics
+from tests.integration.kill_runs import kill_and_restart, trade_doc
 from tests.support import Collector, Sender, Worker, online_counts, probe_many, read_committed
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(600)]
@@ -46,17 +46,7 @@ def _stream() -> list[tuple[bytes, bytes]]:
     out = []
     for j in range(PER_KEY):
         for key, rows in zip(KEYS, per_key, strict=True):
-            r = rows[j]
-            doc = {
-                "outcome_id": r.outcome_id,
-                "signal_id": r.signal_id,
-                "symbol": key,
-                "label": bool(r.label),
-                "realized_rr": r.realized_rr,
-                "features": r.features,
-                "ts": r.ts,
-            }
-            out.append((key.encode(), orjson.dumps(doc)))
+            out.append((key.encode(), orjson.dumps(trade_doc(rows[j], key))))
     return out
 
 
@@ -110,20 +100,22 @@ def test_side_outputs_once_across_kills(
                 sender.send(settings.topic("outcomes"), messages[i : i + 100])
                 time.sleep(1.0)
 
+        def answers(worker: Worker, _: int) -> None:
+            answered = probe_many(sender, collector, signals, predictions, [KEYS[0]], 120)
+            assert answered, worker.log_tail()
+
         producer = threading.Thread(target=send_all)
-        worker = Worker(env, tmp_path / "worker.log").start()
         producer.start()
-        rng = random.Random(7)
-        kills = 0
+        worker: Worker | None = None
         try:
-            while producer.is_alive() or kills < 5:
-                # Kill only a worker that is consuming: wait until it answers, then let it learn.
-                answered = probe_many(sender, collector, signals, predictions, [KEYS[0]], 120)
-                assert answered, worker.log_tail()
-                time.sleep(rng.uniform(0.5, 3.0))
-                worker.kill()
-                kills += 1
-                worker = Worker(env, tmp_path / "worker.log").start()
+            worker, _ = kill_and_restart(
+                env,
+                tmp_path / "worker.log",
+                answers,
+                lambda kills: producer.is_alive() or kills < 5,
+                (0.5, 3.0),
+                seed=7,
+            )
             producer.join()
             expected = dict.fromkeys(KEYS, PER_KEY)
             learned = online_counts(sender, collector, signals, predictions, expected, 180)
@@ -132,7 +124,8 @@ def test_side_outputs_once_across_kills(
             time.sleep(3.0)
         finally:
             producer.join(300)
-            worker.stop()
+            if worker is not None:
+                worker.stop()
 
     hard = Counter(
         orjson.loads(r.value or b"null")["outcome_id"]
