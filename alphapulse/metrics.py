@@ -113,7 +113,9 @@ class WorkerMetrics:
         self.store = store
         self.registry = CollectorRegistry(auto_describe=False)
         self.histograms: dict[str, Histogram] = {}
-        self.recent: dict[str, deque[tuple[float, float]]] = {}
+        # Times and values of each name's recent observations, in two deques: numpy reads a
+        # deque of floats without a Python loop (the sampler runs on the agents' event loop).
+        self.recent: dict[str, tuple[deque[float], deque[float]]] = {}
         self.latency_window = latency_window
         self.latency_window_s = latency_window_s
         self.lag: dict[tuple[str, int], int] = {}
@@ -148,9 +150,12 @@ class WorkerMetrics:
                 registry=self.registry,
             )
             self.histograms[name] = hist
-            self.recent[name] = deque(maxlen=self.latency_window)
+            n = self.latency_window
+            self.recent[name] = (deque(maxlen=n), deque(maxlen=n))
         hist.observe(value)
-        self.recent[name].append((time.monotonic(), value))
+        times, values = self.recent[name]
+        times.append(time.monotonic())
+        values.append(value)
 
     def render(self) -> bytes:
         """The Prometheus text exposition of every series."""
@@ -159,10 +164,13 @@ class WorkerMetrics:
     def quantiles(self, name: str = "predict_latency_s") -> dict[str, float | int | None]:
         """p50 and p99 in milliseconds of the recent values of ``name``, and how many there are."""
         horizon = time.monotonic() - self.latency_window_s
-        values = [v for t, v in self.recent.get(name, ()) if t >= horizon]
-        if not values:
+        times, values = self.recent.get(name, ((), ()))
+        start = 0
+        if times and times[0] < horizon:  # else every value is recent enough (the usual case)
+            start = int(np.searchsorted(np.fromiter(times, float, len(times)), horizon))
+        arr = np.fromiter(values, float, len(values))[start:] * 1000.0
+        if not arr.size:
             return {"p50_ms": None, "p99_ms": None, "n": 0}
-        arr = np.asarray(values, dtype=float) * 1000.0
         p50, p99 = np.percentile(arr, [50, 99])
         return {"p50_ms": round(float(p50), 3), "p99_ms": round(float(p99), 3), "n": int(arr.size)}
 
@@ -178,8 +186,14 @@ class WorkerMetrics:
         (each key computed again only after it learned: :class:`KeySummaries`)."""
         return {} if self.store is None else self._key_summaries.collect(self.store)
 
-    def sample(self, now: float | None = None) -> dict[str, Any]:
-        """Append one point to the dashboard's time series (called about once a second)."""
+    def sample(
+        self,
+        now: float | None = None,
+        quantiles: dict[str, float | int | None] | None = None,
+        components: dict[str, dict[str, float | int | None]] | None = None,
+    ) -> dict[str, Any]:
+        """Append one point to the dashboard's time series (called about once a second), with
+        :meth:`quantiles` and :meth:`components` as given, else computed now."""
         now = time.time() if now is None else now
         c = self.rt.counters
         preds, outs = c["predictions"], c["outcomes.learned"]
@@ -189,14 +203,16 @@ class WorkerMetrics:
         if now > first[0]:
             dt = now - first[0]
             self._rates = ((preds - first[1]) / dt, (outs - first[2]) / dt)
-        q = self.quantiles()
+        q = self.quantiles() if quantiles is None else quantiles
+        if components is None:
+            components = self.components()
         point = {
             "t": int(now * 1000),
             "predictions_per_s": round(self._rates[0], 3),
             "outcomes_per_s": round(self._rates[1], 3),
             "p50_ms": q["p50_ms"],
             "p99_ms": q["p99_ms"],
-            "auc": {k: v["roc_auc"] for k, v in self.components().items()},
+            "auc": {k: v["roc_auc"] for k, v in components.items()},
             "lag": sum(self.lag.values()),
         }
         self.history.append(point)

@@ -94,7 +94,12 @@ def register_web(
     @app.timer(interval=sample_interval_s, name="alphapulse-metrics-sampler")
     async def sample() -> None:
         await refresh_lag()
-        metrics.sample()
+        # In parts, each short: the loop answers signals in between.
+        quantiles = metrics.quantiles()
+        await asyncio.sleep(0)
+        components = metrics.components()
+        await asyncio.sleep(0)
+        metrics.sample(quantiles=quantiles, components=components)
 
     @app.page("/healthz", name="alphapulse-healthz")
     async def healthz(view: Any, request: Any) -> Any:

@@ -114,6 +114,17 @@ def test_snapshot_quantiles_and_rates() -> None:
     assert len(m.snapshot(with_history=True)["history"]) == 2
 
 
+def test_quantiles_cover_the_recent_window_only() -> None:
+    rt = _runtime()
+    m = WorkerMetrics(rt, latency_window_s=60.0)
+    for ms in (900, 800, 1, 2, 3):
+        rt.observe("predict_latency_s", ms / 1000)
+    times, _ = m.recent["predict_latency_s"]
+    times[0] -= 120.0  # the two slow ones were observed two minutes ago
+    times[1] -= 120.0
+    assert m.quantiles() == {"p50_ms": 2.0, "p99_ms": 2.98, "n": 3}
+
+
 def test_non_finite_and_non_duration_observations_are_ignored() -> None:
     rt = _runtime()
     m = WorkerMetrics(rt)
