@@ -4,6 +4,7 @@ restarted while it learns, and a probe signal to read its online model."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import random
 import threading
 import time
@@ -13,6 +14,7 @@ from typing import Any
 
 import orjson
 
+from alphapulse._rows import outcome_message
 from models.synthetic import TradeGenerator, TradeRow
 from stream.settings import Settings
 from tests.support import Worker, consume_until, produce
@@ -24,15 +26,8 @@ PROBE = {"f0": 0.3, "f1": -1.2, "f2": 0.7, "f3": 0.0, "f4": 2.0}
 
 def trade_doc(r: TradeRow, key: str) -> dict[str, Any]:
     """The outcome of row ``r`` for model key ``key``, as the contract's JSON document."""
-    return {
-        "outcome_id": r.outcome_id,
-        "signal_id": r.signal_id,
-        "symbol": key,
-        "label": bool(r.label),
-        "realized_rr": r.realized_rr,
-        "features": r.features,
-        "ts": r.ts,
-    }
+    row = {**dataclasses.asdict(r), "symbol": key, "label": bool(r.label)}
+    return outcome_message(row, keep_ts=True, with_features=True)
 
 
 def kill_and_restart(
