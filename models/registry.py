@@ -23,33 +23,26 @@ decides its promotion.
 
 If registration fails part way, the half-registered version (and a registered model created for
 it) is deleted and the previous champion alias is restored, and a :class:`RegistryError` says why.
+
+:class:`TrainingRun` and the champion challenge live in :mod:`models._registry_run`; the champion
+alias, its history, the undoing of a registration and version downloads in
+:mod:`models._registry_versions`.
 """
 
 from __future__ import annotations
 
 import json
-import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-import pandas as pd
 from mlflow import MlflowClient
-from mlflow.artifacts import download_artifacts
 from mlflow.entities import Param
-from mlflow.exceptions import MlflowException
 
-from models._hpo import TrialReport
 from models._mlflow_calls import metric_list, mlflow_errors, safe_name, terminate
-from models._pyfunc import (
-    LoggedBooster,
-    booster_folder,
-    input_example,
-    link_version,
-    log_booster_model,
-)
+from models._pyfunc import booster_folder
+from models._registry_run import TrainingRun
 from models._registry_types import (
     ModelVersionInfo,
     RegisteredModelInfo,
@@ -57,8 +50,18 @@ from models._registry_types import (
     parse_history,
     version_info,
 )
-from models.errors import AlphaPulseError, DataError, ModelError, RegistryError
-from models.trainer import TrainedModel, TrainingConfig, TrainingResult, evaluate
+from models._registry_versions import (
+    CHAMPION,
+    HISTORY_TAG,
+    alias_or_none,
+    downloaded,
+    prepare_version,
+    read_history,
+    set_champion,
+    undo_version,
+)
+from models.errors import ModelError, RegistryError
+from models.trainer import TrainedModel, TrainingConfig
 
 __all__ = [
     "CHAMPION",
@@ -69,112 +72,8 @@ __all__ = [
     "TrainingRun",
 ]
 
-CHAMPION = "champion"
-HISTORY_TAG = "alphapulse.champion_history"
 LAST_RUN_TAG = "alphapulse.last_run."
-_HISTORY_KEEP = 200
 _DOCUMENT = "document.json"
-
-
-class TrainingRun:
-    """The MLflow run of one training job, made by :meth:`ModelRegistry.training_run`.
-
-    Pass :meth:`log_trial` as the trainer's ``on_trial`` callback, then :meth:`register` the
-    result (the :class:`ModelRegistry` example shows the whole flow).
-
-    >>> TrainingRun.log_trial.__doc__.split(" (")[0]
-    'Record one search trial as a nested run'
-    """
-
-    def __init__(self, registry: ModelRegistry, name: str, run_id: str, experiment_id: str) -> None:
-        self.registry = registry
-        self.name = name
-        self.run_id = run_id
-        self.experiment_id = experiment_id
-        self.logged: LoggedBooster | None = None
-        """The MLflow model that :meth:`register` logged on this run."""
-
-    def log_trial(self, report: TrialReport) -> None:
-        """Record one search trial as a nested run (usable as ``on_trial``)."""
-        client = self.registry.client
-        with mlflow_errors(f"logging trial {report.number}"):
-            run = client.create_run(
-                self.experiment_id,
-                run_name=f"{self.name}-trial-{report.number}",
-                tags={"mlflow.parentRunId": self.run_id, "alphapulse.trial": str(report.number)},
-            )
-            metrics = dict(report.metrics)
-            if report.value is not None:
-                metrics["objective"] = report.value
-            metrics["duration_s"] = report.duration_s
-            params = [Param(k, str(v)) for k, v in report.params.items()]
-            client.log_batch(run.info.run_id, metrics=metric_list(metrics), params=params)
-            status = "FINISHED" if report.state == "COMPLETE" else "FAILED"
-            terminate(client, run.info.run_id, status)
-
-    def log_params(self, params: dict[str, Any]) -> None:
-        """Record job parameters on this run (such as ``hard_examples``, the up-weighted rows)."""
-        with mlflow_errors("logging the run's parameters"):
-            self.registry.client.log_batch(
-                self.run_id, params=[Param(safe_name(k), str(v)) for k, v in params.items()]
-            )
-
-    def register(
-        self,
-        result: TrainingResult,
-        *,
-        force: bool = False,
-        warm_start_from: str | None = None,
-        move_alias: bool = True,
-    ) -> Registration:
-        """Log ``result`` on this run, register it under the run's name, decide on promotion.
-
-        With ``move_alias`` false the decision is returned but the caller moves the alias
-        (:meth:`ModelRegistry.promote`), so that it can announce the promotion before a reloader
-        sees it.
-        """
-        self.logged = self._log_result(result, warm_start_from)
-        return self.registry._register(
-            self.name, self.run_id, result, force, move_alias, self.logged
-        )
-
-    def log_artifacts(self, local_dir: Path, artifact_path: str) -> None:
-        """Attach the files under ``local_dir`` to this run at ``artifact_path`` (the report)."""
-        with mlflow_errors(f"attaching {artifact_path} to the training run"):
-            self.registry.client.log_artifacts(self.run_id, str(local_dir), artifact_path)
-
-    def _log_result(self, result: TrainingResult, warm_start_from: str | None) -> LoggedBooster:
-        client = self.registry.client
-        params: dict[str, Any] = {f"cfg.{k}": v for k, v in result.config.as_params().items()}
-        params.update(
-            n_train=result.n_train,
-            n_valid=result.n_valid,
-            n_rows=result.n_train + result.n_valid,
-            n_features=len(result.feature_names),
-            n_trees=result.model.n_trees,
-            scale_pos_weight_applied=round(result.scale_pos_weight, 6),
-            warm_start_from=warm_start_from or "",
-        )
-        if result.time_range is not None:
-            lo, hi = result.time_range
-            params.update(
-                data_ts_min=lo,
-                data_ts_max=hi,
-                data_time_min=pd.Timestamp(lo, unit="ms", tz="UTC").isoformat(),
-                data_time_max=pd.Timestamp(hi, unit="ms", tz="UTC").isoformat(),
-            )
-        metrics = {**result.metrics, "n_train": result.n_train, "n_valid": result.n_valid}
-        holdout = result.holdout
-        example = input_example(holdout.X, holdout.feature_names, result.feature_names)
-        tags = {"alphapulse.role": self.name, "alphapulse.cadence": result.config.cadence}
-        with mlflow_errors("logging the training run"):
-            client.log_batch(self.run_id, params=[Param(k, str(v)) for k, v in params.items()])
-            logged = log_booster_model(
-                client, self.experiment_id, self.run_id, result.model, example, tags
-            )
-            # Metrics that name the model show on the LoggedModel as well as on the run.
-            client.log_batch(self.run_id, metrics=metric_list(metrics, "holdout_", logged.model_id))
-        return logged
 
 
 class ModelRegistry:
@@ -276,143 +175,6 @@ class ModelRegistry:
         with mlflow_errors("closing the run"):
             terminate(self.client, handle.run_id, "FINISHED")
 
-    def _prepare(
-        self, name: str, run_id: str, source: str | None = None
-    ) -> tuple[bool, str | None, list[str], str]:
-        """Create ``name`` if new; its champion and history before, and the version's source
-        (``source``, or the run's ``model`` artifacts)."""
-        client = self.client
-        with mlflow_errors(f"looking up registered model {name!r}"):
-            created_model = not client.search_registered_models(f"name = '{name}'")
-            if created_model:
-                client.create_registered_model(name)
-            old_champion = self._alias_or_none(name, CHAMPION)
-            old_history = self._history(name)
-            if source is None:
-                source = f"{client.get_run(run_id).info.artifact_uri.rstrip('/')}/model"
-        return created_model, old_champion, old_history, source
-
-    def _register(
-        self,
-        name: str,
-        run_id: str,
-        result: TrainingResult,
-        force: bool,
-        move_alias: bool,
-        logged: LoggedBooster,
-    ) -> Registration:
-        client = self.client
-        # The LoggedModel's own location: a "models:/<model_id>" source would be resolved by a
-        # local SQLite store through the process-wide tracking URI, not this client's.
-        created_model, old_champion, old_history, source = self._prepare(
-            name, run_id, logged.artifact_location
-        )
-        version: str | None = None
-        promoted_alias = False
-        try:
-            with mlflow_errors(f"registering a version of {name!r}"):
-                tags = {
-                    "alphapulse.model_type": result.model.model_type,
-                    "alphapulse.focal_loss": str(result.model.focal_loss).lower(),
-                    "alphapulse.features": json.dumps(list(result.feature_names))[:4900],
-                    "alphapulse.cadence": result.config.cadence,
-                }
-                version = str(
-                    client.create_model_version(
-                        name, source, run_id, tags=tags, model_id=logged.model_id
-                    ).version
-                )
-                link_version(client, logged.model_id, name, version)
-            loaded = self.load_version(name, version)
-            probe = result.holdout.X
-            if not np.array_equal(loaded.predict_proba(probe), result.model.predict_proba(probe)):
-                raise RegistryError(
-                    f"{name} version {version} does not predict like the trained model"
-                )
-            promote, reason, champ_metrics = self._challenge(name, old_champion, result, force)
-            if promote and move_alias:
-                promoted_alias = True
-                self._set_champion(name, version)
-            with mlflow_errors("tagging the version"):
-                client.set_model_version_tag(name, version, "alphapulse.promotion", reason)
-        except BaseException as exc:
-            restore = (old_champion, old_history) if promoted_alias else None
-            self._undo(name, version, created_model, restore)
-            if isinstance(exc, AlphaPulseError) or not isinstance(exc, Exception):
-                raise
-            raise RegistryError(f"registering {name!r} failed: {exc}") from exc
-        return Registration(
-            name,
-            version,
-            run_id,
-            promote,
-            reason,
-            old_champion,
-            dict(result.metrics),
-            champ_metrics,
-        )
-
-    def _challenge(
-        self, name: str, champion: str | None, result: TrainingResult, force: bool
-    ) -> tuple[bool, str, dict[str, float] | None]:
-        new_loss = result.metrics["log_loss"]
-        if champion is None:
-            return True, "first version of this model", None
-        holdout = pd.DataFrame(result.holdout.X, columns=list(result.holdout.feature_names))
-        try:
-            p = self.load_version(name, champion).predict_proba(holdout)
-        except DataError as exc:
-            why = f"champion v{champion} cannot be scored on this holdout ({exc})"
-            return force, ("forced; " if force else "kept champion: ") + why, None
-        champ = evaluate(result.holdout.y, p, result.holdout.rr, result.config.threshold)
-        cmp = f"log loss {new_loss:.5f} vs champion v{champion} {champ['log_loss']:.5f}"
-        if force:
-            return True, f"forced; {cmp}", champ
-        if new_loss < champ["log_loss"]:
-            return True, f"beats champion: {cmp}", champ
-        return False, f"does not beat champion: {cmp}", champ
-
-    def _undo(
-        self,
-        name: str,
-        version: str | None,
-        created_model: bool,
-        restore: tuple[str | None, list[str]] | None,
-    ) -> None:
-        """Remove a half-registered version and put the previous champion and history back."""
-        client = self.client
-        try:
-            if version is not None:
-                client.delete_model_version(name, version)
-            if restore is not None and not created_model:
-                champion, history = restore
-                if champion is not None:
-                    client.set_registered_model_alias(name, CHAMPION, champion)
-                client.set_registered_model_tag(name, HISTORY_TAG, json.dumps(history))
-            if created_model and not client.search_model_versions(f"name = '{name}'"):
-                client.delete_registered_model(name)
-        except MlflowException as exc:
-            raise RegistryError(
-                f"registration of {name!r} failed and cleaning up version {version} failed too: "
-                f"{exc.message}; delete it by hand"
-            ) from exc
-
-    def _alias_or_none(self, name: str, alias: str) -> str | None:
-        try:
-            return str(self.client.get_model_version_by_alias(name, alias).version)
-        except MlflowException:
-            return None
-
-    def _history(self, name: str) -> list[str]:
-        with mlflow_errors(f"reading {name!r}"):
-            return parse_history(self.client.get_registered_model(name).tags.get(HISTORY_TAG))
-
-    def _set_champion(self, name: str, version: str) -> None:
-        history = [*self._history(name), version][-_HISTORY_KEEP:]
-        with mlflow_errors(f"setting the champion of {name!r}"):
-            self.client.set_registered_model_alias(name, CHAMPION, version)
-            self.client.set_registered_model_tag(name, HISTORY_TAG, json.dumps(history))
-
     def get_version(self, name: str, version: str | int) -> ModelVersionInfo:
         """Details of one registered version."""
         with mlflow_errors(f"finding {name} version {version}"):
@@ -420,7 +182,7 @@ class ModelRegistry:
 
     def champion(self, name: str) -> ModelVersionInfo | None:
         """The version the ``champion`` alias points at, or ``None`` (also for unknown models)."""
-        version = self._alias_or_none(name, CHAMPION)
+        version = alias_or_none(self.client, name, CHAMPION)
         return None if version is None else self.get_version(name, version)
 
     def latest_version(self, name: str) -> ModelVersionInfo | None:
@@ -436,32 +198,9 @@ class ModelRegistry:
         with mlflow_errors(f"resolving {name}@{alias}"):
             return str(self.client.get_model_version_by_alias(name, alias).version)
 
-    @contextmanager
-    def _downloaded(self, name: str, version: str) -> Iterator[Path]:
-        """The artifacts of ``models:/<name>/<version>`` in a temporary folder."""
-        if not (version.isascii() and version.isdigit()):
-            raise RegistryError(
-                f"load by exact version only; got {version!r} (resolve aliases first)"
-            )
-        with (
-            tempfile.TemporaryDirectory(prefix="alphapulse-load-") as tmp,
-            mlflow_errors(f"loading models:/{name}/{version}"),
-        ):
-            # MLflow's own "models:/" resolution ignores the registry URI argument and falls back to
-            # the process-wide default, so resolve the exact version through this client instead.
-            source = self.client.get_model_version_download_uri(name, version)
-            yield Path(
-                download_artifacts(
-                    artifact_uri=source,
-                    dst_path=tmp,
-                    tracking_uri=self.tracking_uri,
-                    registry_uri=self.tracking_uri,
-                )
-            )
-
     def load_version(self, name: str, version: str | int) -> TrainedModel:
         """Load ``models:/<name>/<version>`` (an exact version, never an alias)."""
-        with self._downloaded(name, str(version)) as path:
+        with downloaded(self.client, self.tracking_uri, name, str(version)) as path:
             return TrainedModel.load(booster_folder(path))
 
     def load_alias(self, name: str, alias: str = CHAMPION) -> tuple[str, TrainedModel]:
@@ -520,7 +259,7 @@ class ModelRegistry:
             raise
         with mlflow_errors("closing the run"):
             terminate(client, run_id, "FINISHED")
-        created_model, old_champion, old_history, source = self._prepare(name, run_id)
+        created_model, old_champion, old_history, source = prepare_version(client, name, run_id)
         version: str | None = None
         try:
             with mlflow_errors(f"registering a version of {name!r}"):
@@ -530,9 +269,9 @@ class ModelRegistry:
                 )
                 client.set_model_version_tag(name, version, "alphapulse.promotion", reason)
             if promote:
-                self._set_champion(name, version)
+                set_champion(client, name, version)
         except BaseException:
-            self._undo(name, version, created_model, (old_champion, old_history))
+            undo_version(client, name, version, created_model, (old_champion, old_history))
             raise
         return Registration(name, version, run_id, promote, reason, old_champion, dict(metrics))
 
@@ -541,7 +280,7 @@ class ModelRegistry:
 
         Raises :class:`ModelError` when the version holds no readable document.
         """
-        with self._downloaded(name, str(version)) as path:
+        with downloaded(self.client, self.tracking_uri, name, str(version)) as path:
             try:
                 return json.loads((Path(path) / _DOCUMENT).read_text(encoding="utf-8"))
             except (OSError, ValueError) as exc:
@@ -602,13 +341,13 @@ class ModelRegistry:
         version = str(version)
         with mlflow_errors(f"finding {name} version {version}"):
             self.client.get_model_version(name, version)
-        if self._alias_or_none(name, CHAMPION) != version:
-            self._set_champion(name, version)
+        if alias_or_none(self.client, name, CHAMPION) != version:
+            set_champion(self.client, name, version)
 
     def rollback(self, name: str) -> str:
         """Move ``champion`` back to the previous champion; returns that version."""
-        history = self._history(name)
-        current = self._alias_or_none(name, CHAMPION)
+        history = read_history(self.client, name)
+        current = alias_or_none(self.client, name, CHAMPION)
         if history and history[-1] == current:
             history.pop()
         with mlflow_errors(f"listing versions of {name!r}"):
