@@ -12,20 +12,30 @@ session, so it outlives the command that started it; its state lives under the d
 
 from __future__ import annotations
 
-import base64
 import json
 import os
 import shutil
 import signal
-import socket
-import subprocess
 import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from stream._broker_files import LOG4J2_XML, pom_xml, server_properties
+from stream._broker_files import LOG4J2_XML, server_properties
+from stream._broker_procs import (
+    fetch_jars,
+    find_java,
+    format_storage,
+    kill_after,
+    new_cluster_id,
+    pid_alive,
+    port_free,
+    port_open,
+    spawn_node,
+    tail,
+    wait_exit,
+)
 from stream.errors import BrokerError
 from stream.settings import Settings
 
@@ -50,71 +60,6 @@ class NodeStatus:
     port: int
     pid: int | None
     running: bool
-
-
-def _port_open(host: str, port: int, timeout: float = 0.5) -> bool:
-    try:
-        with socket.create_connection((host, port), timeout=timeout):
-            return True
-    except OSError:
-        return False
-
-
-def _port_free(host: str, port: int) -> bool:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            s.bind((host, port))
-        except OSError:
-            return False
-    return True
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    # A zombie child still answers kill(0); reap it if it is ours.
-    try:
-        done, _ = os.waitpid(pid, os.WNOHANG)
-    except ChildProcessError:
-        return _not_zombie(pid)
-    return done == 0
-
-
-def _not_zombie(pid: int) -> bool:
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return True
-    return stat.rsplit(")", 1)[-1].split()[0] != "Z"
-
-
-def _cluster_id(random_bytes: Callable[[], bytes] = lambda: uuid.uuid4().bytes) -> str:
-    """A random cluster id: 16 bytes in URL-safe base64, never starting with ``-``.
-
-    Kafka's own ``Uuid.randomUuid`` draws again in that case, and so do we: ``kafka-storage
-    format -t ID`` reads an id that starts with ``-`` as an option and fails (1 start in 64).
-
-    >>> draws = iter([bytes([0xF8]) + bytes(15), bytes(16)])  # the first encodes as "-AAA..."
-    >>> _cluster_id(lambda: next(draws))
-    'AAAAAAAAAAAAAAAAAAAAAA'
-    """
-    while True:
-        cid = base64.urlsafe_b64encode(random_bytes()).rstrip(b"=").decode()
-        if not cid.startswith("-"):
-            return cid
-
-
-def _tail(path: Path, lines: int = 30) -> str:
-    try:
-        text = path.read_text(errors="replace")
-    except OSError:
-        return "(no log written)"
-    return "\n".join(text.splitlines()[-lines:])
 
 
 class LocalKafka:
@@ -233,46 +178,9 @@ class LocalKafka:
         marker = self.lib_dir / ".complete"
         if marker.exists():
             return self.lib_dir
-        mvn = shutil.which("mvn")
-        if mvn is None:
-            raise BrokerError(
-                "Maven (mvn) is not on PATH; it is needed once to fetch the Kafka jars. "
-                "Install it (apt-get install maven) or set KAFKA_BOOTSTRAP_SERVERS to use an "
-                "existing cluster."
-            )
-        work = self.lib_dir.parent
-        work.mkdir(parents=True, exist_ok=True)
-        (work / "pom.xml").write_text(pom_xml(self.kafka_version, self.log4j_version))
-        progress(f"resolving Kafka {self.kafka_version} jars from Maven Central into {work}")
-        proc = subprocess.run(
-            [
-                mvn,
-                "-B",
-                "-q",
-                "-f",
-                str(work / "pom.xml"),
-                "dependency:copy-dependencies",
-                "-DincludeScope=runtime",
-                f"-DoutputDirectory={self.lib_dir}",
-            ],
-            capture_output=True,
-            text=True,
-            check=False,
-        )
-        if proc.returncode != 0 or not any(self.lib_dir.glob("kafka_2.13-*.jar")):
-            tail = "\n".join((proc.stdout + proc.stderr).splitlines()[-20:])
-            raise BrokerError(f"Maven could not resolve the Kafka jars:\n{tail}")
+        fetch_jars(self.lib_dir, self.kafka_version, self.log4j_version, progress)
         marker.write_text(self.kafka_version)
         return self.lib_dir
-
-    def _java(self) -> str:
-        java = shutil.which("java")
-        if java is None:
-            raise BrokerError(
-                "Java is not on PATH; Kafka needs a Java 17+ runtime. Install one "
-                "(apt-get install openjdk-17-jre-headless) or set KAFKA_BOOTSTRAP_SERVERS."
-            )
-        return java
 
     # ----- status ----------------------------------------------------------------------------
     def _read_pid(self, node: int) -> int | None:
@@ -286,7 +194,7 @@ class LocalKafka:
         out = []
         for i in range(self.nodes):
             pid = self._read_pid(i)
-            alive = pid is not None and _pid_alive(pid)
+            alive = pid is not None and pid_alive(pid)
             out.append(NodeStatus(i, self.port(i), pid if alive else None, alive))
         return out
 
@@ -341,7 +249,7 @@ class LocalKafka:
             )
             (d / "server.properties").write_text(props)
             (d / "log4j2.xml").write_text(LOG4J2_XML)
-            self._format(i, cluster_id, users)
+            format_storage(self.lib_dir, d, i, cluster_id, self.scram_mechanism, users)
         meta: dict[str, object] = {
             "cluster_id": cluster_id,
             "nodes": self.nodes,
@@ -350,37 +258,6 @@ class LocalKafka:
         if self.client_listener_protocol != "PLAINTEXT":
             meta["client_listener_protocol"] = self.client_listener_protocol
         self._meta_file.write_text(json.dumps(meta))
-
-    def _format(
-        self, node: int, cluster_id: str, scram_users: dict[str, str] | None = None
-    ) -> None:
-        d = self._node_dir(node)
-        scram: list[str] = []
-        for name, password in (scram_users or {}).items():
-            scram += ["--add-scram", f"{self.scram_mechanism}=[name={name},password={password}]"]
-        proc = subprocess.run(
-            [
-                self._java(),
-                "-cp",
-                f"{self.lib_dir}/*",
-                f"-Dlog4j2.configurationFile={d}/log4j2.xml",
-                "kafka.tools.StorageTool",
-                "format",
-                "-t",
-                cluster_id,
-                "-c",
-                str(d / "server.properties"),
-                "--ignore-formatted",
-                *scram,
-            ],
-            capture_output=True,
-            text=True,
-            check=False,
-        )
-        if proc.returncode != 0:
-            raise BrokerError(
-                f"formatting storage of node {node} failed:\n{(proc.stdout + proc.stderr)[-2000:]}"
-            )
 
     def _needs_format(self) -> bool:
         try:
@@ -397,36 +274,14 @@ class LocalKafka:
         """Start one node's JVM (storage must already be formatted)."""
         d = self._node_dir(node)
         for port in (self.port(node), self.controller_port(node)):
-            if not _port_free(self.host, port):
+            if not port_free(self.host, port):
                 raise BrokerError(
                     f"port {self.host}:{port} is taken by another process; stop it or choose "
                     "another port with ALPHAPULSE_BROKER_PORT"
                 )
         log = self.log_file(node)
-        with log.open("ab") as out:
-            proc = subprocess.Popen(
-                [
-                    self._java(),
-                    "-Xms128m",
-                    f"-Xmx{self.heap}",
-                    "-XX:+UseG1GC",
-                    # C1 only: a local broker lives minutes to hours, and on a small machine the
-                    # C2 compiler's CPU shows up as the worker's latency (docs/benchmarks.md).
-                    "-XX:TieredStopAtLevel=1",
-                    "-Djava.awt.headless=true",
-                    f"-Dlog4j2.configurationFile={d}/log4j2.xml",
-                    f"-Dkafka.logs.dir={d}",
-                    "-cp",
-                    f"{self.lib_dir}/*",
-                    "kafka.Kafka",
-                    str(d / "server.properties"),
-                ],
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-                start_new_session=True,
-            )
-        self._pid_file(node).write_text(str(proc.pid))
+        pid = spawn_node(self.lib_dir, d, self.heap, log)
+        self._pid_file(node).write_text(str(pid))
         self._log_offsets[node] = log.stat().st_size if log.exists() else 0
 
     def wait_ready(self, node: int, timeout: float = 120.0) -> None:
@@ -436,10 +291,10 @@ class LocalKafka:
         start = self._log_offsets.get(node, 0)
         while time.monotonic() < deadline:
             pid = self._read_pid(node)
-            if pid is None or not _pid_alive(pid):
+            if pid is None or not pid_alive(pid):
                 raise BrokerError(
                     f"the Kafka JVM of node {node} exited during start; last log lines "
-                    f"({log}):\n{_tail(log)}"
+                    f"({log}):\n{tail(log)}"
                 )
             try:
                 with log.open("rb") as f:
@@ -447,24 +302,24 @@ class LocalKafka:
                     started = _READY_MARK.encode() in f.read()
             except OSError:
                 started = False
-            if started and _port_open(self.host, self.port(node)):
+            if started and port_open(self.host, self.port(node)):
                 return
             time.sleep(0.25)
         raise BrokerError(
-            f"node {node} did not become ready in {timeout:.0f}s; last log lines:\n{_tail(log)}"
+            f"node {node} did not become ready in {timeout:.0f}s; last log lines:\n{tail(log)}"
         )
 
     def up(self, progress: Callable[[str], None] = print, timeout: float = 120.0) -> bool:
         """Start the cluster. Returns False when it was already running."""
         if self.running():
             return False
-        self._java()
+        find_java()
         self.ensure_jars(progress)
         self.state_dir.mkdir(parents=True, exist_ok=True)
         if self._needs_format():
             shutil.rmtree(self.state_dir, ignore_errors=True)
             self.state_dir.mkdir(parents=True)
-            self._configure(_cluster_id())
+            self._configure(new_cluster_id())
         progress(f"starting {self.nodes} Kafka node(s) on {self.bootstrap_servers}")
         try:
             for i, st in enumerate(self.status()):
@@ -481,20 +336,18 @@ class LocalKafka:
     def kill_node(self, node: int) -> None:
         """SIGKILL one node (fault injection)."""
         pid = self._read_pid(node)
-        if pid is not None and _pid_alive(pid):
+        if pid is not None and pid_alive(pid):
             os.killpg(pid, signal.SIGKILL)
-            self._wait_exit(pid, 10.0)
+            wait_exit(pid, 10.0)
 
     def stop_node(self, node: int, timeout: float = 60.0) -> bool:
         """Stop one node cleanly (SIGTERM, then SIGKILL after ``timeout``)."""
         pid = self._read_pid(node)
-        if pid is None or not _pid_alive(pid):
+        if pid is None or not pid_alive(pid):
             self._pid_file(node).unlink(missing_ok=True)
             return False
         os.killpg(pid, signal.SIGTERM)
-        if not self._wait_exit(pid, timeout):
-            os.killpg(pid, signal.SIGKILL)
-            self._wait_exit(pid, 10.0)
+        kill_after(pid, timeout)
         self._pid_file(node).unlink(missing_ok=True)
         return True
 
@@ -502,15 +355,6 @@ class LocalKafka:
         """Start a stopped node again and wait until it is ready."""
         self.start_node(node)
         self.wait_ready(node, timeout)
-
-    @staticmethod
-    def _wait_exit(pid: int, timeout: float) -> bool:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if not _pid_alive(pid):
-                return True
-            time.sleep(0.1)
-        return not _pid_alive(pid)
 
     def down(self, progress: Callable[[str], None] = print, timeout: float = 60.0) -> bool:
         """Stop every node (all at once, so no node waits for a quorum that is leaving).
@@ -520,14 +364,12 @@ class LocalKafka:
         pids = {}
         for i in range(self.nodes):
             pid = self._read_pid(i)
-            if pid is not None and _pid_alive(pid):
+            if pid is not None and pid_alive(pid):
                 os.killpg(pid, signal.SIGTERM)
                 pids[i] = pid
         deadline = time.monotonic() + timeout
         for pid in pids.values():
-            if not self._wait_exit(pid, max(0.0, deadline - time.monotonic())):
-                os.killpg(pid, signal.SIGKILL)
-                self._wait_exit(pid, 10.0)
+            kill_after(pid, max(0.0, deadline - time.monotonic()))
         for i in range(self.nodes):
             self._pid_file(i).unlink(missing_ok=True)
         progress("Kafka stopped" if pids else "Kafka is not running")

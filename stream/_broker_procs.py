@@ -1,0 +1,230 @@
+"""The processes behind the local broker: Maven for the jars, the JVM commands that format (with
+a new cluster id) and run a node, and the checks on ports and pids that
+:class:`stream.broker.LocalKafka` relies on."""
+
+from __future__ import annotations
+
+import base64
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import time
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+
+from stream._broker_files import pom_xml
+from stream.errors import BrokerError
+
+__all__ = [
+    "fetch_jars",
+    "find_java",
+    "format_storage",
+    "kill_after",
+    "new_cluster_id",
+    "pid_alive",
+    "port_free",
+    "port_open",
+    "spawn_node",
+    "tail",
+    "wait_exit",
+]
+
+
+def port_open(host: str, port: int, timeout: float = 0.5) -> bool:
+    """True when something accepts a TCP connection at ``host:port``."""
+    try:
+        with socket.create_connection((host, port), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+def port_free(host: str, port: int) -> bool:
+    """True when ``host:port`` can be bound."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind((host, port))
+        except OSError:
+            return False
+    return True
+
+
+def pid_alive(pid: int) -> bool:
+    """True when process ``pid`` exists and is not a zombie."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    # A zombie child still answers kill(0); reap it if it is ours.
+    try:
+        done, _ = os.waitpid(pid, os.WNOHANG)
+    except ChildProcessError:
+        return _not_zombie(pid)
+    return done == 0
+
+
+def _not_zombie(pid: int) -> bool:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return True
+    return stat.rsplit(")", 1)[-1].split()[0] != "Z"
+
+
+def wait_exit(pid: int, timeout: float) -> bool:
+    """Wait up to ``timeout`` seconds for ``pid`` to exit; True when it did."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if not pid_alive(pid):
+            return True
+        time.sleep(0.1)
+    return not pid_alive(pid)
+
+
+def kill_after(pid: int, timeout: float) -> None:
+    """Wait up to ``timeout`` seconds for ``pid`` to exit, else SIGKILL its process group."""
+    if not wait_exit(pid, timeout):
+        os.killpg(pid, signal.SIGKILL)
+        wait_exit(pid, 10.0)
+
+
+def tail(path: Path, lines: int = 30) -> str:
+    """The last ``lines`` lines of the log at ``path``."""
+    try:
+        text = path.read_text(errors="replace")
+    except OSError:
+        return "(no log written)"
+    return "\n".join(text.splitlines()[-lines:])
+
+
+def find_java() -> str:
+    """The ``java`` on PATH, or :class:`BrokerError` saying how to get one."""
+    java = shutil.which("java")
+    if java is None:
+        raise BrokerError(
+            "Java is not on PATH; Kafka needs a Java 17+ runtime. Install one "
+            "(apt-get install openjdk-17-jre-headless) or set KAFKA_BOOTSTRAP_SERVERS."
+        )
+    return java
+
+
+def fetch_jars(
+    lib_dir: Path, kafka_version: str, log4j_version: str, progress: Callable[[str], None]
+) -> None:
+    """Copy the broker's runtime classpath into ``lib_dir`` with Maven (its POM beside it)."""
+    mvn = shutil.which("mvn")
+    if mvn is None:
+        raise BrokerError(
+            "Maven (mvn) is not on PATH; it is needed once to fetch the Kafka jars. "
+            "Install it (apt-get install maven) or set KAFKA_BOOTSTRAP_SERVERS to use an "
+            "existing cluster."
+        )
+    work = lib_dir.parent
+    work.mkdir(parents=True, exist_ok=True)
+    (work / "pom.xml").write_text(pom_xml(kafka_version, log4j_version))
+    progress(f"resolving Kafka {kafka_version} jars from Maven Central into {work}")
+    proc = subprocess.run(
+        [
+            mvn,
+            "-B",
+            "-q",
+            "-f",
+            str(work / "pom.xml"),
+            "dependency:copy-dependencies",
+            "-DincludeScope=runtime",
+            f"-DoutputDirectory={lib_dir}",
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if proc.returncode != 0 or not any(lib_dir.glob("kafka_2.13-*.jar")):
+        last = "\n".join((proc.stdout + proc.stderr).splitlines()[-20:])
+        raise BrokerError(f"Maven could not resolve the Kafka jars:\n{last}")
+
+
+def new_cluster_id(random_bytes: Callable[[], bytes] = lambda: uuid.uuid4().bytes) -> str:
+    """A random cluster id: 16 bytes in URL-safe base64, never starting with ``-``.
+
+    Kafka's own ``Uuid.randomUuid`` draws again in that case, and so do we: ``kafka-storage
+    format -t ID`` reads an id that starts with ``-`` as an option and fails (1 start in 64).
+
+    >>> draws = iter([bytes([0xF8]) + bytes(15), bytes(16)])  # the first encodes as "-AAA..."
+    >>> new_cluster_id(lambda: next(draws))
+    'AAAAAAAAAAAAAAAAAAAAAA'
+    """
+    while True:
+        cid = base64.urlsafe_b64encode(random_bytes()).rstrip(b"=").decode()
+        if not cid.startswith("-"):
+            return cid
+
+
+def format_storage(
+    lib_dir: Path,
+    node_dir: Path,
+    node: int,
+    cluster_id: str,
+    scram_mechanism: str,
+    scram_users: dict[str, str],
+) -> None:
+    """Format the storage of node ``node`` (``StorageTool format``), adding its SCRAM users."""
+    scram: list[str] = []
+    for name, password in scram_users.items():
+        scram += ["--add-scram", f"{scram_mechanism}=[name={name},password={password}]"]
+    proc = subprocess.run(
+        [
+            find_java(),
+            "-cp",
+            f"{lib_dir}/*",
+            f"-Dlog4j2.configurationFile={node_dir}/log4j2.xml",
+            "kafka.tools.StorageTool",
+            "format",
+            "-t",
+            cluster_id,
+            "-c",
+            str(node_dir / "server.properties"),
+            "--ignore-formatted",
+            *scram,
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if proc.returncode != 0:
+        raise BrokerError(
+            f"formatting storage of node {node} failed:\n{(proc.stdout + proc.stderr)[-2000:]}"
+        )
+
+
+def spawn_node(lib_dir: Path, node_dir: Path, heap: str, log: Path) -> int:
+    """Start a node's JVM in its own session, its output appended to ``log``; return its pid."""
+    with log.open("ab") as out:
+        proc = subprocess.Popen(
+            [
+                find_java(),
+                "-Xms128m",
+                f"-Xmx{heap}",
+                "-XX:+UseG1GC",
+                # C1 only: a local broker lives minutes to hours, and on a small machine the
+                # C2 compiler's CPU shows up as the worker's latency (docs/benchmarks.md).
+                "-XX:TieredStopAtLevel=1",
+                "-Djava.awt.headless=true",
+                f"-Dlog4j2.configurationFile={node_dir}/log4j2.xml",
+                f"-Dkafka.logs.dir={node_dir}",
+                "-cp",
+                f"{lib_dir}/*",
+                "kafka.Kafka",
+                str(node_dir / "server.properties"),
+            ],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+    return proc.pid
