@@ -16,7 +16,6 @@ schema - missing required field 'signal_id'
 from __future__ import annotations
 
 import base64
-import json
 import math
 import re
 import time
@@ -25,6 +24,7 @@ from typing import Any
 
 import orjson
 
+from stream._json_checks import check_unicode, check_unique_keys, json_type, load_json
 from stream.errors import ContractViolation
 from stream.records import DeadLetter, HardExample, Prediction, SignalRequest, TradeOutcome
 
@@ -73,10 +73,6 @@ _RFC3339 = re.compile(r"^\d{4}-\d{2}-\d{2}[Tt]\d{2}:\d{2}:\d{2}(\.\d+)?([Zz]|[+-
 MAX_ID_BYTES = 256
 """Longest id (``signal_id``, ``outcome_id``, ``symbol``, ``model_key``) in UTF-8 bytes."""
 _ID_FIELDS = frozenset({"signal_id", "outcome_id", "symbol", "model_key"})
-_CONTAINERS = frozenset({dict, list})
-# JSON's strings (escapes included) and structural characters; the rest (numbers, literals,
-# commas, blanks) is skipped. Possessive, so a long string is matched without backtracking.
-_TOKENS = re.compile(r'"(?:[^"\\]++|\\.)*+"|[{}\[\]:]')
 
 
 def now_ms() -> int:
@@ -94,130 +90,6 @@ def encode(obj: Any) -> bytes:
         return orjson.dumps(obj)  # orjson writes these dataclasses' fields natively, in order
     to_dict = getattr(obj, "to_dict", None)
     return orjson.dumps(to_dict() if to_dict is not None else obj)
-
-
-def _loads(raw: bytes) -> tuple[Any, bool]:
-    """The parsed document, and whether its strings may hold lone surrogates (see _unicode)."""
-    try:
-        return orjson.loads(raw), False
-    except orjson.JSONDecodeError as exc:
-        # Python's parser also accepts NaN, Infinity and numbers beyond double range; the
-        # contract counts those as missing feature values, not as invalid JSON. The bytes are
-        # decoded strictly first: given bytes, Python's parser would also take UTF-16, a BOM,
-        # and surrogates encoded as UTF-8, none of which is UTF-8 JSON.
-        try:
-            return json.loads(raw.decode("utf-8")), True
-        except (ValueError, UnicodeDecodeError):
-            raise ContractViolation("invalid_json", f"not valid UTF-8 JSON: {exc}") from None
-        except RecursionError:
-            raise ContractViolation("invalid_json", f"nested too deeply: {exc}") from None
-    except UnicodeDecodeError as exc:  # pragma: no cover - orjson reports this as JSONDecodeError
-        raise ContractViolation("invalid_json", f"not valid UTF-8: {exc}") from None
-
-
-def _members(raw: bytes, doc: dict[str, Any]) -> int:
-    """The number of members of every object in ``doc`` (parsed from ``raw``), at any depth."""
-    n, objects = len(doc), 1
-    for v in doc.values():
-        if type(v) is dict:
-            n += len(v)
-            objects += 1
-    # Usually the objects are the message and its features: when the text has no more braces
-    # than that and no bracket, there is no other object (a brace in a string only adds one).
-    if raw.count(b"{") == objects and b"[" not in raw:
-        return n
-    n = 0
-    stack: list[Any] = [doc]  # iteratively: a document may nest a thousand levels deep
-    while stack:
-        v = stack.pop()
-        if type(v) is dict:
-            n += len(v)
-            v = v.values()
-        if not _CONTAINERS.isdisjoint(map(type, v)):
-            stack.extend(x for x in v if type(x) is dict or type(x) is list)
-    return n
-
-
-def _string_colons(doc: Any) -> int:
-    """The colons in every string of ``doc`` (keys and values), at any depth."""
-    n = 0
-    stack = [doc]
-    while stack:
-        v = stack.pop()
-        if type(v) is dict:
-            n += sum(k.count(":") for k in v)
-            v = v.values()
-        for x in v:
-            if type(x) is str:
-                n += x.count(":")
-            elif type(x) is dict or type(x) is list:
-                stack.append(x)
-    return n
-
-
-def _check_unique_keys(raw: bytes, doc: dict[str, Any]) -> None:
-    """Raise ``schema`` when an object in the JSON text ``raw`` (parsed as ``doc``) names a key
-    twice. Both parsers keep the last value silently.
-
-    Each member of an object has one colon outside strings, so ``raw`` has at least as many
-    colons as members; when it has exactly as many as ``doc`` (after the colons of ``doc``'s
-    strings, if there is no ``\\u`` escape that could spell one), no member was dropped. Only
-    when the counts differ is the text scanned for the key, in a pass of a regular expression.
-
-    >>> _check_unique_keys(b'{"a": {"b": 1, "c": "1:2"}}', {"a": {"b": 1, "c": "1:2"}})
-    >>> _check_unique_keys(b'{"a": [{"b": 1, "b": 2}]}', {"a": [{"b": 2}]})
-    Traceback (most recent call last):
-    ...
-    stream.errors.ContractViolation: schema: duplicate key 'b' in a JSON object
-    """
-    colons = raw.count(b":")
-    members = _members(raw, doc)
-    if colons == members:
-        return
-    if b"\\u" not in raw:
-        # Counting the colons of only some strings is enough: equality still proves it. The
-        # message's own strings first, where a time such as "2024-01-01T00:00:00Z" has them.
-        top = sum(v.count(":") for v in doc.values() if type(v) is str)
-        if colons == members + top or colons == members + _string_colons(doc):
-            return
-    objects: list[set[str] | None] = []  # the keys of each open object; None for an array
-    last = ""
-    for m in _TOKENS.finditer(raw.decode("utf-8", "surrogatepass")):
-        tok = m.group()
-        c = tok[0]
-        if c == '"':
-            last = tok
-            continue
-        if c == ":":
-            keys = objects[-1]
-            key = json.loads(last)
-            if keys is not None:
-                if key in keys:
-                    raise ContractViolation(
-                        "schema", f"duplicate key {key[:64]!r} in a JSON object"
-                    )
-                keys.add(key)
-        elif c == "{":
-            objects.append(set())
-        elif c == "[":
-            objects.append(None)
-        else:
-            objects.pop()
-
-
-def _unicode(v: str, what: str) -> str:
-    """``v`` unless it holds a lone surrogate (a ``\\ud800`` escape), which no UTF-8 can carry.
-
-    orjson refuses such strings; Python's parser, the fallback, lets them through, and they
-    could not be encoded again (as a Kafka key, or in a reply).
-    """
-    try:
-        v.encode("utf-8")
-    except UnicodeEncodeError:
-        raise ContractViolation(
-            "schema", f"{what} is not valid Unicode (it holds a lone surrogate)"
-        ) from None
-    return v
 
 
 def parse_ts(value: Any, field_name: str = "ts") -> int | None:
@@ -263,25 +135,11 @@ def _object(raw: bytes | None, limits: Limits) -> tuple[dict[str, Any], bool]:
     if raw is None:
         raise ContractViolation("invalid_json", "the message has no value (a null, or tombstone)")
     limits.check_size(raw)
-    doc, check = _loads(raw)
+    doc, check = load_json(raw)
     if not isinstance(doc, dict):
-        raise ContractViolation("schema", f"message must be a JSON object, not {_jtype(doc)}")
-    _check_unique_keys(raw, doc)
+        raise ContractViolation("schema", f"message must be a JSON object, not {json_type(doc)}")
+    check_unique_keys(raw, doc)
     return doc, check
-
-
-def _jtype(v: Any) -> str:
-    if v is None:
-        return "null"
-    if isinstance(v, bool):
-        return "boolean"
-    if isinstance(v, int | float):
-        return "number"
-    if isinstance(v, str):
-        return "string"
-    if isinstance(v, list):
-        return "array"
-    return "object"
 
 
 def _req_str(doc: dict[str, Any], name: str, check: bool) -> str:
@@ -299,7 +157,7 @@ def _str(v: Any, name: str, check: bool) -> str:
     if not isinstance(v, str) or not v:
         raise ContractViolation("schema", f"field '{name}' must be a non-empty string")
     if check:
-        _unicode(v, f"field '{name}'")
+        check_unicode(v, f"field '{name}'")
     # Up to 64 characters are at most 256 bytes: only longer ids need encoding to be measured.
     if len(v) > MAX_ID_BYTES // 4 and name in _ID_FIELDS:
         size = len(v.encode("utf-8"))
@@ -320,14 +178,14 @@ def _as_float(x: int | float) -> float:
 
 def _features(v: Any, limits: Limits, check: bool, name: str = "features") -> dict[str, float]:
     if not isinstance(v, dict):
-        raise ContractViolation("schema", f"field '{name}' must be an object, not {_jtype(v)}")
+        raise ContractViolation("schema", f"field '{name}' must be an object, not {json_type(v)}")
     if len(v) > limits.max_features:
         raise ContractViolation(
             "too_large", f"'{name}' has {len(v)} entries, limit {limits.max_features}"
         )
     if check:
         for k in v:
-            _unicode(k, f"a feature name in '{name}'")
+            check_unicode(k, f"a feature name in '{name}'")
     elif all(type(x) is float for x in v.values()):
         # The common case, fast: every value a JSON number with a fraction or an exponent.
         # ``x - x`` is 0.0 for a finite x and NaN for an infinity or NaN.
@@ -338,7 +196,7 @@ def _features(v: Any, limits: Limits, check: bool, name: str = "features") -> di
             continue
         if isinstance(x, bool) or not isinstance(x, int | float):
             raise ContractViolation(
-                "bad_feature", f"feature '{k[:64]}' must be a number or null, not {_jtype(x)}"
+                "bad_feature", f"feature '{k[:64]}' must be a number or null, not {json_type(x)}"
             )
         fx = _as_float(x)
         if math.isfinite(fx):
