@@ -80,7 +80,6 @@ class Soak:
         self.t0 = 0.0
         self.rng = random.Random(7)
 
-    # ----- traffic --------------------------------------------------------------------------
     def _signal(self, n: int) -> tuple[bytes, bytes, str, dict[str, float]]:
         key = KEYS[n % len(KEYS)]
         feats = {f"f{i}": round(self.rng.gauss(0.0, 1.0), 5) for i in range(N_FEATURES)}
@@ -149,7 +148,6 @@ class Soak:
                         self.worker_ms.append(float(doc["predicted_at"] - doc["ts"]))
                         self.received_at.append(time.monotonic())
 
-    # ----- measurements ---------------------------------------------------------------------
     async def lag(self, admin: AIOKafkaAdminClient, ends: AIOKafkaConsumer) -> int:
         tps = [
             TopicPartition(self.s.topic(t), p)

@@ -139,7 +139,6 @@ class LocalKafka:
         self.scram_mechanism = scram_mechanism
         self._log_offsets: dict[int, int] = {}
 
-    # ----- addresses ---------------------------------------------------------------------
     def port(self, node: int) -> int:
         """Client port of node ``node`` (0-based)."""
         return self.base_port + 2 * node
@@ -167,7 +166,6 @@ class LocalKafka:
     def _meta_file(self) -> Path:
         return self.state_dir / "cluster.json"
 
-    # ----- jars -----------------------------------------------------------------------------
     @property
     def lib_dir(self) -> Path:
         """Folder holding the resolved broker classpath."""
@@ -182,7 +180,6 @@ class LocalKafka:
         marker.write_text(self.kafka_version)
         return self.lib_dir
 
-    # ----- status ----------------------------------------------------------------------------
     def _read_pid(self, node: int) -> int | None:
         try:
             return int(self._pid_file(node).read_text().strip())
@@ -202,7 +199,6 @@ class LocalKafka:
         """True when every node's JVM is alive."""
         return all(s.running for s in self.status())
 
-    # ----- start -----------------------------------------------------------------------------
     def _listener_properties(self, node: int, inter_broker_password: str) -> dict[str, str]:
         """``server.properties`` lines for a SASL client listener (empty for PLAINTEXT)."""
         if self.client_listener_protocol == "PLAINTEXT":
@@ -332,7 +328,6 @@ class LocalKafka:
             raise
         return True
 
-    # ----- stop ------------------------------------------------------------------------------
     def kill_node(self, node: int) -> None:
         """SIGKILL one node (fault injection)."""
         pid = self._read_pid(node)

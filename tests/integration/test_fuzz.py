@@ -53,7 +53,6 @@ PARTITIONS = 4
 KEYS = ("FZ-A", "FZ-B", "FZ-C")
 DEAD_REASONS = {"invalid_json", "schema", "bad_feature", "too_large", "unjoinable", "duplicate"}
 
-# ----- strategies ------------------------------------------------------------------------------
 
 _plain = st.text(max_size=12)
 _text = st.one_of(
@@ -212,7 +211,6 @@ EXPLICIT = [  # hostile inputs that must be in every run, whatever Hypothesis dr
     Spec("outcomes", "near", _near_payload(features={}, ref=0), "model", False),
 ]
 
-# ----- the model of what the worker must do ----------------------------------------------------
 
 _partitioner = DefaultPartitioner()
 
@@ -347,9 +345,6 @@ def _expect(
     ledger.fates["learned"] += 1
 
 
-# ----- reading back ----------------------------------------------------------------------------
-
-
 def _observed(
     collector: Collector, s: Settings
 ) -> tuple[Counter[str], Counter[tuple[str, bytes]], dict[tuple[str, bytes], Counter[str]]]:
@@ -391,9 +386,6 @@ def _mismatch(ledger: Ledger, collector: Collector, s: Settings) -> list[str]:
                 f"expected one of {ledger.dead_reason[k]}"
             )
     return out
-
-
-# ----- the test --------------------------------------------------------------------------------
 
 
 def test_hostile_input_is_answered_learned_or_deadlettered(

@@ -169,9 +169,6 @@ def test_wrong_password_fails_at_once_with_a_clear_error(
     print(f'\nFIGURES wrong_password {{"exit_code": 1, "seconds": {elapsed:.1f}}}')
 
 
-# ----- size limits, end to end ----------------------------------------------------------------
-
-
 def test_oversized_messages_and_feature_maps_are_deadlettered_too_large(
     settings_env: dict[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -231,8 +228,6 @@ def test_oversized_messages_and_feature_maps_are_deadlettered_too_large(
     assert kept == sorted(o[:256] for o in originals)
     assert worker.proc is not None
 
-
-# ----- models only from the configured registry, by exact version ------------------------------
 
 FEATURES = [f"f{i}" for i in range(4)]
 OTHER = [f"g{i}" for i in range(4)]
