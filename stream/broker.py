@@ -23,19 +23,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from stream._broker_files import LOG4J2_XML, server_properties
-from stream._broker_procs import (
-    fetch_jars,
-    find_java,
-    format_storage,
-    kill_after,
-    new_cluster_id,
-    pid_alive,
-    port_free,
-    port_open,
-    spawn_node,
-    tail,
-    wait_exit,
-)
+from stream._broker_procs import fetch_jars, find_java, format_storage, new_cluster_id, spawn_node
+from stream._processes import kill_after, pid_alive, port_free, port_open, tail, wait_exit
 from stream.errors import BrokerError
 from stream.settings import Settings
 

@@ -21,24 +21,13 @@ import urllib.request
 from pathlib import Path
 
 from models.errors import AlphaPulseError
+from stream._processes import kill_after, pid_alive, tail
 
 __all__ = ["MlflowServer", "MlflowServerError"]
 
 
 class MlflowServerError(AlphaPulseError):
     """The local MLflow server cannot be started or stopped."""
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    try:
-        done, _ = os.waitpid(pid, os.WNOHANG)
-    except ChildProcessError:
-        return True
-    return done == 0
 
 
 class MlflowServer:
@@ -79,7 +68,7 @@ class MlflowServer:
             pid = int(self._pid_file.read_text())
         except (OSError, ValueError):
             return None
-        return pid if _alive(pid) else None
+        return pid if pid_alive(pid) else None
 
     def healthy(self) -> bool:
         """True when the server answers its health check."""
@@ -125,8 +114,9 @@ class MlflowServer:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if proc.poll() is not None:
-                tail = "\n".join(self.log_file.read_text(errors="replace").splitlines()[-20:])
-                raise MlflowServerError(f"mlflow server exited on start:\n{tail}")
+                raise MlflowServerError(
+                    f"mlflow server exited on start:\n{tail(self.log_file, 20)}"
+                )
             if self.healthy():
                 return True
             time.sleep(0.5)
@@ -140,11 +130,7 @@ class MlflowServer:
             self._pid_file.unlink(missing_ok=True)
             return False
         os.killpg(pid, signal.SIGTERM)
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline and _alive(pid):
-            time.sleep(0.1)
-        if _alive(pid):
-            os.killpg(pid, signal.SIGKILL)
+        kill_after(pid, timeout)
         self._pid_file.unlink(missing_ok=True)
         return True
 
@@ -153,5 +139,5 @@ class MlflowServer:
         pid = self.pid()
         if pid is not None:
             os.killpg(pid, signal.SIGKILL)
-            while _alive(pid):
+            while pid_alive(pid):
                 time.sleep(0.05)
