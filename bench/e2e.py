@@ -58,6 +58,7 @@ import subprocess
 import sys
 import time
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -262,11 +263,14 @@ _ANSWERERS = {
 """Module and options of each answerer other than the worker."""
 
 
-def _answerer_cmd(bootstrap: str, env: dict[str, str], s: Settings, kind: str) -> list[str]:
-    """Answerer ``kind`` (see :data:`_ANSWERERS`) for the signals of ``s`` in ``env``'s group."""
+def _answerer_cmd(
+    bootstrap: str, env: dict[str, str], s: Settings, kind: str, *extra: str
+) -> list[str]:
+    """Answerer ``kind`` (see :data:`_ANSWERERS`) for the signals of ``s`` in ``env``'s group,
+    with the options of its kind and then ``extra``."""
     module, *options = _ANSWERERS[kind]
     topics = [s.topic("signals"), env["ALPHAPULSE_APP_ID"], s.topic("outcomes")]
-    return ["-m", module, bootstrap, *topics, s.topic("predictions"), *options]
+    return ["-m", module, bootstrap, *topics, s.topic("predictions"), *options, *extra]
 
 
 def _latency_run(
@@ -372,14 +376,24 @@ def _latency_round(bootstrap: str, args: argparse.Namespace, work: Path, tag: st
     return figures
 
 
-def _measure(args: argparse.Namespace, work: Path) -> None:
-    kafka = None
+@contextlib.contextmanager
+def kafka_for(work: Path) -> Iterator[str]:
+    """The bootstrap servers of ``KAFKA_BOOTSTRAP_SERVERS`` when set, else of a local broker
+    started under ``work`` on free ports and stopped on leaving."""
     bootstrap = Settings().kafka_bootstrap_servers  # an existing cluster, if configured
-    if not bootstrap:
-        kafka = LocalKafka(work / "kafka", Settings().cache_dir, base_port=free_port_block(2))
-        kafka.up(progress=lambda m: print(m, file=sys.stderr))
-        bootstrap = kafka.bootstrap_servers
+    if bootstrap:
+        yield bootstrap
+        return
+    kafka = LocalKafka(work / "kafka", Settings().cache_dir, base_port=free_port_block(2))
+    kafka.up(progress=lambda m: print(m, file=sys.stderr))
     try:
+        yield kafka.bootstrap_servers
+    finally:
+        kafka.down(progress=lambda m: None)
+
+
+def _measure(args: argparse.Namespace, work: Path) -> None:
+    with kafka_for(work) as bootstrap:
         run_id = uuid.uuid4().hex[:6]
         if args.warmup > 0:
             # Unmeasured: the broker's JIT, the page cache and the imports warm up here.
@@ -400,9 +414,6 @@ def _measure(args: argparse.Namespace, work: Path) -> None:
             rounds.append(figures)
         for name, value, unit, extra in summarise(rounds):
             emit(name, value, unit, args.json, **extra)
-    finally:
-        if kafka is not None:
-            kafka.down(progress=lambda m: None)
 
 
 _BASELINES = {

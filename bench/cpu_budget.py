@@ -1,0 +1,180 @@
+"""How much of the worker's latency tail is its CPU: the worker against burning echoes.
+
+``python -m bench.cpu_budget --json`` runs, on one broker and in ``--rounds`` interleaved rounds,
+the latency run of :mod:`bench.e2e` (``--rate`` signals/s plus as many outcomes/s for
+``--duration`` s after ``--lead-in`` s) for the plain echo of :mod:`bench._echo`, for the same
+echo burning CPU at each ``--burn S:O`` (S us per signal before answering it, O us per outcome, in
+turns on its event loop, as the worker learns), and for the worker. Each answerer's CPU is read
+from ``/proc`` over its run. It prints JSON lines (``name``, ``value``, ``unit``, ``low``,
+``high``, ``rounds``), for each answerer A (``echo``, ``burn_S_O``, ``worker``):
+
+- ``A_p50_ms`` and ``A_p99_ms``: signal to prediction;
+- ``A_cpu_s``: the CPU seconds the answerer used in its run;
+- ``A_p99_vs_echo`` (not for the echo): its p99 over the echo's in the same round;
+- ``A_cpu_over_echo_s`` (not for the echo): its CPU seconds over the echo's in the same round.
+
+An echo that burns as much CPU as the worker and answers with the worker's tail says that the
+worker's tail is its CPU on a machine it shares, not the way it is built (docs/benchmarks.md).
+Medians over the rounds, as in :mod:`bench.e2e`; it uses ``KAFKA_BOOTSTRAP_SERVERS`` when set,
+else starts a local broker on free ports.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import time
+import uuid
+from pathlib import Path
+
+import numpy as np
+
+from alphapulse._procs import stop_process_group
+from bench._common import emit, work_dir
+from bench._echo import parse_burn
+from bench.e2e import (
+    _WORKER_CMD,
+    Figures,
+    _answerer_cmd,
+    _fresh_topics,
+    _latency,
+    _progress,
+    _spawn,
+    kafka_for,
+    summarise,
+)
+
+__all__ = ["answerer_name", "cpu_seconds", "main", "round_figures"]
+
+_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_seconds(pid: int) -> float | None:
+    """User plus system CPU seconds of process ``pid`` (all its threads), None when unknown.
+
+    >>> cpu_seconds(os.getpid()) >= 0.0
+    True
+    """
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / _TICKS
+
+
+def answerer_name(burn: str | None) -> str:
+    """The figure prefix of the plain echo (None), a burning echo, or ``"worker"``.
+
+    >>> answerer_name(None), answerer_name("40:100"), answerer_name("worker")
+    ('echo', 'burn_40_100', 'worker')
+    """
+    if burn is None:
+        return "echo"
+    if burn == "worker":
+        return "worker"
+    s, o = parse_burn(burn)
+    return f"burn_{s:g}_{o:g}"
+
+
+def round_figures(runs: dict[str, tuple[list[float], float | None]]) -> Figures:
+    """One round's figures from each answerer's latencies (ms) and CPU seconds.
+
+    >>> f = round_figures({"echo": ([1.0] * 100, 5.0), "worker": ([3.0] * 100, 7.5)})
+    >>> f["worker_p99_ms"], f["worker_p99_vs_echo"], f["worker_cpu_over_echo_s"]
+    (3.0, 3.0, 2.5)
+    """
+    figures: Figures = {}
+    for name, (lat, cpu) in runs.items():
+        figures[f"{name}_p50_ms"] = float(np.percentile(lat, 50))
+        figures[f"{name}_p99_ms"] = float(np.percentile(lat, 99))
+        if cpu is not None:
+            figures[f"{name}_cpu_s"] = cpu
+    echo_p99, echo_cpu = figures["echo_p99_ms"], figures.get("echo_cpu_s")
+    for name in runs:
+        if name == "echo":
+            continue
+        figures[f"{name}_p99_vs_echo"] = figures[f"{name}_p99_ms"] / echo_p99
+        cpu = figures.get(f"{name}_cpu_s")
+        if cpu is not None and echo_cpu is not None:
+            figures[f"{name}_cpu_over_echo_s"] = cpu - echo_cpu
+    return figures
+
+
+def _run(
+    bootstrap: str, args: argparse.Namespace, work: Path, prefix: str, burn: str | None
+) -> tuple[list[float], float | None]:
+    """Latencies and CPU seconds of one answerer on fresh topics."""
+    env, s = _fresh_topics(bootstrap, prefix, work)
+    name = answerer_name(burn)
+    if burn == "worker":
+        cmd = _WORKER_CMD
+    elif burn is None:
+        cmd = _answerer_cmd(bootstrap, env, s, "echo")
+    else:
+        cmd = _answerer_cmd(bootstrap, env, s, "echo", "--burn", burn)
+    proc = _spawn(cmd, env, work / f"{name}.log")
+    try:
+        time.sleep(12)  # join the group before the clock starts
+        before = cpu_seconds(proc.pid)
+        lat = asyncio.run(_latency(bootstrap, s, args.rate, args.duration, args.lead_in))
+        after = cpu_seconds(proc.pid)
+    finally:
+        stop_process_group(proc)
+    if not lat:
+        raise RuntimeError(f"no predictions received; see {work / f'{name}.log'}")
+    cpu = None if before is None or after is None else round(after - before, 2)
+    return lat, cpu
+
+
+def run(args: argparse.Namespace) -> None:
+    """Run the rounds and print the figures."""
+    answerers: list[str | None] = [None, *args.burn, "worker"]
+    with work_dir("alphapulse-cpu-budget-", keep=args.keep) as work, kafka_for(work) as bootstrap:
+        run_id = uuid.uuid4().hex[:6]
+        rounds: list[Figures] = []
+        for r in range(args.rounds):
+            runs = {}
+            for i, burn in enumerate(answerers):
+                name = answerer_name(burn)
+                _progress(f"round {r + 1} of {args.rounds}: {name}")
+                runs[name] = _run(bootstrap, args, work, f"cpu{run_id}r{r}a{i}.", burn)
+            rounds.append(round_figures(runs))
+        for name, value, unit, extra in summarise(rounds):
+            emit(name, value, "s" if name.endswith("_s") else unit, args.json, **extra)
+
+
+def _burn(text: str) -> str:
+    try:
+        parse_burn(text)  # refused with its message before anything starts
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return text
+
+
+def main() -> None:
+    """Command-line entry point."""
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--json", action="store_true", help="print JSON lines")
+    p.add_argument("--rate", type=int, default=1000, help="signals/s (and outcomes/s)")
+    p.add_argument("--duration", type=float, default=20.0, help="seconds of each latency run")
+    p.add_argument("--lead-in", type=float, default=3.0, help="unmeasured seconds before each")
+    p.add_argument("--rounds", type=int, default=2, help="interleaved rounds; figures are medians")
+    p.add_argument(
+        "--burn",
+        type=_burn,
+        action="append",
+        metavar="S:O",
+        help="a burning echo: us of CPU per signal and per outcome (repeatable; "
+        "default 40:100 and 100:250)",
+    )
+    p.add_argument("--keep", action="store_true", help="keep the logs of a good run too")
+    args = p.parse_args()
+    if args.burn is None:
+        args.burn = ["40:100", "100:250"]
+    run(args)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()
