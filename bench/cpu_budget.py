@@ -42,6 +42,7 @@ from bench.e2e import (
     _progress,
     _spawn,
     kafka_for,
+    latency_arguments,
     summarise,
 )
 
@@ -156,10 +157,7 @@ def _burn(text: str) -> str:
 def main() -> None:
     """Command-line entry point."""
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--json", action="store_true", help="print JSON lines")
-    p.add_argument("--rate", type=int, default=1000, help="signals/s (and outcomes/s)")
-    p.add_argument("--duration", type=float, default=20.0, help="seconds of each latency run")
-    p.add_argument("--lead-in", type=float, default=3.0, help="unmeasured seconds before each")
+    latency_arguments(p)
     p.add_argument("--rounds", type=int, default=2, help="interleaved rounds; figures are medians")
     p.add_argument(
         "--burn",

@@ -535,16 +535,21 @@ def _sustained(bootstrap: str, args: argparse.Namespace, work: Path, prefix: str
         stop_process_group(proc)
 
 
-def main() -> None:
-    """Command-line entry point."""
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def latency_arguments(p: argparse.ArgumentParser) -> None:
+    """Add the options of a latency run: ``--json``, ``--rate``, ``--duration``, ``--lead-in``."""
     p.add_argument("--json", action="store_true", help="print JSON lines")
-    p.add_argument("--messages", type=int, default=100_000, help="backlog per throughput run")
     p.add_argument("--rate", type=int, default=1000, help="signals/s (and outcomes/s) for latency")
     p.add_argument("--duration", type=float, default=20.0, help="seconds of the latency run")
     p.add_argument(
         "--lead-in", type=float, default=3.0, help="unmeasured seconds of load before each"
     )
+
+
+def main() -> None:
+    """Command-line entry point."""
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    latency_arguments(p)
+    p.add_argument("--messages", type=int, default=100_000, help="backlog per throughput run")
     p.add_argument("--timeout", type=float, default=300.0, help="limit per throughput run")
     p.add_argument("--keep", action="store_true", help="keep the logs and state of a good run too")
     p.add_argument("--rounds", type=int, default=3, help="interleaved rounds; figures are medians")
