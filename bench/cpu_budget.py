@@ -33,16 +33,16 @@ import numpy as np
 from alphapulse._procs import stop_process_group
 from bench._common import emit, work_dir
 from bench._echo import parse_burn
-from bench.e2e import (
-    _WORKER_CMD,
+from bench._runs import (
+    WORKER_CMD,
     Figures,
-    _answerer_cmd,
-    _fresh_topics,
-    _latency,
-    _progress,
-    _spawn,
+    answerer_cmd,
+    fresh_topics,
     kafka_for,
     latency_arguments,
+    measure_latency,
+    progress,
+    spawn,
     summarise,
 )
 
@@ -107,19 +107,19 @@ def _run(
     bootstrap: str, args: argparse.Namespace, work: Path, prefix: str, burn: str | None
 ) -> tuple[list[float], float | None]:
     """Latencies and CPU seconds of one answerer on fresh topics."""
-    env, s = _fresh_topics(bootstrap, prefix, work)
+    env, s = fresh_topics(bootstrap, prefix, work)
     name = answerer_name(burn)
     if burn == "worker":
-        cmd = _WORKER_CMD
+        cmd = WORKER_CMD
     elif burn is None:
-        cmd = _answerer_cmd(bootstrap, env, s, "echo")
+        cmd = answerer_cmd(bootstrap, env, s, "echo")
     else:
-        cmd = _answerer_cmd(bootstrap, env, s, "echo", "--burn", burn)
-    proc = _spawn(cmd, env, work / f"{name}.log")
+        cmd = answerer_cmd(bootstrap, env, s, "echo", "--burn", burn)
+    proc = spawn(cmd, env, work / f"{name}.log")
     try:
         time.sleep(12)  # join the group before the clock starts
         before = cpu_seconds(proc.pid)
-        lat = asyncio.run(_latency(bootstrap, s, args.rate, args.duration, args.lead_in))
+        lat = asyncio.run(measure_latency(bootstrap, s, args.rate, args.duration, args.lead_in))
         after = cpu_seconds(proc.pid)
     finally:
         stop_process_group(proc)
@@ -139,7 +139,7 @@ def run(args: argparse.Namespace) -> None:
             runs = {}
             for i, burn in enumerate(answerers):
                 name = answerer_name(burn)
-                _progress(f"round {r + 1} of {args.rounds}: {name}")
+                progress(f"round {r + 1} of {args.rounds}: {name}")
                 runs[name] = _run(bootstrap, args, work, f"cpu{run_id}r{r}a{i}.", burn)
             rounds.append(round_figures(runs))
         for name, value, unit, extra in summarise(rounds):

@@ -53,51 +53,34 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import os
-import subprocess
-import sys
 import time
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
-from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import KafkaError
 
 from alphapulse._procs import stop_process_group
 from bench._common import emit, trade_messages, work_dir
-from stream.broker import LocalKafka
+from bench._runs import (
+    WORKER_CMD,
+    Figures,
+    answerer_cmd,
+    create_topics,
+    fill,
+    fresh_topics,
+    kafka_for,
+    latency_arguments,
+    measure_latency,
+    progress,
+    receive_predictions,
+    spawn,
+    summarise,
+)
 from stream.settings import Settings
-from stream.topics import ensure_topics
-from tests.support import free_port, free_port_block
-
-PARTITIONS = 4
-
-
-async def _create(bootstrap: str, names: list[str]) -> None:
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
-    await admin.start()
-    try:
-        existing = set(await admin.list_topics())
-        new = [NewTopic(n, PARTITIONS, 1) for n in names if n not in existing]
-        if new:
-            await admin.create_topics(new)
-        await asyncio.sleep(1.0)
-    finally:
-        await admin.close()
-
-
-async def _fill(bootstrap: str, topic: str, msgs: list[tuple[bytes, bytes]]) -> None:
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=5, acks=1)
-    await producer.start()
-    try:
-        futs = [await producer.send(topic, v, key=k) for k, v in msgs]
-        await asyncio.gather(*futs)
-    finally:
-        await producer.stop()
 
 
 async def _committed(admin: AIOKafkaAdminClient, group: str, topic: str) -> int:
@@ -155,122 +138,12 @@ def _backlog_rate(
     The backlog is in place before the agent starts: a fill running while the agent consumes
     takes CPU from most of a fast agent's run and less of a slow one's, which skews the ratios.
     """
-    asyncio.run(_fill(bootstrap, topic, msgs))
-    proc = _spawn(cmd, env, log)
+    asyncio.run(fill(bootstrap, topic, msgs))
+    proc = spawn(cmd, env, log)
     try:
         return _rate_from_commits(bootstrap, group, topic, len(msgs), args.timeout)
     finally:
         stop_process_group(proc)
-
-
-def _spawn(args: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
-    with log.open("ab") as out:
-        return subprocess.Popen(
-            [sys.executable, *args],
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-
-
-def _worker_env(bootstrap: str, prefix: str, work: Path) -> dict[str, str]:
-    return {
-        **os.environ,
-        "KAFKA_BOOTSTRAP_SERVERS": bootstrap,
-        "ALPHAPULSE_TOPIC_PREFIX": prefix,
-        "ALPHAPULSE_APP_ID": f"bench-{uuid.uuid4().hex[:6]}",
-        "ALPHAPULSE_DATA_DIR": str(work / uuid.uuid4().hex[:6]),
-        "ALPHAPULSE_WEB_PORT": str(free_port()),
-        "ALPHAPULSE_COMMIT_INTERVAL_S": "0.5",
-        "ALPHAPULSE_RELOAD_INTERVAL_S": "0",
-        "ALPHAPULSE_LOG_LEVEL": "WARNING",
-    }
-
-
-async def _receive(consumer: AIOKafkaConsumer, sent: dict[str, float], lat: list[float]) -> None:
-    """Until cancelled: for each prediction of a signal in ``sent`` (its send time), append to
-    ``lat`` the milliseconds since it was sent."""
-    while True:
-        batch = await consumer.getmany(timeout_ms=100)
-        now = time.perf_counter()
-        for records in batch.values():
-            for r in records:
-                t = sent.pop(orjson.loads(r.value)["signal_id"], None)
-                if t is not None:
-                    lat.append((now - t) * 1000)
-
-
-async def _latency(
-    bootstrap: str, s: Settings, rate: int, duration: float, lead_in: float = 0.0
-) -> list[float]:
-    """Latencies of the signals sent in ``duration`` s at ``rate`` signals/s plus as many
-    outcomes/s, after ``lead_in`` s of the same load whose signals are not measured."""
-    unmeasured = int(rate * lead_in)
-    n = unmeasured + int(rate * duration)
-    sig = trade_messages(n, "signals")
-    outs = trade_messages(n, "outcomes")
-    ids = [orjson.loads(v)["signal_id"] for _, v in sig]
-    consumer = AIOKafkaConsumer(
-        s.topic("predictions"),
-        bootstrap_servers=bootstrap,
-        auto_offset_reset="latest",
-        group_id=None,
-    )
-    await consumer.start()
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=0, acks=1)
-    await producer.start()
-    sent: dict[str, float] = {}
-    lat: list[float] = []
-
-    task = asyncio.create_task(_receive(consumer, sent, lat))
-    await asyncio.sleep(2.0)
-    start = time.perf_counter()
-    for i, ((k, v), (ko, vo)) in enumerate(zip(sig, outs, strict=True)):
-        due = start + i / rate
-        delay = due - time.perf_counter()
-        if delay > 0:
-            await asyncio.sleep(delay)
-        if i >= unmeasured:
-            sent[ids[i]] = time.perf_counter()
-        await producer.send(s.topic("signals"), v, key=k)
-        await producer.send(s.topic("outcomes"), vo, key=ko)
-    await asyncio.sleep(5.0)
-    task.cancel()
-    await producer.stop()
-    await consumer.stop()
-    return lat
-
-
-def _fresh_topics(bootstrap: str, prefix: str, work: Path) -> tuple[dict[str, str], Settings]:
-    """A worker environment with its own topics (created) under ``prefix``, and its settings."""
-    env = _worker_env(bootstrap, prefix, work)
-    s = Settings(
-        _env_file=None,
-        KAFKA_BOOTSTRAP_SERVERS=bootstrap,  # type: ignore[call-arg]
-        topic_prefix=prefix,
-    )
-    asyncio.run(ensure_topics(s))
-    return env, s
-
-
-_WORKER_CMD = ["-m", "alphapulse.cli", "worker"]
-_ANSWERERS = {
-    "floor": ("bench._noop",),
-    "river": ("bench._noop", "--river"),
-    "echo": ("bench._echo",),
-}
-"""Module and options of each answerer other than the worker."""
-
-
-def _answerer_cmd(
-    bootstrap: str, env: dict[str, str], s: Settings, kind: str, *extra: str
-) -> list[str]:
-    """Answerer ``kind`` (see :data:`_ANSWERERS`) for the signals of ``s`` in ``env``'s group,
-    with the options of its kind and then ``extra``."""
-    module, *options = _ANSWERERS[kind]
-    topics = [s.topic("signals"), env["ALPHAPULSE_APP_ID"], s.topic("outcomes")]
-    return ["-m", module, bootstrap, *topics, s.topic("predictions"), *options, *extra]
 
 
 def _latency_run(
@@ -279,13 +152,13 @@ def _latency_run(
     """Latencies of one answerer on fresh topics: the worker, the floor agent
     (:mod:`bench._noop`), the floor agent with ``--river`` or the plain aiokafka echo
     (:mod:`bench._echo`)."""
-    env, s = _fresh_topics(bootstrap, prefix, work)
+    env, s = fresh_topics(bootstrap, prefix, work)
     log = work / f"{kind}-lat.log"
-    cmd = _WORKER_CMD if kind == "worker" else _answerer_cmd(bootstrap, env, s, kind)
-    proc = _spawn(cmd, env, log)
+    cmd = WORKER_CMD if kind == "worker" else answerer_cmd(bootstrap, env, s, kind)
+    proc = spawn(cmd, env, log)
     try:
         time.sleep(12)  # join the group before the clock starts
-        lat = asyncio.run(_latency(bootstrap, s, args.rate, args.duration, args.lead_in))
+        lat = asyncio.run(measure_latency(bootstrap, s, args.rate, args.duration, args.lead_in))
     finally:
         stop_process_group(proc)
     if not lat:
@@ -299,17 +172,13 @@ def run(args: argparse.Namespace) -> None:
         _measure(args, work)
 
 
-Figures = dict[str, float]
-"""One round's figures by JSON name."""
-
-
 def _throughput_round(bootstrap: str, args: argparse.Namespace, work: Path, tag: str) -> Figures:
     """Backlog rates of the no-op, the worker, the floor and the River floors, in that order."""
     n = args.messages
     signals, outcomes = trade_messages(n, "signals"), trade_messages(n, "outcomes")
-    env, s = _fresh_topics(bootstrap, f"{tag}.", work)
+    env, s = fresh_topics(bootstrap, f"{tag}.", work)
     noop_topic = f"{tag}.noop"
-    asyncio.run(_create(bootstrap, [noop_topic]))
+    asyncio.run(create_topics(bootstrap, [noop_topic]))
     group = f"{tag}-noop"
     cmd = ["-m", "bench._noop", bootstrap, noop_topic, group]
     noop = _backlog_rate(bootstrap, cmd, env, work / "noop.log", noop_topic, group, signals, args)
@@ -317,22 +186,22 @@ def _throughput_round(bootstrap: str, args: argparse.Namespace, work: Path, tag:
     # One worker for the outcomes, then one (same group and state) for the signals of the same
     # trades: it restores the online models the first one learned, so it predicts with them,
     # and the signals it reads to restore the join window are those it then answers.
-    cmd, group, log = _WORKER_CMD, env["ALPHAPULSE_APP_ID"], work / "worker.log"
+    cmd, group, log = WORKER_CMD, env["ALPHAPULSE_APP_ID"], work / "worker.log"
     learn = _backlog_rate(bootstrap, cmd, env, log, s.topic("outcomes"), group, outcomes, args)
     pred = _backlog_rate(bootstrap, cmd, env, log, s.topic("signals"), group, signals, args)
 
-    fenv, fs = _fresh_topics(bootstrap, f"{tag}floortp.", work)
+    fenv, fs = fresh_topics(bootstrap, f"{tag}floortp.", work)
     group, topic = fenv["ALPHAPULSE_APP_ID"], fs.topic("signals")
-    cmd = _answerer_cmd(bootstrap, fenv, fs, "floor")
+    cmd = answerer_cmd(bootstrap, fenv, fs, "floor")
     floor = _backlog_rate(bootstrap, cmd, fenv, work / "floor.log", topic, group, signals, args)
 
-    renv, rs = _fresh_topics(bootstrap, f"{tag}river.", work)
+    renv, rs = fresh_topics(bootstrap, f"{tag}river.", work)
     group, log = renv["ALPHAPULSE_APP_ID"], work / "river.log"
     cmd = ["-m", "bench._noop", bootstrap, rs.topic("outcomes"), group, "--river"]
     river_learn = _backlog_rate(
         bootstrap, cmd, renv, log, rs.topic("outcomes"), group, outcomes, args
     )
-    cmd = _answerer_cmd(bootstrap, renv, rs, "river")
+    cmd = answerer_cmd(bootstrap, renv, rs, "river")
     river_predict = _backlog_rate(
         bootstrap, cmd, renv, log, rs.topic("signals"), group, signals, args
     )
@@ -376,28 +245,12 @@ def _latency_round(bootstrap: str, args: argparse.Namespace, work: Path, tag: st
     return figures
 
 
-@contextlib.contextmanager
-def kafka_for(work: Path) -> Iterator[str]:
-    """The bootstrap servers of ``KAFKA_BOOTSTRAP_SERVERS`` when set, else of a local broker
-    started under ``work`` on free ports and stopped on leaving."""
-    bootstrap = Settings().kafka_bootstrap_servers  # an existing cluster, if configured
-    if bootstrap:
-        yield bootstrap
-        return
-    kafka = LocalKafka(work / "kafka", Settings().cache_dir, base_port=free_port_block(2))
-    kafka.up(progress=lambda m: print(m, file=sys.stderr))
-    try:
-        yield kafka.bootstrap_servers
-    finally:
-        kafka.down(progress=lambda m: None)
-
-
 def _measure(args: argparse.Namespace, work: Path) -> None:
     with kafka_for(work) as bootstrap:
         run_id = uuid.uuid4().hex[:6]
         if args.warmup > 0:
             # Unmeasured: the broker's JIT, the page cache and the imports warm up here.
-            _progress(f"warm-up: {args.warmup} events through the no-op and the worker")
+            progress(f"warm-up: {args.warmup} events through the no-op and the worker")
             warm = argparse.Namespace(**{**vars(args), "messages": args.warmup})
             with contextlib.suppress(RuntimeError):  # too short a backlog to rate: no matter
                 _throughput_round(bootstrap, warm, work, f"bench{run_id}w")
@@ -405,7 +258,7 @@ def _measure(args: argparse.Namespace, work: Path) -> None:
         for r in range(args.rounds):
             # Interleaved: each round measures the no-op, then the worker, then the others, so
             # that a machine slowing down during the run weighs on baseline and worker alike.
-            _progress(f"round {r + 1} of {args.rounds}")
+            progress(f"round {r + 1} of {args.rounds}")
             tag = f"bench{run_id}r{r}"
             figures = _throughput_round(bootstrap, args, work, tag)
             figures |= _latency_round(bootstrap, args, work, tag)
@@ -414,57 +267,6 @@ def _measure(args: argparse.Namespace, work: Path) -> None:
             rounds.append(figures)
         for name, value, unit, extra in summarise(rounds):
             emit(name, value, unit, args.json, **extra)
-
-
-_BASELINES = {
-    "_vs_noop_throughput": "noop_events_per_s",
-    "predictor_vs_floor_throughput": "floor_events_per_s",
-    "p99_vs_floor": "floor_signal_to_prediction_p99_ms",
-    "p99_vs_echo": "echo_signal_to_prediction_p99_ms",
-}
-"""The figure each ratio divides by (a suffix or a whole name)."""
-
-
-def _unit(name: str) -> str:
-    if name.endswith("_ms"):
-        return "ms"
-    if name.endswith("_per_s"):
-        return "events/s"
-    return "ratio"
-
-
-def summarise(rounds: list[Figures]) -> list[tuple[str, float, str, dict[str, float]]]:
-    """Each figure's median over the rounds, with its spread (lowest, highest) and, for a ratio,
-    the median of its baseline. Ratios are taken within each round, then their median.
-
-    >>> rows = summarise([{"noop_events_per_s": 10.0, "learner_vs_noop_throughput": 0.5},
-    ...                   {"noop_events_per_s": 14.0, "learner_vs_noop_throughput": 0.7},
-    ...                   {"noop_events_per_s": 12.0, "learner_vs_noop_throughput": 0.4}])
-    >>> name, value, unit, extra = rows[1]
-    >>> name, value, unit
-    ('learner_vs_noop_throughput', 0.5, 'ratio')
-    >>> extra
-    {'low': 0.4, 'high': 0.7, 'rounds': 3, 'baseline': 12.0}
-    """
-    out = []
-    for name in rounds[0]:
-        values = [r[name] for r in rounds if name in r]
-        extra: dict[str, float] = {
-            "low": round(min(values), 4),
-            "high": round(max(values), 4),
-            "rounds": len(values),
-        }
-        base = next((b for k, b in _BASELINES.items() if name.endswith(k)), None)
-        if base is not None and base in rounds[0]:
-            extra["baseline"] = round(float(np.median([r[base] for r in rounds])), 4)
-        elif name == "signal_to_prediction_p99_ms":
-            extra["baseline"] = 50.0  # the goal, as before
-        out.append((name, float(np.median(values)), _unit(name), extra))
-    return out
-
-
-def _progress(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
 
 
 async def _sustained_load(
@@ -486,7 +288,7 @@ async def _sustained_load(
     sent: dict[str, float] = {}
     lat: list[float] = []
 
-    task = asyncio.create_task(_receive(consumer, sent, lat))
+    task = asyncio.create_task(receive_predictions(consumer, sent, lat))
     try:
         await asyncio.sleep(2.0)
         learned_before = await _committed(admin, group, s.topic("outcomes"))
@@ -522,8 +324,8 @@ async def _sustained_load(
 
 def _sustained(bootstrap: str, args: argparse.Namespace, work: Path, prefix: str) -> Figures:
     """The worker under ``--sustained-rate`` signals/s plus as many outcomes/s."""
-    env, s = _fresh_topics(bootstrap, prefix, work)
-    proc = _spawn(_WORKER_CMD, env, work / "sustained.log")
+    env, s = fresh_topics(bootstrap, prefix, work)
+    proc = spawn(WORKER_CMD, env, work / "sustained.log")
     try:
         time.sleep(12)  # join the group before the clock starts
         return asyncio.run(
@@ -533,16 +335,6 @@ def _sustained(bootstrap: str, args: argparse.Namespace, work: Path, prefix: str
         )
     finally:
         stop_process_group(proc)
-
-
-def latency_arguments(p: argparse.ArgumentParser) -> None:
-    """Add the options of a latency run: ``--json``, ``--rate``, ``--duration``, ``--lead-in``."""
-    p.add_argument("--json", action="store_true", help="print JSON lines")
-    p.add_argument("--rate", type=int, default=1000, help="signals/s (and outcomes/s) for latency")
-    p.add_argument("--duration", type=float, default=20.0, help="seconds of the latency run")
-    p.add_argument(
-        "--lead-in", type=float, default=3.0, help="unmeasured seconds of load before each"
-    )
 
 
 def main() -> None:
