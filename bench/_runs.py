@@ -19,6 +19,7 @@ import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
+from alphapulse._procs import stop_process_group
 from bench._common import trade_messages
 from stream.broker import LocalKafka
 from stream.settings import Settings
@@ -174,6 +175,53 @@ Figures = dict[str, float]
 """One round's figures by JSON name."""
 
 
+_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_seconds(pid: int) -> float | None:
+    """User plus system CPU seconds of process ``pid`` (all its threads), None when unknown.
+
+    >>> cpu_seconds(os.getpid()) >= 0.0
+    True
+    """
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / _TICKS
+
+
+def answer_latencies(
+    bootstrap: str,
+    args: argparse.Namespace,
+    work: Path,
+    prefix: str,
+    name: str,
+    kind: str,
+    *options: str,
+) -> tuple[list[float], float | None]:
+    """The latencies (ms) of one answerer on fresh topics under ``prefix``, at ``args.rate``
+    for ``args.duration`` s after ``args.lead_in`` s, and the CPU seconds it used meanwhile
+    (None when unknown). ``kind`` is ``"worker"`` or one of :data:`ANSWERERS`, run with
+    ``options``; its log is ``work / f"{name}-lat.log"``."""
+    env, s = fresh_topics(bootstrap, prefix, work)
+    log = work / f"{name}-lat.log"
+    cmd = WORKER_CMD if kind == "worker" else answerer_cmd(bootstrap, env, s, kind, *options)
+    proc = spawn(cmd, env, log)
+    try:
+        time.sleep(12)  # join the group before the clock starts
+        before = cpu_seconds(proc.pid)
+        lat = asyncio.run(measure_latency(bootstrap, s, args.rate, args.duration, args.lead_in))
+        after = cpu_seconds(proc.pid)
+    finally:
+        stop_process_group(proc)
+    if not lat:
+        raise RuntimeError(f"no predictions received; see {log}")
+    cpu = None if before is None or after is None else round(after - before, 2)
+    return lat, cpu
+
+
 @contextlib.contextmanager
 def kafka_for(work: Path) -> Iterator[str]:
     """The bootstrap servers of ``KAFKA_BOOTSTRAP_SERVERS`` when set, else of a local broker
@@ -200,10 +248,17 @@ _BASELINES = {
 
 
 def _unit(name: str) -> str:
+    """The unit of the figure ``name``, from its suffix.
+
+    >>> [_unit(n) for n in ("a_p99_ms", "noop_events_per_s", "worker_cpu_s", "p99_vs_echo")]
+    ['ms', 'events/s', 's', 'ratio']
+    """
     if name.endswith("_ms"):
         return "ms"
     if name.endswith("_per_s"):
         return "events/s"
+    if name.endswith("_s"):
+        return "s"
     return "ratio"
 
 

@@ -22,59 +22,30 @@ else starts a local broker on free ports.
 from __future__ import annotations
 
 import argparse
-import asyncio
-import os
-import time
 import uuid
-from pathlib import Path
 
 import numpy as np
 
-from alphapulse._procs import stop_process_group
 from bench._common import emit, work_dir
 from bench._echo import parse_burn
 from bench._runs import (
-    WORKER_CMD,
     Figures,
-    answerer_cmd,
-    fresh_topics,
+    answer_latencies,
     kafka_for,
     latency_arguments,
-    measure_latency,
     progress,
-    spawn,
     summarise,
 )
 
-__all__ = ["answerer_name", "cpu_seconds", "main", "round_figures"]
-
-_TICKS = os.sysconf("SC_CLK_TCK")
+__all__ = ["burn_name", "main", "round_figures"]
 
 
-def cpu_seconds(pid: int) -> float | None:
-    """User plus system CPU seconds of process ``pid`` (all its threads), None when unknown.
+def burn_name(burn: str) -> str:
+    """The figure prefix of the burning echo ``burn`` (``"S:O"``).
 
-    >>> cpu_seconds(os.getpid()) >= 0.0
-    True
+    >>> burn_name("40:100"), burn_name("0.5:10")
+    ('burn_40_100', 'burn_0.5_10')
     """
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            fields = f.read().rsplit(")", 1)[1].split()
-    except OSError:
-        return None
-    return (int(fields[11]) + int(fields[12])) / _TICKS
-
-
-def answerer_name(burn: str | None) -> str:
-    """The figure prefix of the plain echo (None), a burning echo, or ``"worker"``.
-
-    >>> answerer_name(None), answerer_name("40:100"), answerer_name("worker")
-    ('echo', 'burn_40_100', 'worker')
-    """
-    if burn is None:
-        return "echo"
-    if burn == "worker":
-        return "worker"
     s, o = parse_burn(burn)
     return f"burn_{s:g}_{o:g}"
 
@@ -103,47 +74,25 @@ def round_figures(runs: dict[str, tuple[list[float], float | None]]) -> Figures:
     return figures
 
 
-def _run(
-    bootstrap: str, args: argparse.Namespace, work: Path, prefix: str, burn: str | None
-) -> tuple[list[float], float | None]:
-    """Latencies and CPU seconds of one answerer on fresh topics."""
-    env, s = fresh_topics(bootstrap, prefix, work)
-    name = answerer_name(burn)
-    if burn == "worker":
-        cmd = WORKER_CMD
-    elif burn is None:
-        cmd = answerer_cmd(bootstrap, env, s, "echo")
-    else:
-        cmd = answerer_cmd(bootstrap, env, s, "echo", "--burn", burn)
-    proc = spawn(cmd, env, work / f"{name}.log")
-    try:
-        time.sleep(12)  # join the group before the clock starts
-        before = cpu_seconds(proc.pid)
-        lat = asyncio.run(measure_latency(bootstrap, s, args.rate, args.duration, args.lead_in))
-        after = cpu_seconds(proc.pid)
-    finally:
-        stop_process_group(proc)
-    if not lat:
-        raise RuntimeError(f"no predictions received; see {work / f'{name}.log'}")
-    cpu = None if before is None or after is None else round(after - before, 2)
-    return lat, cpu
-
-
 def run(args: argparse.Namespace) -> None:
     """Run the rounds and print the figures."""
-    answerers: list[str | None] = [None, *args.burn, "worker"]
+    answerers = [
+        ("echo", "echo", ()),
+        *((burn_name(b), "echo", ("--burn", b)) for b in args.burn),
+        ("worker", "worker", ()),
+    ]
     with work_dir("alphapulse-cpu-budget-", keep=args.keep) as work, kafka_for(work) as bootstrap:
         run_id = uuid.uuid4().hex[:6]
         rounds: list[Figures] = []
         for r in range(args.rounds):
             runs = {}
-            for i, burn in enumerate(answerers):
-                name = answerer_name(burn)
+            for i, (name, kind, options) in enumerate(answerers):
                 progress(f"round {r + 1} of {args.rounds}: {name}")
-                runs[name] = _run(bootstrap, args, work, f"cpu{run_id}r{r}a{i}.", burn)
+                prefix = f"cpu{run_id}r{r}a{i}."
+                runs[name] = answer_latencies(bootstrap, args, work, prefix, name, kind, *options)
             rounds.append(round_figures(runs))
         for name, value, unit, extra in summarise(rounds):
-            emit(name, value, "s" if name.endswith("_s") else unit, args.json, **extra)
+            emit(name, value, unit, args.json, **extra)
 
 
 def _burn(text: str) -> str:

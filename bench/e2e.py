@@ -68,13 +68,13 @@ from bench._common import emit, trade_messages, work_dir
 from bench._runs import (
     WORKER_CMD,
     Figures,
+    answer_latencies,
     answerer_cmd,
     create_topics,
     fill,
     fresh_topics,
     kafka_for,
     latency_arguments,
-    measure_latency,
     progress,
     receive_predictions,
     spawn,
@@ -146,26 +146,6 @@ def _backlog_rate(
         stop_process_group(proc)
 
 
-def _latency_run(
-    bootstrap: str, args: argparse.Namespace, work: Path, prefix: str, kind: str
-) -> list[float]:
-    """Latencies of one answerer on fresh topics: the worker, the floor agent
-    (:mod:`bench._noop`), the floor agent with ``--river`` or the plain aiokafka echo
-    (:mod:`bench._echo`)."""
-    env, s = fresh_topics(bootstrap, prefix, work)
-    log = work / f"{kind}-lat.log"
-    cmd = WORKER_CMD if kind == "worker" else answerer_cmd(bootstrap, env, s, kind)
-    proc = spawn(cmd, env, log)
-    try:
-        time.sleep(12)  # join the group before the clock starts
-        lat = asyncio.run(measure_latency(bootstrap, s, args.rate, args.duration, args.lead_in))
-    finally:
-        stop_process_group(proc)
-    if not lat:
-        raise RuntimeError(f"no predictions received; see {log}")
-    return lat
-
-
 def run(args: argparse.Namespace) -> None:
     """Run the measurements and print their lines."""
     with work_dir("alphapulse-bench-", keep=args.keep) as work:
@@ -230,7 +210,7 @@ def _latency_round(bootstrap: str, args: argparse.Namespace, work: Path, tag: st
         ("floor", "floor_"),
         ("river", "river_"),
     ):
-        lat = _latency_run(bootstrap, args, work, f"{tag}{kind}lat.", kind)
+        lat, _ = answer_latencies(bootstrap, args, work, f"{tag}{kind}lat.", kind, kind)
         figures[f"{prefix}signal_to_prediction_p50_ms"] = float(np.percentile(lat, 50))
         figures[f"{prefix}signal_to_prediction_p99_ms"] = float(np.percentile(lat, 99))
         if kind == "worker":
