@@ -21,16 +21,21 @@ from __future__ import annotations
 
 import logging
 import sys
-from collections.abc import Iterable
+import threading
+import time
+from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
 from typing import IO, Any
 
 import orjson
 
+from stream._throttle import LogThrottle
+
 __all__ = [
     "CLI_TEXT_FORMAT",
     "WORKER_TEXT_FORMAT",
     "JsonFormatter",
+    "RepeatFilter",
     "configure_logging",
     "dumps",
     "iso_time",
@@ -41,6 +46,11 @@ CLI_TEXT_FORMAT = "%(levelname)s %(name)s: %(message)s"
 """Text lines of the short-lived commands."""
 WORKER_TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 """Text lines of the worker, which runs for days: each line has its time."""
+
+REPEAT_WINDOW_S = 10.0
+"""Shortest time between two lines of the same library message (:class:`RepeatFilter`)."""
+OWN_PACKAGES = frozenset({"alphapulse", "agents", "stream", "models", "bench"})
+"""Top-level packages whose log records :class:`RepeatFilter` always lets through."""
 
 # Attributes every LogRecord has; any other attribute came from ``extra=`` and is context.
 _STANDARD = frozenset(vars(logging.makeLogRecord({}))) | {"message", "asctime", "taskName"}
@@ -92,6 +102,58 @@ class JsonFormatter(logging.Formatter):
         return dumps(record_dict(record)).decode()
 
 
+class RepeatFilter(logging.Filter):
+    """Let a library's message through at most once per ``window_s``, with the count of the
+    repeats it dropped.
+
+    A library retrying without end (aiokafka when no broker answers: some 500 lines a second)
+    would otherwise flood the console and the Redis stream. Records of the project's own
+    packages (:data:`OWN_PACKAGES`) always pass. Of any other logger, the first record of each
+    message (logger, level and format string) passes, its repeats within ``window_s`` are
+    dropped and counted, and the first one after the window passes with the count appended.
+    When a flood stops, the count of its last window is not reported.
+    One filter may serve several handlers: each record is decided once.
+
+    >>> now = [0.0]
+    >>> f = RepeatFilter(window_s=10.0, clock=lambda: now[0])
+    >>> def rec(name, msg):
+    ...     return logging.makeLogRecord({"name": name, "levelno": 40, "msg": msg, "args": (1,)})
+    >>> [f.filter(rec("aiokafka", "node %s down")) for _ in range(3)]
+    [True, False, False]
+    >>> f.filter(rec("agents.learner", "late %s")), f.filter(rec("agents.learner", "late %s"))
+    (True, True)
+    >>> now[0] = 10.5
+    >>> again = rec("aiokafka", "node %s down")
+    >>> f.filter(again), again.getMessage()
+    (True, 'node 1 down (2 repeats not logged since its previous line)')
+    """
+
+    def __init__(
+        self,
+        window_s: float = REPEAT_WINDOW_S,
+        own: frozenset[str] = OWN_PACKAGES,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        super().__init__()
+        self.own = own
+        self._throttle = LogThrottle(burst=1, window_s=window_s, clock=clock)
+        self._lock = threading.Lock()
+        self._last: tuple[logging.LogRecord, bool] | None = None
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.name.partition(".")[0] in self.own:
+            return True
+        with self._lock:
+            last = self._last
+            if last is not None and last[0] is record:  # another handler, the same record
+                return last[1]
+            passes, held = self._throttle.allow(f"{record.name}\0{record.levelno}\0{record.msg}")
+            if passes and held:
+                record.msg = f"{record.msg} ({held} repeats not logged since its previous line)"
+            self._last = (record, passes)
+            return passes
+
+
 def configure_logging(
     fmt: str = "text",
     level: int | str = logging.WARNING,
@@ -102,6 +164,7 @@ def configure_logging(
 ) -> None:
     """Replace the root logger's handlers: one on ``stream`` (default stderr) in ``fmt``
     (``"text"`` or ``"json"``), plus ``handlers`` (each keeps its own level and formatter).
+    Every one of them drops a library's repeated messages (:class:`RepeatFilter`).
 
     Calling it again replaces the configuration; warnings of the :mod:`warnings` module are logged
     too, so that in JSON they are JSON as well.
@@ -121,7 +184,11 @@ def configure_logging(
     root = logging.getLogger()
     for old in list(root.handlers):
         root.removeHandler(old)
+    repeats = RepeatFilter()
     for handler in (console, *handlers):
+        for old_filter in [f for f in handler.filters if isinstance(f, RepeatFilter)]:
+            handler.removeFilter(old_filter)
+        handler.addFilter(repeats)
         root.addHandler(handler)
     root.setLevel(level)
     logging.captureWarnings(True)

@@ -15,7 +15,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from typer.testing import CliRunner
 
-from alphapulse._logs import JsonFormatter, configure_logging, record_dict
+from alphapulse._logs import JsonFormatter, RepeatFilter, configure_logging, record_dict
 from alphapulse._logsink import RedisLogHandler, RedisLogSink
 from alphapulse.cli import app
 from alphapulse.metrics import WorkerMetrics
@@ -88,6 +88,53 @@ def test_configure_replaces_handlers_and_logs_warnings_as_json() -> None:
     assert len(lines) == 1
     doc = orjson.loads(lines[0])
     assert doc["logger"] == "py.warnings" and "careful" in doc["message"]
+
+
+def test_library_repeats_are_held_back_on_every_handler_alike() -> None:
+    out = io.StringIO()
+    seen: list[str] = []
+
+    class Keep(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            seen.append(record.getMessage())
+
+    extra = Keep()
+    configure_logging("text", "WARNING", stream=out, handlers=[extra])
+    configure_logging("text", "WARNING", stream=out, handlers=[extra])  # one filter, not two
+    assert sum(isinstance(f, RepeatFilter) for f in extra.filters) == 1
+    lib, own = logging.getLogger("somelib.conn"), logging.getLogger("agents.learner")
+    for _ in range(5):
+        lib.error("Unable connect to node with id %s", 1)
+        own.warning("late outcome %s", "o1")
+    lib.error("Unable to update metadata from %s", [1])  # another message: its own window
+    lines = out.getvalue().splitlines()
+    assert lines.count("ERROR somelib.conn: Unable connect to node with id 1") == 1
+    assert lines.count("WARNING agents.learner: late outcome o1") == 5
+    assert "ERROR somelib.conn: Unable to update metadata from [1]" in lines
+    assert len(seen) == len(lines) == 7  # the second handler saw exactly what the first did
+    configure_logging()
+
+
+def test_repeats_are_counted_once_the_window_has_passed() -> None:
+    now = [100.0]
+    f = RepeatFilter(window_s=10.0, clock=lambda: now[0])
+
+    def rec(level: int = logging.ERROR) -> logging.LogRecord:
+        return logging.makeLogRecord(
+            {"name": "faust.worker", "levelno": level, "msg": "timer %s late", "args": ("t",)}
+        )
+
+    assert f.filter(rec()) and not f.filter(rec()) and not f.filter(rec())
+    assert f.filter(rec(logging.WARNING))  # another level: another message
+    now[0] = 109.9
+    assert not f.filter(rec())
+    now[0] = 110.0
+    after = rec()
+    assert f.filter(after)
+    assert after.getMessage() == "timer t late (3 repeats not logged since its previous line)"
+    now[0] = 125.0
+    quiet = rec()
+    assert f.filter(quiet) and quiet.getMessage() == "timer t late"  # nothing was dropped
 
 
 def test_text_format_is_plain() -> None:
