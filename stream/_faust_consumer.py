@@ -1,4 +1,4 @@
-"""Four changes to how Faust drives its Kafka consumer in a worker (figures in docs/benchmarks.md).
+"""Six changes to how Faust drives its Kafka consumer in a worker (figures in docs/benchmarks.md).
 
 1. The fetch loop without a task per message. Faust's ``Consumer._drain_messages`` hands every
    fetched record to the conductor through ``Service.wait_first(callback(message),
@@ -30,6 +30,15 @@
    :mod:`stream.direct_fetch` fetches the routed topics on the agents' loop, Faust's fetcher
    leaves their partitions out of its fetches and out of its stall checks.
 
+5. A fetch cancelled by its fetcher's close ends quietly. aiokafka's ``Fetcher.close`` cancels
+   each pending fetch and then awaits it, so a fetch caught in its back-off (the broker
+   unreachable) raised ``CancelledError`` out of the consumer's stop (aiokafka#647): Faust's
+   consumer thread then ended without telling the worker, whose stop waited 60 s for it.
+6. A stopping worker's last offset commit waits at most :data:`FINAL_COMMIT_S`. Faust's waits
+   for the commit in flight, which aiokafka retries for as long as no broker answers; the
+   offsets not committed are those of signals answered since the last commit, which the
+   partitions' next owner answers again (at least once, as after a crash).
+
 The worker and the benchmark's no-op baseline both install these, so its ratios compare like
 with like.
 """
@@ -37,6 +46,7 @@ with like.
 from __future__ import annotations
 
 import asyncio
+import logging
 import types
 from collections.abc import Coroutine, Generator, Iterator
 from typing import Any
@@ -47,13 +57,26 @@ from faust.transport.drivers.aiokafka import AIOKafkaConsumerThread
 
 from stream.fetched import Batch, BatchRoutes, batch_routes, to_records
 
-__all__ = ["finish", "install", "limit_waits_while_buffered", "next_fetch_sizes", "uninstall"]
+__all__ = [
+    "FINAL_COMMIT_S",
+    "finish",
+    "install",
+    "limit_waits_while_buffered",
+    "next_fetch_sizes",
+    "uninstall",
+]
+
+log = logging.getLogger(__name__)
+
+FINAL_COMMIT_S = 5.0
+"""Longest a stopping worker's Faust consumer waits for its last offset commit (note 6)."""
 
 _ORIGINAL_DRAIN = Consumer._drain_messages
 _ORIGINAL_CREATE = AIOKafkaConsumerThread._create_worker_consumer
 _ORIGINAL_PROC = Fetcher._proc_fetch_request
 _ORIGINAL_ACTIONS = Fetcher._get_actions_per_node
 _ORIGINAL_VERIFY = AIOKafkaConsumerThread.verify_event_path
+_ORIGINAL_END = Consumer.commit_and_end_transactions
 _MODES = "_alphapulse_fetch_modes"  # on a worker consumer's fetcher: (idle, busy) sizes
 _BUFFERED_WAIT = "_alphapulse_buffered_wait_ms"  # on a worker consumer's fetcher
 _ROUTES = "_alphapulse_batch_routes"  # on a worker consumer's fetcher: its app's BatchRoutes
@@ -74,7 +97,12 @@ def next_fetch_sizes(
 
 
 async def _proc_fetch_request(self: Any, assignment: Any, node_id: Any, request: Any) -> Any:
-    got = await _ORIGINAL_PROC(self, assignment, node_id, request)
+    try:
+        got = await _ORIGINAL_PROC(self, assignment, node_id, request)
+    except asyncio.CancelledError:
+        if self._closed:  # by close(), which awaits this task next (note 5)
+            return False
+        raise
     modes = getattr(self, _MODES, None)
     if modes is not None:  # only the fetchers of worker consumers (see install)
         self._fetch_min_bytes, self._fetch_max_wait_ms = next_fetch_sizes(modes, bool(got))
@@ -295,6 +323,23 @@ def _verify_event_path(self: Any, now: float, tp: Any) -> None:
     return _ORIGINAL_VERIFY(self, now, tp)
 
 
+async def _commit_and_end_transactions(self: Any) -> None:
+    # Not wait_for: Faust's commit, cancelled while it waits for the one in flight, starts
+    # another, and wait_for would wait for that one too.
+    task = asyncio.ensure_future(_ORIGINAL_END(self))
+    done, _ = await asyncio.wait({task}, timeout=FINAL_COMMIT_S)
+    if done:
+        task.result()
+        return
+    task.cancel()
+    log.warning(
+        "the last offset commit did not finish within %g s (is the broker reachable?); the "
+        "signals answered since the commit before it will be answered again by their "
+        "partitions' next owner",
+        FINAL_COMMIT_S,
+    )
+
+
 def install(fetch_min_bytes: int, fetch_max_wait_ms: int) -> None:
     """Use the direct-delivery fetch loop and these fetch sizes in every Faust worker consumer.
 
@@ -324,6 +369,7 @@ def install(fetch_min_bytes: int, fetch_max_wait_ms: int) -> None:
     Fetcher._proc_fetch_request = _proc_fetch_request
     Fetcher._get_actions_per_node = _get_actions_per_node
     AIOKafkaConsumerThread.verify_event_path = _verify_event_path  # type: ignore[method-assign]
+    Consumer.commit_and_end_transactions = _commit_and_end_transactions  # type: ignore[method-assign]
 
 
 def uninstall() -> None:
@@ -333,3 +379,4 @@ def uninstall() -> None:
     Fetcher._proc_fetch_request = _ORIGINAL_PROC
     Fetcher._get_actions_per_node = _ORIGINAL_ACTIONS
     AIOKafkaConsumerThread.verify_event_path = _ORIGINAL_VERIFY  # type: ignore[method-assign]
+    Consumer.commit_and_end_transactions = _ORIGINAL_END  # type: ignore[method-assign]

@@ -43,6 +43,9 @@ log = logging.getLogger(__name__)
 
 _MAX_REQUEST = 32 * 1024 * 1024  # the checkpoints topic's max.message.bytes
 
+STOP_S = 2.0
+"""Longest :meth:`PartitionTransactions.stop` waits for a producer to deliver what it holds."""
+
 
 def transactional_id(app_id: str, partition: int) -> str:
     """The transactional id of the learner of outcomes ``partition`` in the group ``app_id``."""
@@ -117,12 +120,26 @@ class PartitionTransactions:
         """Whether the producer is started and not stopped since."""
         return self._producer is not None
 
-    async def stop(self) -> None:
-        """Stop the producer; an open transaction is left to the broker to abort."""
+    async def stop(self, timeout_s: float = STOP_S) -> None:
+        """Stop the producer; an open transaction is left to the broker to abort.
+
+        aiokafka's stop waits until every record it holds is delivered, for ever when the
+        broker cannot be reached; past ``timeout_s`` the producer is abandoned instead.
+        """
         producer, self._producer = self._producer, None
-        if producer is not None:
-            _retrieve_failures(producer)
-            await producer.stop()
+        if producer is None:
+            return
+        _retrieve_failures(producer)
+        try:
+            await asyncio.wait_for(producer.stop(), timeout_s)
+        except TimeoutError:
+            log.warning(
+                "transactional producer %s did not stop within %.0f s (is the broker reachable?);"
+                " abandoned, its open transaction is left to the broker to abort",
+                self.transactional_id,
+                timeout_s,
+                extra={"partition": self.partition},
+            )
 
     async def commit(self, records: Iterable[Outgoing], next_offset: int) -> None:
         """Send ``records`` and commit the outcomes offset ``next_offset`` in one transaction.

@@ -72,6 +72,25 @@ def mlflow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 
 
 @pytest.fixture
+def own_kafka(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[LocalKafka]:
+    """A Kafka cluster of this test alone, to stop or kill at will; ``nodes`` from an indirect
+    parameter (default 1)."""
+    nodes: int = getattr(request, "param", 1)
+    kafka = LocalKafka(
+        state_dir=tmp_path / "kafka",
+        cache_dir=CACHE_DIR,
+        nodes=nodes,
+        base_port=free_port_block(2 * nodes),
+        heap="384m",
+    )
+    kafka.up(progress=lambda _m: None)
+    try:
+        yield kafka
+    finally:
+        kafka.down(progress=lambda _m: None, timeout=30)
+
+
+@pytest.fixture
 def fresh_mlflow_server(tmp_path: Path) -> Iterator[str]:
     """Tracking URI of a real ``mlflow server`` for this test alone: its registry starts empty.
 

@@ -12,7 +12,6 @@ import json
 import shutil
 import time
 from collections import Counter
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +25,6 @@ from stream.broker import LocalKafka
 from stream.mlflow_server import MlflowServer
 from stream.settings import Settings
 from stream.topics import ensure_topics
-from tests.conftest import CACHE_DIR
 from tests.support import (
     KEYS,
     Collector,
@@ -50,24 +48,6 @@ def _settings(env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> Settings:
 
 def _figures(name: str, **figures: Any) -> None:
     print(f"\nFIGURES {name} {json.dumps(figures, sort_keys=True)}")
-
-
-@pytest.fixture
-def own_kafka(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[LocalKafka]:
-    """A Kafka cluster of this test alone; ``nodes`` from an indirect parameter (default 1)."""
-    nodes: int = getattr(request, "param", 1)
-    kafka = LocalKafka(
-        state_dir=tmp_path / "kafka",
-        cache_dir=CACHE_DIR,
-        nodes=nodes,
-        base_port=free_port_block(2 * nodes),
-        heap="384m",
-    )
-    kafka.up(progress=lambda _m: None)
-    try:
-        yield kafka
-    finally:
-        kafka.down(progress=lambda _m: None, timeout=30)
 
 
 def _start_worker(env: dict[str, str], settings: Settings, tmp_path: Path, name: str) -> Worker:
