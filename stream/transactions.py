@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from aiokafka import AIOKafkaProducer, TopicPartition
-from aiokafka.errors import KafkaError, ProducerFenced
+from aiokafka.errors import KafkaConnectionError, KafkaError, ProducerFenced
 
 from stream.errors import BrokerError
 from stream.kafka import client_kwargs
@@ -140,6 +140,7 @@ class PartitionTransactions:
                 timeout_s,
                 extra={"partition": self.partition},
             )
+            await _close_abandoned(producer, timeout_s)
 
     async def commit(self, records: Iterable[Outgoing], next_offset: int) -> None:
         """Send ``records`` and commit the outcomes offset ``next_offset`` in one transaction.
@@ -180,7 +181,11 @@ class PartitionTransactions:
 
     async def _abort(self, cause: BaseException) -> None:
         producer = self._producer
-        assert producer is not None
+        if producer is None:  # stopped meanwhile: the partition is given up here
+            raise TransactionFenced(
+                f"transaction of {self.transactional_id} failed ({type(cause).__name__}: "
+                f"{cause}) after its producer was stopped"
+            ) from cause
         try:
             await producer.abort_transaction()
         except Exception as exc:  # a fatal state aborts nothing: the partition is lost here
@@ -189,6 +194,28 @@ class PartitionTransactions:
                 f"transaction of {self.transactional_id} failed ({type(cause).__name__}: "
                 f"{cause}) and could not be aborted ({type(exc).__name__}: {exc})"
             ) from cause
+
+
+async def _close_abandoned(producer: AIOKafkaProducer, timeout_s: float = STOP_S) -> None:
+    """Close a producer whose stop was given up: fail what it holds, cancel its sender and
+    close its connections. Left alone, the sender and the metadata task retry for ever, and a
+    commit waiting for one of its records waits for ever too."""
+    gone = KafkaConnectionError("producer abandoned: its stop found no broker to deliver to")
+    producer._message_accumulator.fail_all(gone)
+    sender = producer._sender
+    task = None if sender is None else sender.sender_task
+    if task is not None:
+        # Cancelled, the sender waits for its requests, which retry for ever; cancelling it
+        # again cancels the request it waits for (asyncio.wait does not raise its cancellation).
+        until = asyncio.get_running_loop().time() + timeout_s
+        while not task.done() and asyncio.get_running_loop().time() < until:
+            task.cancel()
+            await asyncio.wait({task}, timeout=0.05)
+    try:
+        await asyncio.wait_for(producer.client.close(), timeout_s)
+    except TimeoutError:
+        log.warning("connections of an abandoned producer did not close within %.0f s", timeout_s)
+    _retrieve_failures(producer)
 
 
 def _retrieve_failures(producer: AIOKafkaProducer) -> None:

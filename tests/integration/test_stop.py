@@ -21,6 +21,7 @@ import pytest
 from stream.broker import LocalKafka
 from stream.settings import Settings
 from stream.topics import ensure_topics
+from stream.transactions import Outgoing, PartitionTransactions, TransactionFenced
 from tests.support import KEYS, Collector, Sender, Traffic, Worker, probe, worker_env
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -79,3 +80,35 @@ def test_worker_stops_within_seconds_when_the_broker_is_gone(
     assert "not logged" in log, "no repeated library message was held back"
     # About 16 s without a broker, a handful of aiokafka messages, each once per 10 s at most.
     assert len(library) < 60, "\n".join(library[-20:])
+
+
+def test_a_transactional_producer_given_up_without_a_broker_is_closed(
+    own_kafka: LocalKafka, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A partition revoked while the broker is gone: its producer's stop gives up, and then
+    nothing of it retries on, and the commit that was waiting for the broker fails as fenced
+    (nothing more is written for the partition from here)."""
+    for k, v in worker_env(own_kafka.bootstrap_servers, tmp_path).items():
+        monkeypatch.setenv(k, v)
+    settings = Settings()
+    topic = settings.topic("retrain-queue")
+
+    async def run() -> None:
+        await ensure_topics(settings)
+        txn = PartitionTransactions(settings, 0)
+        await txn.start()
+        await txn.commit([Outgoing(topic, b"k", b"before", 0)], next_offset=1)
+        await asyncio.to_thread(own_kafka.stop_node, 0)
+        waiting = asyncio.ensure_future(txn.commit([Outgoing(topic, b"k", b"after", 0)], 2))
+        await asyncio.sleep(2)
+        assert not waiting.done()  # no broker: the commit waits
+        t0 = time.monotonic()
+        await txn.stop(timeout_s=1.0)
+        assert time.monotonic() - t0 < 6.0
+        with pytest.raises(TransactionFenced, match="after its producer was stopped"):
+            await asyncio.wait_for(waiting, 5)
+        await asyncio.sleep(1)
+        left = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+        assert not left, f"tasks still running after the producer was given up: {left}"
+
+    asyncio.run(run())
