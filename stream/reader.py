@@ -147,10 +147,11 @@ class PartitionReader:
 
         Each partition is read from its first record at or after ``since`` (epoch ms), from
         ``offset`` (or its first record, if that offset is gone), from its ``last`` offsets, or
-        else from its beginning. With ``limit``, reading stops after that many records.
+        else from its beginning; with both ``since`` and ``last``, from the later of the two.
+        With ``limit``, reading stops after that many records.
         """
-        if sum(arg is not None for arg in (since, offset, last)) > 1:
-            raise ValueError("give at most one of since, offset and last")
+        if offset is not None and (since is not None or last is not None):
+            raise ValueError("give offset alone: not with since or last")
         parts = sorted(partitions) if partitions is not None else await self.partitions(topic)
         tps = [TopicPartition(topic, p) for p in parts]
         if not tps:
@@ -181,16 +182,17 @@ class PartitionReader:
         last: int | None,
     ) -> dict[TopicPartition, int]:
         consumer = self._started()
-        if since is not None:
-            found = await consumer.offsets_for_times({tp: max(0, since) for tp in tps})
-            return {tp: found[tp].offset if found.get(tp) is not None else ends[tp] for tp in tps}
         # Explicit offsets to seek to: seek_to_beginning was seen to leave the position at the end.
         begins: dict[TopicPartition, int] = await consumer.beginning_offsets(tps)
-        if last is not None:
-            return {tp: max(begins[tp], ends[tp] - last) for tp in tps}
         if offset is not None:
             return {tp: max(begins[tp], offset) for tp in tps}
-        return begins
+        starts = begins
+        if since is not None:
+            found = await consumer.offsets_for_times({tp: max(0, since) for tp in tps})
+            starts = {tp: found[tp].offset if found.get(tp) is not None else ends[tp] for tp in tps}
+        if last is not None:
+            starts = {tp: max(starts[tp], ends[tp] - last) for tp in tps}
+        return starts
 
     async def follow(
         self, topic: str, *, from_beginning: bool = False, idle_timeout: float = 0.0

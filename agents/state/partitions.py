@@ -291,10 +291,15 @@ class PartitionStore:
         try:
             restored = await self._restore(partition)
             window = int(self.settings.join_window_s * 1000)
-            # The records of the last join window by their Kafka time (how far back to read);
-            # the store keeps those within the window of the newest signal's own time.
+            # The records of the last join window by their Kafka time (how far back to read), and
+            # no more than the store keeps: a long window at a high rate would otherwise be read
+            # whole, into memory, at every assignment. The store keeps those within the window
+            # of the newest signal's own time.
             records = await self._read_partition(
-                self.signals_topic, partition, since=int(time.time() * 1000) - window
+                self.signals_topic,
+                partition,
+                since=int(time.time() * 1000) - window,
+                last=self.settings.join_max_entries,
             )
             # Decoding a join window of signals is CPU work: off the event loop.
             join = await asyncio.get_running_loop().run_in_executor(
@@ -334,7 +339,7 @@ class PartitionStore:
                 await topic_config(self.settings, self.checkpoint_topic)
             )
             self._topic_checked = True
-        records = await self._read_partition(self.checkpoint_topic, partition, since=None)
+        records = await self._read_partition(self.checkpoint_topic, partition)
         restored: Restored = await asyncio.get_running_loop().run_in_executor(
             None, restore_partition, partition, records, self.new_keyed
         )
@@ -364,10 +369,13 @@ class PartitionStore:
         if self.on_refused is not None:
             self.on_refused(why)
 
-    async def _read_partition(self, topic: str, partition: int, since: int | None) -> list[Any]:
-        """The committed records of a partition from ``since`` (epoch ms; None: all)."""
+    async def _read_partition(
+        self, topic: str, partition: int, since: int | None = None, last: int | None = None
+    ) -> list[Any]:
+        """The committed records of a partition from ``since`` (epoch ms) and within its ``last``
+        offsets (None: no bound)."""
         async with self._reader() as reader:
-            return await reader.read(topic, [partition], since=since)
+            return await reader.read(topic, [partition], since=since, last=last)
 
     def _reader(self) -> PartitionReader:
         # State records can be large: big fetches read them in few round trips.

@@ -45,8 +45,14 @@ async def _run(settings: Settings) -> None:
         assert [r.offset for r in await reader.read(topic, [1], offset=3, limit=1)] == [3]
         assert len(await reader.read(topic, [1], since=T0 + 6500)) == 3
         assert await reader.read(topic, [1], since=T0 + 60_000) == []
-        with pytest.raises(ValueError, match="at most one"):
-            await reader.read(topic, [1], since=T0, last=1)
+        # Both bounds: the later start wins.
+        assert [r.value for r in await reader.read(topic, [1], since=T0 + 6500, last=2)] == [
+            b"8",
+            b"9",
+        ]
+        assert [r.value for r in await reader.read(topic, [1], since=T0 + 8500, last=5)] == [b"9"]
+        with pytest.raises(ValueError, match="offset alone"):
+            await reader.read(topic, [1], offset=0, last=1)
 
         got = [r.value async for r in reader.follow(topic, from_beginning=True, idle_timeout=1)]
         assert sorted(got) == sorted([*values, b"p0"])
