@@ -16,6 +16,7 @@ written in Kafka transactions, and only committed ones count.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import AsyncGenerator, Iterable
 from types import TracebackType
@@ -150,28 +151,47 @@ class PartitionReader:
         else from its beginning; with both ``since`` and ``last``, from the later of the two.
         With ``limit``, reading stops after that many records.
         """
+        out: list[Any] = []
+        chunks = self.chunks(topic, partitions, since=since, offset=offset, last=last)
+        async with contextlib.aclosing(chunks):
+            async for chunk in chunks:
+                out.extend(chunk)
+                if limit is not None and len(out) >= limit:
+                    return out[:limit]
+        return out
+
+    async def chunks(
+        self,
+        topic: str,
+        partitions: Iterable[int] | None = None,
+        *,
+        since: int | None = None,
+        offset: int | None = None,
+        last: int | None = None,
+    ) -> AsyncGenerator[list[Any], None]:
+        """The records :meth:`read` returns, one fetch's worth at a time, for a reader that
+        need not hold them all at once."""
         if offset is not None and (since is not None or last is not None):
             raise ValueError("give offset alone: not with since or last")
         parts = sorted(partitions) if partitions is not None else await self.partitions(topic)
         tps = [TopicPartition(topic, p) for p in parts]
         if not tps:
-            return []
+            return
         consumer = self._started()
         consumer.assign(tps)
         ends = await consumer.end_offsets(tps)
         starts = await self._starts(tps, ends, since, offset, last)
         for tp in tps:
             consumer.seek(tp, starts[tp])
-        out: list[Any] = []
         remaining = {tp for tp in tps if starts[tp] < ends[tp]}
         while remaining:
             batch = await consumer.getmany(*remaining, timeout_ms=1000)
-            for tp, records in batch.items():
-                out.extend(rec for rec in records if rec.offset < ends[tp])
-            if limit is not None and len(out) >= limit:
-                return out[:limit]
+            chunk = [
+                rec for tp, records in batch.items() for rec in records if rec.offset < ends[tp]
+            ]
+            if chunk:
+                yield chunk
             remaining = {tp for tp in remaining if await consumer.position(tp) < ends[tp]}
-        return out
 
     async def _starts(
         self,

@@ -3,7 +3,8 @@ without features of its own.
 
 The predictor keeps each answered signal (:func:`remember_signal`); the learner looks an outcome's
 signal up (:func:`join_fields`, :func:`join_ts`); after a restart or a rebalance the store of a
-partition is rebuilt from the signals topic itself (:func:`build_join_store`).
+partition is rebuilt from the signals topic itself (:func:`remember_records`,
+:func:`forget_before`).
 
 Each entry is bytes: the signal's ``ts`` (8 bytes, big-endian) and then one orjson array
 ``[features, model_key, score, components]`` (a pickle when orjson cannot write it). A dict of
@@ -25,9 +26,10 @@ from stream.codec import ContractViolation, Limits, decode_signal
 __all__ = [
     "Features",
     "JoinEntry",
-    "build_join_store",
+    "forget_before",
     "join_fields",
     "join_ts",
+    "remember_records",
     "remember_signal",
 ]
 
@@ -78,12 +80,13 @@ def remember_signal(
     join[signal_id] = _TS.pack(ts) + payload
 
 
-def build_join_store(
-    records: Iterable[Any], window_ms: int, limits: Limits
-) -> dict[str, JoinEntry]:
-    """The join store of a partition from its signals records (Kafka records with ``value`` and
-    ``timestamp``); unusable ones are left out, and so are those more than ``window_ms`` older
-    (in their own time) than the newest signal: the join window counts in event time.
+def remember_records(
+    join: dict[str, JoinEntry], records: Iterable[Any], limits: Limits
+) -> int | None:
+    """Keep each usable signal of ``records`` (Kafka records with ``value`` and ``timestamp``) in
+    ``join`` (:func:`remember_signal`, at its own ``ts``, else its record's time); returns the
+    newest of those times (None: none usable). A partition's store is rebuilt from its signals
+    a fetch at a time with this, then :func:`forget_before` the join window of the newest.
 
     >>> from types import SimpleNamespace
     >>> recs = [
@@ -94,10 +97,11 @@ def build_join_store(
     ...     SimpleNamespace(value=b"not json", timestamp=30),
     ...     SimpleNamespace(value=None, timestamp=40),
     ... ]
-    >>> list(build_join_store(recs, window_ms=10, limits=Limits()))
-    ['s2']
+    >>> join: dict[str, JoinEntry] = {}
+    >>> remember_records(join, recs, Limits()), list(join)
+    (20, ['s1', 's2'])
     """
-    usable: list[tuple[Any, int]] = []
+    newest: int | None = None
     for rec in records:
         if rec.value is None:
             continue
@@ -105,12 +109,23 @@ def build_join_store(
             req = decode_signal(rec.value, limits)
         except ContractViolation:
             continue
-        usable.append((req, req.ts if req.ts is not None else rec.timestamp))
-    join: dict[str, JoinEntry] = {}
-    if not usable:
-        return join
-    horizon = max(ts for _, ts in usable) - window_ms
-    for req, entry_ts in usable:
-        if entry_ts >= horizon:
-            remember_signal(join, req.signal_id, req.features, entry_ts, req.model_key)
-    return join
+        ts = req.ts if req.ts is not None else rec.timestamp
+        remember_signal(join, req.signal_id, req.features, ts, req.model_key)
+        if newest is None or ts > newest:
+            newest = ts
+    return newest
+
+
+def forget_before(join: dict[str, JoinEntry], horizon: int) -> int:
+    """Forget the entries of ``join`` whose time is before ``horizon``; returns how many.
+
+    >>> join: dict[str, JoinEntry] = {}
+    >>> for sid, ts in (("a", 5), ("b", 1), ("c", 9)):
+    ...     remember_signal(join, sid, {}, ts, "BTC")
+    >>> forget_before(join, 5), list(join)
+    (1, ['a', 'c'])
+    """
+    doomed = [sid for sid, entry in join.items() if join_ts(entry) < horizon]
+    for sid in doomed:
+        del join[sid]
+    return len(doomed)

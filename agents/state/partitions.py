@@ -22,6 +22,7 @@ their last good state (the newest record of each that can be read).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Callable, Iterator
@@ -29,7 +30,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from agents.state.checkpoints import Refusal, Restored, restore_partition
-from agents.state.join import build_join_store, join_ts
+from agents.state.join import JoinEntry, forget_before, join_ts, remember_records
 from agents.state.partition_state import PartitionState
 from models.keyed import KeyedOnline
 from models.online import OnlineConfig, OnlineLearner
@@ -290,21 +291,7 @@ class PartitionStore:
         await txn.start()  # fences the previous owner before its state is read
         try:
             restored = await self._restore(partition)
-            window = int(self.settings.join_window_s * 1000)
-            # The records of the last join window by their Kafka time (how far back to read), and
-            # no more than the store keeps: a long window at a high rate would otherwise be read
-            # whole, into memory, at every assignment. The store keeps those within the window
-            # of the newest signal's own time.
-            records = await self._read_partition(
-                self.signals_topic,
-                partition,
-                since=int(time.time() * 1000) - window,
-                last=self.settings.join_max_entries,
-            )
-            # Decoding a join window of signals is CPU work: off the event loop.
-            join = await asyncio.get_running_loop().run_in_executor(
-                None, build_join_store, records, window, self.limits
-            )
+            join = await self._rebuild_join(partition)
         except BaseException:
             await txn.stop()
             raise
@@ -329,6 +316,36 @@ class PartitionStore:
             extra={"partition": partition, "offset": st.next_offset},
         )
         return st
+
+    async def _rebuild_join(self, partition: int) -> dict[str, JoinEntry]:
+        """The partition's join store from the signals of the last join window by their Kafka
+        time (how far back to read), and no more than the store keeps: a long window at a high
+        rate would otherwise be read whole at every assignment. It keeps those within the window
+        of the newest signal's own time."""
+        window = int(self.settings.join_window_s * 1000)
+        join: dict[str, JoinEntry] = {}
+        newest: int | None = None
+        loop = asyncio.get_running_loop()
+        # Small fetches, decoded as they come: the records read are not all held at once.
+        reader = PartitionReader(self.settings, isolation_level="read_committed")
+        async with reader:
+            chunks = reader.chunks(
+                self.signals_topic,
+                [partition],
+                since=int(time.time() * 1000) - window,
+                last=self.settings.join_max_entries,
+            )
+            async with contextlib.aclosing(chunks):
+                async for chunk in chunks:
+                    # Decoding signals is CPU work: off the event loop.
+                    ts = await loop.run_in_executor(
+                        None, remember_records, join, chunk, self.limits
+                    )
+                    if ts is not None and (newest is None or ts > newest):
+                        newest = ts
+        if newest is not None:
+            await loop.run_in_executor(None, forget_before, join, newest - window)
+        return join
 
     async def _restore(self, partition: int) -> Restored:
         """The partition's state from its changelog, refused when the changelog's topic is
@@ -369,13 +386,10 @@ class PartitionStore:
         if self.on_refused is not None:
             self.on_refused(why)
 
-    async def _read_partition(
-        self, topic: str, partition: int, since: int | None = None, last: int | None = None
-    ) -> list[Any]:
-        """The committed records of a partition from ``since`` (epoch ms) and within its ``last``
-        offsets (None: no bound)."""
+    async def _read_partition(self, topic: str, partition: int) -> list[Any]:
+        """The committed records of a partition."""
         async with self._reader() as reader:
-            return await reader.read(topic, [partition], since=since, last=last)
+            return await reader.read(topic, [partition])
 
     def _reader(self) -> PartitionReader:
         # State records can be large: big fetches read them in few round trips.
