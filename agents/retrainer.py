@@ -77,6 +77,8 @@ class Retrainer:
     """Writes each job's report (the composition root passes the application's writer)."""
     registry: Callable[[], ModelRegistry] | None = None
     running: asyncio.Lock = field(default_factory=asyncio.Lock)
+    opening: asyncio.Lock = field(default_factory=asyncio.Lock)
+    """Held while the registry is opened: the warm at start and a first tick open it once."""
     last_alarm: float = -1e18
     """When (monotonic seconds) the alarm that started the drift plan was accepted."""
     plan: DriftPlan | None = None
@@ -119,9 +121,10 @@ class Retrainer:
     async def _open(self) -> ModelRegistry:
         """The registry, opened once (in an executor) and kept."""
         assert self.registry is not None
-        if self._registry is None:
-            loop = asyncio.get_running_loop()
-            self._registry = await loop.run_in_executor(None, self.registry)
+        async with self.opening:
+            if self._registry is None:
+                loop = asyncio.get_running_loop()
+                self._registry = await loop.run_in_executor(None, self.registry)
         return self._registry
 
     async def tick(self, now: int) -> list[str]:

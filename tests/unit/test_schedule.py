@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from typing import Any
 
 import pytest
@@ -147,6 +148,24 @@ def test_a_day_of_ticks_asks_the_registry_only_when_a_slot_passes() -> None:
     assert runs == [("nightly_incremental", MON + DAY + 2 * HOUR)]
     assert (registry.opened, registry.reads) == (1, 2)  # the re-check at the due slot
     assert registry.last["nightly_incremental"] == MON + DAY + 2 * HOUR
+
+
+def test_a_warm_and_a_tick_at_once_open_the_registry_once() -> None:
+    registry = _CountingRegistry(nightly_incremental=MON + 2 * HOUR)
+    worker = _worker(registry, [], retrain_nightly_incremental_at="02:00")
+
+    def opener() -> _CountingRegistry:
+        time.sleep(0.05)  # MLflow's open takes a while, in an executor thread
+        registry.opened += 1
+        return registry
+
+    worker.registry = opener  # type: ignore[assignment]
+
+    async def both() -> None:
+        await asyncio.gather(worker.warm(MON + 3 * HOUR), worker.tick(MON + 3 * HOUR))
+
+    asyncio.run(both())
+    assert registry.opened == 1
 
 
 def test_a_new_deployment_gets_its_baseline_at_start() -> None:
