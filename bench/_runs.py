@@ -78,8 +78,8 @@ def worker_env(bootstrap: str, prefix: str, work: Path) -> dict[str, str]:
         "ALPHAPULSE_DATA_DIR": str(work / uuid.uuid4().hex[:6]),
         "ALPHAPULSE_WEB_PORT": str(free_port()),
         "ALPHAPULSE_COMMIT_INTERVAL_S": "0.5",
-        # The side workers that open MLflow are off: the figures are the hot path's, and a new
-        # SQLite store's migrations at start took 1.7 to 2.6 s of CPU beside the agents.
+        # The side workers that open MLflow are off: the figures are the hot path's, and each
+        # round's new SQLite store ran its migrations at start, 1.7 s of CPU beside the agents.
         "ALPHAPULSE_RELOAD_INTERVAL_S": "0",
         **{f"ALPHAPULSE_RETRAIN_{cadence.upper()}_AT": "off" for cadence in CADENCES},
         "ALPHAPULSE_LOG_LEVEL": "WARNING",
