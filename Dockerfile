@@ -2,6 +2,10 @@
 # Stage one builds the wheel; stage two installs it with the store and redis extras, every
 # dependency at the version pinned in constraints.txt.
 FROM python:3.11-slim AS build
+# A C compiler for the online model's compiled step (models/_linear_core.c).
+RUN apt-get update \
+ && apt-get install -y --no-install-recommends gcc libc6-dev \
+ && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY alphapulse ./alphapulse

@@ -25,7 +25,15 @@ from models._state_codec import StateRefused
 from models._state_learner import AdwinState, LinearState, PageHinkleyState
 from models.errors import ModelError
 
-__all__ = ["adwin_bytes", "adwin_state", "capture", "check_detector", "rebuild"]
+__all__ = [
+    "adwin_bytes",
+    "adwin_state",
+    "capture",
+    "capture_detector",
+    "check_detector",
+    "rebuild",
+    "rebuild_detector",
+]
 
 _HEAD = struct.Struct("<diQddddddiiiiQ")  # AdaptiveWindowing's scalars and the bucket count
 _TAIL = struct.Struct("<diQii")  # the pyo3 wrapper's parameters, after the struct
@@ -124,12 +132,17 @@ def capture(
         intercept=float(clf.intercept),
         n_iterations=int(clf.optimizer.n_iterations),
     )
-    det: AdwinState | PageHinkleyState | None = None
+    return lin, capture_detector(detector), None
+
+
+def capture_detector(detector: Any) -> AdwinState | PageHinkleyState | None:
+    """The numbers of a linear learner's drift detector (None for none, or a Page-Hinkley
+    detector that has seen nothing)."""
     if isinstance(detector, drift.ADWIN):
-        det = adwin_state(detector)
-    elif isinstance(detector, drift.PageHinkley) and detector._x_mean.n > 0:
+        return adwin_state(detector)
+    if isinstance(detector, drift.PageHinkley) and detector._x_mean.n > 0:
         m = detector._x_mean
-        det = PageHinkleyState(
+        return PageHinkleyState(
             bool(detector._drift_detected),
             float(m.n),
             float(m._mean),
@@ -138,7 +151,7 @@ def capture(
             float(detector._min_increase),
             float(detector._max_decrease),
         )
-    return lin, det, None
+    return None
 
 
 def rebuild(
@@ -162,6 +175,11 @@ def rebuild(
     clf._weights = utils.VectorDict(dict(lin.weights))
     clf.intercept = lin.intercept
     clf.optimizer.n_iterations = lin.n_iterations
+    return pipeline, rebuild_detector(detector, det)
+
+
+def rebuild_detector(detector: Any, det: AdwinState | PageHinkleyState | None) -> Any:
+    """Fill a fresh ``detector`` (the configured one) with the numbers ``det`` and return it."""
     check_detector(det, detector)
     if isinstance(det, AdwinState):
         detector._helper.__setstate__(adwin_bytes(det))
@@ -171,4 +189,4 @@ def rebuild(
         detector._sum_increase, detector._sum_decrease = det.sum_increase, det.sum_decrease
         detector._min_increase, detector._max_decrease = det.min_increase, det.max_decrease
         detector._drift_detected = det.drift_detected
-    return pipeline, detector
+    return detector

@@ -37,6 +37,14 @@ Finite state
 No outcome may make a model's state non-finite: ``learn_one`` refuses such an outcome with
 :class:`NonFiniteUpdate` and leaves the model as it was (how, in :mod:`models.online_input`).
 
+Compiled step
+-------------
+The logistic regression (the default) runs on :mod:`models._linear_core`, a C step that makes
+River's floating-point operations in River's order, so that it predicts, learns, refuses and
+snapshots bit for bit as River's pipeline does (``tests/unit/test_linear_core.py``), at about a
+seventh of the cost. Built without a C compiler, or with :data:`COMPILED` set to False, learners
+use River's objects. The other classifiers always do.
+
 River contract
 --------------
 :class:`OnlineLearner` is a ``river.base.Classifier``: ``predict_proba_one`` returns
@@ -57,17 +65,31 @@ key made for this process alone, so such a snapshot restores only in the process
 from __future__ import annotations
 
 import copy
+import copyreg
 import math
 from collections import deque
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict
 from typing import Any
 
-from river import base
+from river import base, compose
 
 from models._state_codec import StateRefused
-from models._state_learner import HEADER, PROCESS_KEY, LearnerState, decode_learner, encode_learner
-from models._state_river import capture, check_detector, rebuild
+from models._state_learner import (
+    HEADER,
+    PROCESS_KEY,
+    LearnerState,
+    LinearState,
+    decode_learner,
+    encode_learner,
+)
+from models._state_river import (
+    capture,
+    capture_detector,
+    check_detector,
+    rebuild,
+    rebuild_detector,
+)
 from models.errors import ConfigError, DataError
 from models.metrics import RollingMetrics, rolling_metrics
 from models.online_config import (
@@ -100,6 +122,42 @@ __all__ = [
     "OnlineLearner",
     "clean_features",
 ]
+
+_linear_core: Any
+try:
+    from models import _linear_core
+except ImportError:  # installed without a C compiler: River's own objects do the work
+    _linear_core = None
+
+COMPILED = _linear_core is not None
+"""Whether logistic-regression learners run on the compiled step (:mod:`models._linear_core`),
+which learns bit for bit as River's pipeline does; False makes new learners use River's objects."""
+
+
+def _new_core(cfg: OnlineConfig) -> Any:
+    """A compiled logistic regression of ``cfg``, empty."""
+    return _linear_core.Core(cfg.learning_rate, cfg.l2, cfg.per_outcome_decay)
+
+
+def _clean(x: Mapping[Any, Any]) -> dict[str, float]:
+    """:func:`clean_features`, compiled for a plain dict of names to floats or None."""
+    if _linear_core is not None:
+        xc: dict[str, float] | None = _linear_core.clean(x)
+        if xc is not None:
+            return xc
+    return clean_features(x)
+
+
+def _core_of(params: tuple[float, float, float], state: tuple[Any, ...]) -> Any:
+    """The compiled step of ``params`` holding ``state`` (what pickling a learner writes)."""
+    core = _linear_core.Core(*params)
+    if not core.load(*state):
+        raise StateRefused("a compiled online model's pickle holds a state it cannot take")
+    return core
+
+
+if _linear_core is not None:
+    copyreg.pickle(_linear_core.Core, lambda c: (_core_of, (c.params(), c.state())))
 
 SNAPSHOT_MAGIC = HEADER.magic
 SNAPSHOT_VERSION = 2  # 2: plain numbers (models._state_learner). 1: a pickle, refused
@@ -149,7 +207,12 @@ class OnlineLearner(base.Classifier):
 
     def __init__(self, config: OnlineConfig | None = None) -> None:
         self.config = config if config is not None else OnlineConfig()
-        self.pipeline = build_pipeline(self.config)
+        self._core: Any = None
+        self._river: Any = None
+        if COMPILED and self.config.classifier == "logistic_regression":
+            self._core = _new_core(self.config)
+        else:
+            self._river = build_pipeline(self.config)
         self.detector = build_detector(self.config)
         self.drift_detected = False
         self.drift_points: list[int] = []
@@ -160,6 +223,20 @@ class OnlineLearner(base.Classifier):
         self._wide = False
         """Whether a scaler mean may exceed :data:`FEATURE_SAFE_ABS` (then every update is
         checked; see the module's text)."""
+
+    @property
+    def pipeline(self) -> compose.Pipeline:
+        """River's pipeline holding this learner's numbers. With the compiled step it is a new
+        copy at each call: changing it does not change the learner."""
+        if self._core is None:
+            return self._river
+        pipeline = build_pipeline(self.config)
+        lin = LinearState(*self._core.state())
+        return rebuild(pipeline, None, lin, None, None)[0]
+
+    @pipeline.setter
+    def pipeline(self, value: compose.Pipeline) -> None:
+        self._river, self._core = value, None
 
     @property
     def n_learned(self) -> int:
@@ -174,8 +251,11 @@ class OnlineLearner(base.Classifier):
     def _proba(self, x: dict[str, float]) -> float:
         if self._n_learned == 0:
             return 0.5
+        if self._core is not None:
+            p: float = self._core.predict(x)
+            return p
         try:
-            probs = self.pipeline.predict_proba_one(x)
+            probs = self._river.predict_proba_one(x)
         except OverflowError:  # a tree's Gaussian leaf squares a huge feature: no answer
             return 0.5
         p_true, p_false = float(probs.get(True, 0.0)), float(probs.get(False, 0.0))
@@ -186,11 +266,11 @@ class OnlineLearner(base.Classifier):
 
     def win_probability(self, x: Mapping[Any, Any]) -> float:
         """Probability that the trade wins; 0.5 before any outcome has been learned."""
-        return self._proba(clean_features(x))
+        return self._proba(_clean(x))
 
     def win_probabilities(self, xs: Iterable[Mapping[Any, Any]]) -> list[float]:
         """:meth:`win_probability` for each row."""
-        return [self._proba(clean_features(x)) for x in xs]
+        return [self._proba(_clean(x)) for x in xs]
 
     def predict_proba_one(
         self, x: Mapping[Any, Any], **kwargs: Any
@@ -215,15 +295,22 @@ class OnlineLearner(base.Classifier):
         label = label_of(y)
         if not (w == 0 or MIN_WEIGHT <= w <= MAX_WEIGHT):
             raise DataError(f"weight must be 0 or within [{MIN_WEIGHT}, {MAX_WEIGHT}], got {w!r}")
-        xc = clean_features(x)
-        if not self._linear and w > 0:
-            check_tree_input(xc)  # before predicting it too: a tree's leaves overflow on it
-        p = self._proba(xc)
-        if w > 0:
-            self._learn_finite(xc, label, float(w))  # raises before anything else changed
+        xc = _clean(x)
+        if self._core is not None:
+            # Predicts, learns and decays, or returns what would have become non-finite.
+            r = self._core.learn(xc, label, float(w), self._n_learned == 0)
+            if type(r) is tuple:
+                raise NonFiniteUpdate(r[0], xc.get(r[0], math.nan), r[1])
+            p = r
+        else:
+            if not self._linear and w > 0:
+                check_tree_input(xc)  # before predicting it too: a tree's leaves overflow on it
+            p = self._proba(xc)
+            if w > 0:
+                self._learn_finite(xc, label, float(w))  # raises before anything else changed
+            if self._lam != 1.0:
+                self._river[-1]._weights *= self._lam
         self._recent.append((label, p))
-        if self._lam != 1.0:
-            self.pipeline[-1]._weights *= self._lam
         fired = False
         det = self.detector
         if det is not None:
@@ -238,24 +325,24 @@ class OnlineLearner(base.Classifier):
     def _learn_finite(self, xc: dict[str, float], label: bool, w: float) -> None:
         """``pipeline.learn_one``, or :class:`NonFiniteUpdate` with the pipeline unchanged."""
         if not self._linear:  # checked by check_tree_input already
-            self.pipeline.learn_one(xc, label, w=w)
+            self._river.learn_one(xc, label, w=w)
             return
         hi = max(xc.values(), default=0.0)
         lo = min(xc.values(), default=0.0)
         if not self._wide and lo >= -FEATURE_SAFE_ABS and hi <= FEATURE_SAFE_ABS:
-            self.pipeline.learn_one(xc, label, w=w)  # provably finite: the hot path
+            self._river.learn_one(xc, label, w=w)  # provably finite: the hot path
             return
-        saved = copy.deepcopy(self.pipeline)
-        self.pipeline.learn_one(xc, label, w=w)
+        saved = copy.deepcopy(self._river)
+        self._river.learn_one(xc, label, w=w)
         bad = self._non_finite(xc)
         if bad is not None:
-            self.pipeline = saved
+            self._river = saved
             raise NonFiniteUpdate(bad[0], xc.get(bad[0], math.nan), bad[1])
-        self._wide = any(abs(m) > FEATURE_SAFE_ABS for m in self.pipeline[0].means.values())
+        self._wide = any(abs(m) > FEATURE_SAFE_ABS for m in self._river[0].means.values())
 
     def _non_finite(self, xc: dict[str, float]) -> tuple[str, str] | None:
         """The first feature (and what of the model) that is not finite after learning ``xc``."""
-        scaler, clf = self.pipeline[0], self.pipeline[-1]
+        scaler, clf = self._river[0], self._river[-1]
         for k in xc:
             if not (math.isfinite(scaler.means[k]) and math.isfinite(scaler.vars[k])):
                 return k, "scaler statistics"
@@ -284,7 +371,11 @@ class OnlineLearner(base.Classifier):
 
     def state(self) -> LearnerState:
         """The complete state as numbers (:mod:`models._state_learner`)."""
-        lin, det, blob = capture(self.pipeline, self.detector, self._linear)
+        lin: LinearState | None
+        if self._core is not None:
+            lin, det, blob = LinearState(*self._core.state()), capture_detector(self.detector), None
+        else:
+            lin, det, blob = capture(self._river, self.detector, self._linear)
         return LearnerState(
             asdict(self.config),
             self._n_learned,
@@ -325,15 +416,29 @@ class OnlineLearner(base.Classifier):
     def from_state(cls, state: LearnerState) -> OnlineLearner:
         """A learner holding ``state`` (checked by :meth:`check`)."""
         learner = cls(OnlineConfig(**state.config))
-        learner.pipeline, learner.detector = rebuild(
-            learner.pipeline, learner.detector, state.linear, state.detector, state.blob
-        )
+        lin = state.linear
+        core = learner._core
+        if core is not None and not (
+            lin is not None
+            and core.load(
+                lin.counts, lin.means, lin.variances, lin.weights, lin.intercept, lin.n_iterations
+            )
+        ):
+            learner._core = None  # a shape only River's objects hold: they take it
+            learner._river = build_pipeline(learner.config)
+        if learner._core is not None:
+            learner.detector = rebuild_detector(learner.detector, state.detector)
+        else:
+            learner._river, learner.detector = rebuild(
+                learner._river, learner.detector, lin, state.detector, state.blob
+            )
         learner.drift_points = list(state.drift_points)
         learner.drift_detected = state.drift_detected
         learner._recent.extend(state.recent)
         learner._n_learned = state.n_learned
-        means = learner.pipeline[0].means.values()
-        learner._wide = any(abs(m) > FEATURE_SAFE_ABS for m in means)
+        if learner._river is not None:
+            means = learner._river[0].means.values()
+            learner._wide = any(abs(m) > FEATURE_SAFE_ABS for m in means)
         return learner
 
     def export(self) -> dict[str, Any]:
