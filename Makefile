@@ -25,7 +25,7 @@ define apt_need
 endef
 
 # What `alphapulse demo` needs: Java and Maven for the local broker, and the package.
-$(STAMP): pyproject.toml $(CONSTRAINTS) models/_linear_core.c
+$(STAMP): pyproject.toml $(CONSTRAINTS) models/_linear_core.c stream/_codec_core.c
 	$(call apt_need,command -v java >/dev/null && command -v mvn >/dev/null,default-jre-headless maven,the local Kafka broker; or set KAFKA_BOOTSTRAP_SERVERS)
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip

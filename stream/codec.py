@@ -67,6 +67,12 @@ class Limits:
 
 
 _DEFAULT_LIMITS = Limits()
+
+_codec_core: Any
+try:  # the common case compiled (stream/_codec_core.c); None for anything it leaves to Python
+    from stream import _codec_core
+except ImportError:  # installed without a C compiler
+    _codec_core = None
 _TS_MIN, _TS_MAX = -(2**63), 2**63 - 1
 _PLAIN_RECORDS = (Prediction, DeadLetter, HardExample)
 _RFC3339 = re.compile(r"^\d{4}-\d{2}-\d{2}[Tt]\d{2}:\d{2}:\d{2}(\.\d+)?([Zz]|[+-]\d{2}:\d{2})$")
@@ -206,6 +212,12 @@ def _features(v: Any, limits: Limits, check: bool, name: str = "features") -> di
 
 def decode_signal(raw: bytes | None, limits: Limits = _DEFAULT_LIMITS) -> SignalRequest:
     """Decode a SignalRequest, or raise :class:`ContractViolation`."""
+    if _codec_core is not None:
+        req: SignalRequest | None = _codec_core.signal(
+            raw, limits.max_bytes, limits.max_features, SignalRequest
+        )
+        if req is not None:
+            return req
     doc, check = _object(raw, limits)
     signal_id = _req_str(doc, "signal_id", check)
     symbol = _req_str(doc, "symbol", check)
@@ -238,6 +250,12 @@ def decode_outcome(raw: bytes | None, limits: Limits = _DEFAULT_LIMITS) -> Trade
     >>> decode_outcome(b'{"outcome_id":"o","signal_id":"s","symbol":"X","label":1}').label
     True
     """
+    if _codec_core is not None:
+        out: TradeOutcome | None = _codec_core.outcome(
+            raw, limits.max_bytes, limits.max_features, TradeOutcome
+        )
+        if out is not None:
+            return out
     doc, check = _object(raw, limits)
     outcome_id = _req_str(doc, "outcome_id", check)
     signal_id = _req_str(doc, "signal_id", check)

@@ -1,0 +1,6 @@
+"""Types of the compiled decoding (stream/_codec_core.c)."""
+
+from typing import Any
+
+def outcome(raw: object, max_bytes: int, max_features: int, cls: Any) -> Any: ...
+def signal(raw: object, max_bytes: int, max_features: int, cls: Any) -> Any: ...
