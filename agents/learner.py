@@ -136,11 +136,12 @@ async def _learn(
     out: TradeOutcome,
     on_drift: DriftHook | None,
     may_wait: bool = True,
+    sink: Sink | None = None,
 ) -> None:
-    t = _event_ms(out, msg)
+    t = out.ts if out.ts is not None else int(msg.timestamp * 1000)  # _event_ms, inline
     if may_wait and (st.outcome_clock is None or t > st.outcome_clock):
         st.outcome_clock = t
-    sink = _sink(rt, st)
+    sink = _sink(rt, st) if sink is None else sink
     entry = st.join.get(out.signal_id)
     joined_features, score, components = None, None, None
     if entry is not None:
@@ -297,11 +298,11 @@ def register(
     app.topics.add(rt.topics["outcomes"])  # subscribed and assigned by Faust, iterated by none
     batch_routes(app).route(rt.topic_names["outcomes"], channel)
 
-    async def learn_one(st: PartitionState, msg: Record) -> None:
+    async def learn_one(st: PartitionState, msg: Record, sink: Sink) -> None:
         try:
-            out = await decode_or_divert(rt, msg, decode_outcome, "outcomes", _sink(rt, st))
+            out = await decode_or_divert(rt, msg, decode_outcome, "outcomes", sink)
             if out is not None:
-                await _learn(rt, st, msg, out, on_drift)
+                await _learn(rt, st, msg, out, on_drift, sink=sink)
         except Exception as exc:  # unknown failure: dead-letter as internal, keep learning
             log.exception(
                 "learner failed on %s[%d]@%d",
@@ -324,6 +325,7 @@ def register(
         async for batch in current_batches(app, stream):
             rt.count("batches.outcomes")
             st = await store.ensure(batch.partition)
+            sink = _sink(rt, st)
             turns.start()
             for msg in batch.records:
                 if not st.learns:
@@ -333,7 +335,7 @@ def register(
                 if msg.offset < st.next_offset:
                     rt.count("outcomes.covered_skipped")
                     continue
-                await learn_one(st, msg)
+                await learn_one(st, msg, sink)
                 if st.uncommitted >= settings.checkpoint_max_events:
                     running = commit_soon(st)
                     if st.uncommitted >= 4 * settings.checkpoint_max_events:

@@ -10,8 +10,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from agents._decode import decode_or_divert, log_context, send_dead_letter
 from agents.backlog import SignalBacklog
@@ -78,9 +77,8 @@ def predict(
     )
 
 
-@dataclass(frozen=True)
-class _Answer:
-    """A scored request, ready to send."""
+class _Answer(NamedTuple):
+    """A scored request, ready to send (a named tuple: one is made per request)."""
 
     message: Any
     """The Faust message of the request."""
@@ -134,10 +132,12 @@ async def _score_batch(
                 extra={"offsets": _offsets(msg for msg, _ in valid)},
             )
     answers: list[_Answer] = []
+    st: PartitionState | None = None
     for (msg, req), components in zip(valid, batch_components, strict=True):
         msg_ts = int(msg.timestamp * 1000)
         try:
-            st = await store.ensure(msg.partition)
+            if st is None or st.partition != msg.partition:  # a batch is one partition's
+                st = await store.ensure(msg.partition)
             pred = predict(
                 req,
                 st.keyed,
@@ -177,6 +177,7 @@ async def _deliver(rt: Runtime, answers: list[_Answer]) -> None:
         for a in answers:
             await send_dead_letter(rt, a.message, "internal", f"{type(exc).__name__}: {exc}")
         return
+    latencies = []
     for a in answers:
         req, pred = a.request, a.prediction
         remember_signal(
@@ -188,7 +189,8 @@ async def _deliver(rt: Runtime, answers: list[_Answer]) -> None:
             pred.score,
             pred.components,
         )
-        rt.observe("predict_latency_s", max(0.0, (pred.predicted_at - a.record_ms) / 1000.0))
+        latencies.append(max(0.0, (pred.predicted_at - a.record_ms) / 1000.0))
+    rt.observe_many("predict_latency_s", latencies)
     rt.count("predictions", len(answers))
 
 

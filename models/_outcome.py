@@ -4,7 +4,7 @@ outcome from its realised R/R, and the log loss of a prediction."""
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from typing import NamedTuple
 
 __all__ = ["LearnResult", "log_loss", "rr_weight"]
 
@@ -22,8 +22,7 @@ def rr_weight(rr: float | None, scale: float = 1.0, w_max: float = 5.0) -> float
     return float(min(max(1.0 + abs(rr) / scale, 1.0), w_max))
 
 
-@dataclass(frozen=True)
-class LearnResult:
+class LearnResult(NamedTuple):
     """What learning one outcome did.
 
     ``learned`` is False for a duplicate outcome id (nothing changed). ``prediction`` is the online

@@ -152,6 +152,7 @@ def blend(
     w = weights if isinstance(weights, BlendWeights) else BlendWeights(weights)
     wd = w._weights  # the plain mapping: this runs once per prediction
     present: dict[str, float] = {}
+    total: float = 0  # summed as sum() would, from 0, in the order of the components
     for role, p in components.items():
         if role not in wd:
             raise ConfigError(f"component {role!r} has no blend weight; configure one")
@@ -160,14 +161,23 @@ def blend(
         if not 0.0 <= p <= 1.0:
             raise DataError(f"component {role!r} probability {p!r} is outside [0, 1]")
         present[role] = float(p)
+        total += wd[role]
     if not present:
         raise DataError("no component answered; at least one probability is needed")
-    degraded = any(role not in present for role in w._configured)
-    total = sum([wd[role] for role in present])
+    degraded = False
+    for role in w._configured:
+        if role not in present:
+            degraded = True
+            break
+    applied: dict[str, float] = {}
+    score: float = 0
     if total > 0:
-        applied = {role: wd[role] / total for role in present}
+        for role, p in present.items():
+            a = applied[role] = wd[role] / total
+            score += a * p
     else:
-        applied = {role: 1.0 / len(present) for role in present}
         degraded = True
-    score = sum([applied[role] * p for role, p in present.items()])
+        for role, p in present.items():
+            a = applied[role] = 1.0 / len(present)
+            score += a * p
     return BlendResult(score=min(max(score, 0.0), 1.0), weights_applied=applied, degraded=degraded)

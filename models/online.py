@@ -148,6 +148,16 @@ def _clean(x: Mapping[Any, Any]) -> dict[str, float]:
     return clean_features(x)
 
 
+def _estimation(det: Any, default: float) -> float:
+    """The detector's ``estimation`` (``default`` for one without): ADWIN's is read from its Rust
+    window directly, as its property computes it, without the property's three wrappers."""
+    helper = getattr(det, "_helper", None)
+    if helper is not None:
+        width = helper.get_width()
+        return 0.0 if width == 0 else float(helper.get_total() / width)
+    return float(getattr(det, "estimation", default))
+
+
 def _core_of(params: tuple[float, float, float], state: tuple[Any, ...]) -> Any:
     """The compiled step of ``params`` holding ``state`` (what pickling a learner writes)."""
     core = _linear_core.Core(*params)
@@ -314,7 +324,7 @@ class OnlineLearner(base.Classifier):
         fired = False
         det = self.detector
         if det is not None:
-            before = getattr(det, "estimation", -math.inf)
+            before = _estimation(det, -math.inf)
             det.update(float((p > 0.5) != label))
             if det.drift_detected and getattr(det, "estimation", math.inf) > before:
                 self.drift_points.append(self._n_learned)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -59,7 +59,7 @@ class Runtime:
     """Held by the reloader's polls and by a promotion with its announcement (agents.promotion)."""
     monitor: ComponentMonitor = field(default_factory=ComponentMonitor)
     """Rolling metrics of each component and of the blend, from joined outcomes."""
-    observers: list[Callable[[str, float], None]] = field(default_factory=list)
+    observers: list[Callable[[str, Sequence[float]], None]] = field(default_factory=list)
     """Called with each measurement the agents report (:meth:`observe`)."""
     app: Any = None
     """The Faust app, whose producer :meth:`send` uses."""
@@ -129,5 +129,9 @@ class Runtime:
 
     def observe(self, name: str, value: float) -> None:
         """Report a measurement (e.g. ``predict_latency_s``) to every registered observer."""
+        self.observe_many(name, (value,))
+
+    def observe_many(self, name: str, values: Sequence[float]) -> None:
+        """Report measurements of one name at once (a batch's latencies)."""
         for observer in self.observers:
-            observer(name, value)
+            observer(name, values)

@@ -77,6 +77,8 @@ def test_predictions_learning_and_state_equal_rivers_bit_for_bit(
         river.learn_one(x, y, w)
         assert compiled.last_prediction == river.last_prediction
         assert compiled.drift_detected == river.drift_detected
+        det = river.detector  # ADWIN's estimation, read past its property, is the property's
+        assert online._estimation(det, -1.0) == getattr(det, "estimation", -1.0)
     assert compiled.n_learned == river.n_learned == 600
     _same(compiled, river)
     assert compiled.export() == river.export()
