@@ -27,6 +27,7 @@ endef
 # What `alphapulse demo` needs: Java and Maven for the local broker, and the package.
 $(STAMP): pyproject.toml $(CONSTRAINTS) models/_linear_core.c stream/_codec_core.c
 	$(call apt_need,command -v java >/dev/null && command -v mvn >/dev/null,default-jre-headless maven,the local Kafka broker; or set KAFKA_BOOTSTRAP_SERVERS)
+	$(call apt_need,command -v gcc >/dev/null && [ -f "$$($(PYTHON) -c 'import sysconfig; print(sysconfig.get_path("include"))')/Python.h" ],gcc python3-dev,the compiled steps of the online model and the decoder; without them the same work runs in Python)
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(PIP) -e .

@@ -39,46 +39,49 @@ typedef struct {
 
 static PyTypeObject CoreType;
 
-static int grow(Core *c, Py_ssize_t need) {
-    if (need <= c->cap) return 0;
-    Py_ssize_t cap = c->cap ? c->cap : 16;
-    while (cap < need) cap *= 2;
-#define RE(field, type)                                                   \
+/* Resize the array ``c->field`` to ``cap`` elements of ``type``; -1 with MemoryError if not. */
+#define RESIZE(field, type, cap)                                          \
     do {                                                                  \
-        type *p = PyMem_Realloc(c->field, (size_t)cap * sizeof(type));    \
-        if (!p) { PyErr_NoMemory(); return -1; }                          \
+        type *p = PyMem_Realloc(c->field, (size_t)(cap) * sizeof(type));  \
+        if (!p) {                                                         \
+            PyErr_NoMemory();                                             \
+            return -1;                                                    \
+        }                                                                 \
         c->field = p;                                                     \
     } while (0)
-    RE(counts, long long);
-    RE(means, double);
-    RE(vars, double);
-    RE(weights, double);
-    RE(flags, unsigned char);
-    RE(counts_order, Py_ssize_t);
-    RE(vars_order, Py_ssize_t);
-#undef RE
+
+static Py_ssize_t capacity(Py_ssize_t have, Py_ssize_t need) {
+    Py_ssize_t cap = have ? have : 16;
+    while (cap < need) cap *= 2;
+    return cap;
+}
+
+/* Room for ``need`` features in the state's arrays. */
+static int grow(Core *c, Py_ssize_t need) {
+    if (need <= c->cap) return 0;
+    Py_ssize_t cap = capacity(c->cap, need);
+    RESIZE(counts, long long, cap);
+    RESIZE(means, double, cap);
+    RESIZE(vars, double, cap);
+    RESIZE(weights, double, cap);
+    RESIZE(flags, unsigned char, cap);
+    RESIZE(counts_order, Py_ssize_t, cap);
+    RESIZE(vars_order, Py_ssize_t, cap);
     c->cap = cap;
     return 0;
 }
 
+/* Room for ``need`` features of one outcome in the scratch arrays. */
 static int grow_scratch(Core *c, Py_ssize_t need) {
     if (need <= c->scap) return 0;
-    Py_ssize_t cap = c->scap ? c->scap : 16;
-    while (cap < need) cap *= 2;
-#define RE(field, type)                                                   \
-    do {                                                                  \
-        type *p = PyMem_Realloc(c->field, (size_t)cap * sizeof(type));    \
-        if (!p) { PyErr_NoMemory(); return -1; }                          \
-        c->field = p;                                                     \
-    } while (0)
-    RE(sidx, Py_ssize_t);
-    RE(sx, double);
-    RE(ss, double);
-    RE(sm, double);
-    RE(sv, double);
-    RE(sw, double);
-    RE(sc, long long);
-#undef RE
+    Py_ssize_t cap = capacity(c->scap, need);
+    RESIZE(sidx, Py_ssize_t, cap);
+    RESIZE(sx, double, cap);
+    RESIZE(ss, double, cap);
+    RESIZE(sm, double, cap);
+    RESIZE(sv, double, cap);
+    RESIZE(sw, double, cap);
+    RESIZE(sc, long long, cap);
     c->scap = cap;
     return 0;
 }
@@ -493,7 +496,7 @@ static PyMethodDef module_methods[] = {
 };
 
 static struct PyModuleDef module = {
-    PyModuleDef_HEAD_INIT, "models._linear_core", NULL, -1, module_methods,
+    PyModuleDef_HEAD_INIT, "models._linear_core", NULL, -1, module_methods, NULL, NULL, NULL, NULL,
 };
 
 PyMODINIT_FUNC PyInit__linear_core(void) {
