@@ -80,11 +80,6 @@ def is_hard_example(prediction: float, label: bool, confidence: float) -> bool:
     return prediction >= confidence if not label else prediction <= 1.0 - confidence
 
 
-def _event_ms(out: TradeOutcome, msg: Any) -> int:
-    """The outcome's time: its own ``ts``, else its record's timestamp (epoch ms)."""
-    return out.ts if out.ts is not None else int(msg.timestamp * 1000)
-
-
 def _sink(rt: Runtime, st: PartitionState) -> Sink:
     """Where the side outputs of ``st``'s outcomes go: its next transaction."""
     return OutputBuffer(st, rt.topic_names)
@@ -138,7 +133,9 @@ async def _learn(
     may_wait: bool = True,
     sink: Sink | None = None,
 ) -> None:
-    t = out.ts if out.ts is not None else int(msg.timestamp * 1000)  # _event_ms, inline
+    t = (
+        out.ts if out.ts is not None else int(msg.timestamp * 1000)
+    )  # its own time, else its record's
     if may_wait and (st.outcome_clock is None or t > st.outcome_clock):
         st.outcome_clock = t
     sink = _sink(rt, st) if sink is None else sink

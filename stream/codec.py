@@ -73,6 +73,7 @@ try:  # the common case compiled (stream/_codec_core.c); None for anything it le
     from stream import _codec_core
 except ImportError:  # installed without a C compiler
     _codec_core = None
+
 _TS_MIN, _TS_MAX = -(2**63), 2**63 - 1
 _PLAIN_RECORDS = (Prediction, DeadLetter, HardExample)
 _RFC3339 = re.compile(r"^\d{4}-\d{2}-\d{2}[Tt]\d{2}:\d{2}:\d{2}(\.\d+)?([Zz]|[+-]\d{2}:\d{2})$")

@@ -60,7 +60,8 @@ class Runtime:
     monitor: ComponentMonitor = field(default_factory=ComponentMonitor)
     """Rolling metrics of each component and of the blend, from joined outcomes."""
     observers: list[Callable[[str, Sequence[float]], None]] = field(default_factory=list)
-    """Called with each measurement the agents report (:meth:`observe`)."""
+    """Called with the measurements the agents report: a name and its values
+    (:meth:`observe`, :meth:`observe_many`)."""
     app: Any = None
     """The Faust app, whose producer :meth:`send` uses."""
     topic_names: dict[str, str] = field(default_factory=dict)
