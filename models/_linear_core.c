@@ -137,7 +137,7 @@ static double sigmoid(double z) {
 
 /* OnlineLearner._proba on River's pipeline: predict_proba_one and its normalisation. New
  * features get River's 0.0 vars entry. */
-static int predict_into(Core *c, PyObject *x, Py_ssize_t m, double *out) {
+static int predict_into(Core *c, PyObject *x, double *out) {
     Py_ssize_t pos = 0, j = 0;
     PyObject *k, *v;
     double acc = 0.0;
@@ -157,7 +157,6 @@ static int predict_into(Core *c, PyObject *x, Py_ssize_t m, double *out) {
         if (c->flags[i] & IN_COUNTS) acc += c->weights[i] * s;
         j++;
     }
-    (void)m;
     double p = sigmoid(acc + c->intercept);
     double q = 1.0 - p, total = p + q;
     if (!(total > 0)) *out = 0.5;
@@ -169,7 +168,7 @@ static PyObject *Core_predict(Core *c, PyObject *x) {
     Py_ssize_t m = read_x(c, x);
     if (m < 0) return NULL;
     double p;
-    if (predict_into(c, x, m, &p) < 0) return NULL;
+    if (predict_into(c, x, &p) < 0) return NULL;
     return PyFloat_FromDouble(p);
 }
 
@@ -189,7 +188,7 @@ static PyObject *Core_learn(Core *c, PyObject *args) {
     Py_ssize_t m = read_x(c, x);
     if (m < 0) return NULL;
     double p = 0.5;
-    if (!first && predict_into(c, x, m, &p) < 0) return NULL;
+    if (!first && predict_into(c, x, &p) < 0) return NULL;
     if (w > 0) {
         double dot = 0.0;
         for (Py_ssize_t j = 0; j < m; j++) {

@@ -164,20 +164,10 @@ def blend(
         total += wd[role]
     if not present:
         raise DataError("no component answered; at least one probability is needed")
-    degraded = False
-    for role in w._configured:
-        if role not in present:
-            degraded = True
-            break
+    degraded = any(role not in present for role in w._configured) or not total > 0
     applied: dict[str, float] = {}
-    score: float = 0
-    if total > 0:
-        for role, p in present.items():
-            a = applied[role] = wd[role] / total
-            score += a * p
-    else:
-        degraded = True
-        for role, p in present.items():
-            a = applied[role] = 1.0 / len(present)
-            score += a * p
+    score: float = 0  # summed as sum() would, in the order of the components
+    for role, p in present.items():
+        a = applied[role] = wd[role] / total if total > 0 else 1.0 / len(present)
+        score += a * p
     return BlendResult(score=min(max(score, 0.0), 1.0), weights_applied=applied, degraded=degraded)
