@@ -115,7 +115,7 @@ def attach_direct_fetch(app: Any, settings: Settings) -> DirectFetch:
             max_poll_records=conf.broker_max_poll_records,
         )
 
-    direct = DirectFetch(app, make_consumer, settings.fetch_max_wait_ms)
+    direct = DirectFetch(app, make_consumer, settings.fetch_max_wait_ms, settings.fetch_min_bytes)
 
     @app.task
     async def _direct_fetch() -> None:

@@ -115,6 +115,17 @@ def limit_waits_while_buffered(fetcher: Any, wait_ms: int) -> None:
     setattr(fetcher, _BUFFERED_WAIT, wait_ms)
 
 
+def use_fetch_sizes(fetcher: Any, fetch_min_bytes: int, fetch_max_wait_ms: int) -> None:
+    """Give a started consumer's ``fetcher`` the worker's fetch sizes (the module's notes 2 and
+    3); needs :func:`install`. A minimum of 1 byte keeps the consumer's own sizes."""
+    limit_waits_while_buffered(fetcher, fetch_max_wait_ms)
+    if fetch_min_bytes <= 1:
+        return
+    # aiokafka 0.14: the fetcher reads these two attributes for every fetch request.
+    idle = (fetcher._fetch_min_bytes, fetcher._fetch_max_wait_ms)
+    setattr(fetcher, _MODES, (idle, (fetch_min_bytes, fetch_max_wait_ms)))
+
+
 class _Without:
     """An aiokafka assignment without the partitions of some topics, for building a fetch."""
 
@@ -354,12 +365,7 @@ def install(fetch_min_bytes: int, fetch_max_wait_ms: int) -> None:
             await start()
             fetcher = consumer._fetcher
             setattr(fetcher, _ROUTES, batch_routes(transport.app))
-            limit_waits_while_buffered(fetcher, fetch_max_wait_ms)
-            if fetch_min_bytes <= 1:
-                return  # Faust's own fetch sizes
-            # aiokafka 0.14: the fetcher reads these two attributes for every fetch request.
-            idle = (fetcher._fetch_min_bytes, fetcher._fetch_max_wait_ms)
-            setattr(fetcher, _MODES, (idle, (fetch_min_bytes, fetch_max_wait_ms)))
+            use_fetch_sizes(fetcher, fetch_min_bytes, fetch_max_wait_ms)
 
         consumer.start = start_and_mark
         return consumer

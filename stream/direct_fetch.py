@@ -28,7 +28,7 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.errors import KafkaError
 
-from stream._faust_consumer import limit_waits_while_buffered
+from stream._faust_consumer import use_fetch_sizes
 from stream.fetched import Batch, BatchRoutes, batch_routes, to_records
 
 __all__ = ["DirectFetch", "direct_fetch_of", "owned_partitions"]
@@ -55,10 +55,14 @@ class DirectFetch:
     """Fetches ``app``'s batch-routed topics with the consumer ``make_consumer`` returns."""
 
     def __init__(
-        self, app: Any, make_consumer: Callable[[], AIOKafkaConsumer], buffered_wait_ms: int
+        self,
+        app: Any,
+        make_consumer: Callable[[], AIOKafkaConsumer],
+        fetch_max_wait_ms: int,
+        fetch_min_bytes: int = 1,
     ) -> None:
         self.app = app
-        self._buffered_wait_ms = buffered_wait_ms
+        self._fetch_sizes = (fetch_min_bytes, fetch_max_wait_ms)  # as the worker's Faust consumer
         self.routes: BatchRoutes = batch_routes(app)
         self.routes.direct = True  # before Faust's fetcher starts: it never fetches them
         self._make_consumer = make_consumer
@@ -70,7 +74,7 @@ class DirectFetch:
     async def run(self) -> None:
         """Fetch and hand over batches until cancelled."""
         consumer = self.consumer = await self._started()
-        limit_waits_while_buffered(consumer._fetcher, self._buffered_wait_ms)
+        use_fetch_sizes(consumer._fetcher, *self._fetch_sizes)
         try:
             while True:
                 try:

@@ -12,6 +12,7 @@ from aiokafka import TopicPartition
 from aiokafka.errors import KafkaConnectionError
 from faust.types import TP
 
+from stream import _faust_consumer as fc
 from stream.direct_fetch import DirectFetch, direct_fetch_of
 from stream.fetched import Batch, batch_routes
 
@@ -169,3 +170,35 @@ def test_a_consumer_that_cannot_start_is_made_again(monkeypatch: pytest.MonkeyPa
     direct._make_consumer = _Starting  # type: ignore[assignment]
     started = asyncio.run(direct._started())
     assert started is made[2] and [c.stopped for c in made] == [True, True, False]
+
+
+def test_the_direct_consumer_fetches_with_the_worker_s_fetch_sizes() -> None:
+    class _Fetcher:
+        _fetch_min_bytes = 1
+        _fetch_max_wait_ms = 500
+
+    class _Started:
+        def __init__(self) -> None:
+            self._fetcher = _Fetcher()
+            self.stopped = False
+
+        async def start(self) -> None:
+            pass
+
+        async def stop(self) -> None:
+            self.stopped = True
+
+    consumer = _Started()
+    app = _App({TP("signals", 0)})
+    direct = DirectFetch(app, lambda: consumer, 7, 4096)  # type: ignore[arg-type,return-value]
+
+    async def stop_at_once(_: Any) -> None:
+        raise asyncio.CancelledError
+
+    direct._step = stop_at_once  # type: ignore[assignment,method-assign]
+    with pytest.raises(asyncio.CancelledError):
+        asyncio.run(direct.run())
+    fetcher = consumer._fetcher
+    assert getattr(fetcher, fc._MODES) == ((1, 500), (4096, 7))  # idle, then busy sizes
+    assert getattr(fetcher, fc._BUFFERED_WAIT) == 7
+    assert consumer.stopped
