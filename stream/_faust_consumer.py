@@ -14,7 +14,8 @@
    to ``ALPHAPULSE_FETCH_MIN_BYTES`` for at most ``ALPHAPULSE_FETCH_MAX_WAIT_MS``; after an empty
    one, it goes back to Faust's long poll (1 byte, 1.5 s), so an idle worker stays idle. The
    default of 1 byte turns this off (Faust's fetches): a larger minimum saves CPU under steady
-   traffic but consumes a backlog more slowly.
+   traffic but consumes a backlog more slowly. The consumer of :mod:`stream.direct_fetch` uses
+   the same sizes (:func:`use_fetch_sizes`).
 3. No long poll while fetched records wait. aiokafka sends one fetch at a time per broker, and a
    partition whose fetched records are not consumed yet is left out of the next fetch. When every
    partition with traffic still had records waiting, the next fetch held only idle partitions
