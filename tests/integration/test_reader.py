@@ -4,6 +4,7 @@ following a topic."""
 from __future__ import annotations
 
 import asyncio
+import time
 
 import pytest
 from aiokafka import AIOKafkaProducer
@@ -14,7 +15,9 @@ from stream.topics import ensure_topics
 
 pytestmark = pytest.mark.integration
 
-T0 = 1_700_000_000_000
+# An hour ago: records timestamped older than the topics' retention (7 days) are deleted by the
+# broker's next retention check, which could fall between writing and reading them.
+T0 = (int(time.time()) - 3600) * 1000
 
 
 async def _fill(settings: Settings, topic: str) -> None:
