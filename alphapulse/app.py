@@ -147,8 +147,8 @@ def faust_tuning_kwargs(settings: Settings) -> dict[str, Any]:
         # fetch loop, flushing the producer first, and fetching stops meanwhile.
         broker_commit_every=2**62,
         # Every produce request costs the broker and this process far more than a record in it:
-        # records wait up to 10 ms to share requests. Predictions go as closed batches, which do
-        # not wait (Runtime.send_many); the learner's state goes in its own transactions.
+        # records wait up to 10 ms to share requests. Predictions go in batches that do not
+        # linger (Runtime.send_many); the learner's state goes in its own transactions.
         producer_linger=0.010,
         producer_max_batch_size=256 * 1024,
         # Large polls: while fetched records wait to be consumed, aiokafka sends no new fetch to

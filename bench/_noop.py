@@ -12,7 +12,7 @@ outcome of OUTCOMES (the predict floor).
 Both run Faust as the project's worker does: the same consumer and producer settings
 (:func:`alphapulse.app.faust_tuning_kwargs`), event loop, fetch loop and fetch sizes
 (:mod:`stream._faust_consumer`), logging and garbage collector set-up, and the floor answers
-micro-batches of queued signals with one Kafka batch per partition, as the predictor does
+micro-batches of queued signals, sent in Kafka batches as the predictor sends them
 (:mod:`stream.batching`). The floor sends each answer to the partition number its signal came from
 (the topics of ``ensure_topics`` all have the same count), so it does not even hash the key. So
 the figures of ``bench.e2e`` against them measure the agents' own work.

@@ -91,7 +91,7 @@ class Runtime:
         return await producer.send(topic, value, key=key, partition=partition)
 
     async def send_now(self, role: str, key: bytes, value: bytes, partition: int) -> Any:
-        """Send one record as a closed batch, which does not wait out the producer's linger.
+        """Send one record without waiting out the producer's linger (:func:`send_batches`).
 
         For records whose delivery the caller awaits; returns the delivery future.
         """
@@ -100,7 +100,7 @@ class Runtime:
         return future
 
     async def send_many(self, role: str, records: list[tuple[bytes, bytes]]) -> None:
-        """Send keyed records to the topic of ``role``, one closed batch per partition.
+        """Send keyed records to the topic of ``role``, in as few batches per partition as fit.
 
         See :func:`stream.batching.send_batches`: under light load they leave at once, without
         the producer's linger; under heavy load they leave in large requests.

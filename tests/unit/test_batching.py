@@ -1,7 +1,9 @@
-"""stream.batching: micro-batches of queued events, and one closed Kafka batch per partition.
+"""stream.batching: micro-batches of queued events, and answers sent in as few Kafka batches as
+the producer takes.
 
-The producer is a stand-in that records what it is given; the batches are aiokafka's own
-BatchBuilder, so "full" means what it means in the client (pure logic, no broker).
+The producer is a stand-in around aiokafka's own queue (``MessageAccumulator``) with no sender:
+what it queues waits there as it does while a produce request is in flight, until the test takes
+a request's worth with ``drain_by_nodes``, as the sender would (pure logic, no broker).
 """
 
 from __future__ import annotations
@@ -10,63 +12,124 @@ import asyncio
 from collections.abc import AsyncIterator
 from typing import Any
 
-from aiokafka.producer.message_accumulator import BatchBuilder
+from aiokafka import TopicPartition
+from aiokafka.producer.message_accumulator import BatchBuilder, MessageAccumulator
+from aiokafka.record.default_records import DefaultRecordBatch
 
 from stream.batching import micro_batches, queued, send_batches
 
 
+class _Cluster:
+    def leader_for_partition(self, tp: TopicPartition) -> int:
+        return 0
+
+
 class _Producer:
-    def __init__(self, batch_size: int = 16 * 1024) -> None:
-        self.batch_size = batch_size
-        self.sent: list[tuple[str, int, list[bytes], bool]] = []
+    def __init__(self, batch_size: int = 16 * 1024, linger_ms: int = 10_000) -> None:
+        # A linger far longer than any test: a batch that is taken at once did not wait it out.
+        self._message_accumulator = MessageAccumulator(
+            _Cluster(), batch_size, 0, 30, loop=asyncio.get_running_loop(), linger_ms=linger_ms
+        )
+        self.calls = 0
 
     def create_batch(self) -> BatchBuilder:
-        return BatchBuilder(self.batch_size, 0, is_transactional=False)
+        return self._message_accumulator.create_builder()
 
-    async def send_batch(self, batch: BatchBuilder, topic: str, *, partition: int) -> int:
-        values = [bytes(r.value) for r in _records(batch)]
-        self.sent.append((topic, partition, values, batch._closed))
-        return len(self.sent)  # stands for the batch's delivery future
+    async def send_batch(self, batch: BatchBuilder, topic: str, *, partition: int) -> Any:
+        self.calls += 1
+        tp = TopicPartition(topic, partition)
+        return await self._message_accumulator.add_batch(batch, tp, 30)
 
-
-def _records(batch: BatchBuilder) -> list[Any]:
-    from aiokafka.record.default_records import DefaultRecordBatch
-
-    buf = batch._buffer if batch._buffer is not None else batch._builder.build()
-    return list(DefaultRecordBatch(bytes(buf)))
-
-
-def test_one_closed_batch_per_partition_in_order() -> None:
-    producer = _Producer()
-    records = [(i % 3, b"k", f"v{i}".encode()) for i in range(10)]
-    asyncio.run(send_batches(producer, "t", records))
-    assert sorted(p for _, p, _, _ in producer.sent) == [0, 1, 2]
-    for topic, partition, values, closed in producer.sent:
-        assert topic == "t" and closed
-        assert values == [f"v{i}".encode() for i in range(10) if i % 3 == partition]
+    def request(self) -> dict[int, list[bytes]]:
+        """What one produce request would carry now: each partition's first queued batch that
+        need not linger, as its values."""
+        nodes, _ = self._message_accumulator.drain_by_nodes(ignore_nodes=set())
+        return {tp.partition: _values(b) for tp, b in nodes.get(0, {}).items()}
 
 
-def test_a_full_batch_is_sent_before_the_next_records_and_nothing_is_lost() -> None:
-    producer = _Producer(batch_size=300)
-    values = [f"{i:03d}".encode() * 20 for i in range(12)]  # 60 bytes each: a few per batch
-    futures = asyncio.run(send_batches(producer, "t", [(0, None, v) for v in values]))
-    assert len(producer.sent) > 2
-    assert futures == list(range(1, len(producer.sent) + 1))  # one per batch, in sending order
-    assert [v for _, _, vs, _ in producer.sent for v in vs] == values
-    assert all(closed for *_, closed in producer.sent)
+def _values(batch: Any) -> list[bytes]:
+    return [bytes(r.value) for r in DefaultRecordBatch(bytes(batch.get_data_buffer()))]
+
+
+def _run(test: Any) -> Any:
+    async def main() -> Any:
+        return await test()
+
+    return asyncio.run(main())
+
+
+def test_one_batch_per_partition_in_order_that_leaves_without_lingering() -> None:
+    async def test() -> tuple[dict[int, list[bytes]], list[Any]]:
+        producer = _Producer()
+        records = [(i % 3, b"k", f"v{i}".encode()) for i in range(10)]
+        futures = await send_batches(producer, "t", records)
+        return producer.request(), futures
+
+    request, futures = _run(test)
+    assert len(futures) == 3
+    assert request == {p: [f"v{i}".encode() for i in range(10) if i % 3 == p] for p in range(3)}
+
+
+def test_answers_sent_while_a_batch_waits_join_it_without_waiting() -> None:
+    async def test() -> tuple[int, dict[int, list[bytes]], dict[int, list[bytes]]]:
+        producer = _Producer()
+        await send_batches(producer, "t", [(0, None, b"a")])
+        # The batch has not been taken (a request is in flight): the next answers join it.
+        futures = await asyncio.wait_for(
+            send_batches(producer, "t", [(0, None, b"b"), (1, None, b"c"), (0, None, b"d")]), 1
+        )
+        assert len(futures) == 2
+        calls = producer.calls
+        first = producer.request()
+        later = await send_batches(producer, "t", [(0, None, b"e")])  # after it was taken
+        assert len(later) == 1
+        return calls, first, producer.request()
+
+    calls, first, second = _run(test)
+    assert calls == 2  # a queued batch for partition 0, then one for partition 1
+    assert first == {0: [b"a", b"b", b"d"], 1: [b"c"]}
+    assert second == {0: [b"e"]}
+
+
+def test_a_full_batch_is_closed_and_nothing_is_lost() -> None:
+    async def test() -> list[bytes]:
+        producer = _Producer(batch_size=300)
+        values = [f"{i:03d}".encode() * 20 for i in range(12)]  # 60 bytes each: a few per batch
+        sending = asyncio.ensure_future(send_batches(producer, "t", [(0, None, v) for v in values]))
+        got: list[bytes] = []
+        while not sending.done() or producer.request():  # take a request's worth at a time
+            await asyncio.sleep(0)
+            got += producer.request().get(0, [])
+        assert producer.calls > 2
+        assert len(await sending) == producer.calls  # one future per batch, in sending order
+        assert got == values
+        return got
+
+    assert len(_run(test)) == 12
 
 
 def test_a_record_larger_than_a_batch_still_goes() -> None:
-    producer = _Producer(batch_size=100)
-    big = b"x" * 500
-    asyncio.run(send_batches(producer, "t", [(1, b"k", b"a"), (1, b"k", big), (1, b"k", b"b")]))
-    assert [v for _, _, vs, _ in producer.sent for v in vs] == [b"a", big, b"b"]
+    async def test() -> list[bytes]:
+        producer = _Producer(batch_size=100)
+        big = b"x" * 500
+        sending = asyncio.ensure_future(
+            send_batches(producer, "t", [(1, b"k", b"a"), (1, b"k", big), (1, b"k", b"b")])
+        )
+        got: list[bytes] = []
+        while not sending.done() or producer.request():
+            await asyncio.sleep(0)
+            got += producer.request().get(1, [])
+        return got
+
+    assert _run(test) == [b"a", b"x" * 500, b"b"]
 
 
 def test_no_records_send_nothing() -> None:
-    producer = _Producer()
-    asyncio.run(send_batches(producer, "t", []))
-    assert producer.sent == []
+    async def test() -> tuple[list[Any], int]:
+        producer = _Producer()
+        return await send_batches(producer, "t", []), producer.calls
+
+    assert _run(test) == ([], 0)
 
 
 class _Stream:
