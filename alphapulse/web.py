@@ -118,7 +118,7 @@ def register_web(
     @app.task
     async def _probe_broker() -> None:
         while True:
-            await probe_broker(app, broker)
+            await probe_broker(app, broker, topics=rt.topic_names.values())
             # Soon again until the first success, so that a starting worker is ready early.
             await asyncio.sleep(broker_probe_interval_s if broker.last_ok is not None else 1.0)
 

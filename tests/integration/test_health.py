@@ -135,3 +135,36 @@ def test_an_unreachable_registry_makes_the_worker_unready_but_alive(
         assert status == 200 and orjson.loads(live)["status"] == "ok"
     finally:
         worker.stop(timeout=15)
+
+
+def test_the_broker_probe_asks_only_for_the_workers_topics(settings: Any) -> None:
+    """With many topics on a cluster, a metadata request for all of them costs the worker's event
+    loop 0.1 s and more; the probe asks for the topics it is given and the producer's own."""
+    import asyncio
+    from types import SimpleNamespace
+
+    from aiokafka import AIOKafkaProducer
+
+    from alphapulse.health import Probe, probe_broker
+    from stream.topics import ensure_topics
+
+    async def run() -> tuple[set[str], set[str], bool]:
+        await ensure_topics(settings)
+        producer = AIOKafkaProducer(bootstrap_servers=settings.bootstrap_servers)
+        await producer.start()
+        try:
+            await producer.send_and_wait(settings.topic("predictions"), b"x", partition=0)
+            # As the worker's producer was found: tracking no topic, so its refreshes ask for all.
+            await producer.client.set_topics([])
+            before = set(producer.client.cluster.topics())
+            app = SimpleNamespace(producer=SimpleNamespace(_ensure_producer=lambda: producer))
+            probe = Probe()
+            await probe_broker(app, probe, timeout_s=10, topics=[settings.topic("predictions")])
+            return before, set(producer.client.cluster.topics()), probe.check()["ok"]
+        finally:
+            await producer.stop()
+
+    before, after, ok = asyncio.run(run())
+    assert ok
+    assert settings.topic("signals") in before
+    assert after == {settings.topic("predictions")}

@@ -151,7 +151,8 @@ def _producer(result: bool | None) -> Any:
             fut.set_result(result)
         return fut
 
-    return SimpleNamespace(client=SimpleNamespace(force_metadata_update=force_metadata_update))
+    client = SimpleNamespace(force_metadata_update=force_metadata_update, add_topic=lambda t: None)
+    return SimpleNamespace(client=client)
 
 
 @pytest.mark.parametrize(
