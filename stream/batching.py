@@ -64,7 +64,7 @@ async def send_batches(
     batch. The batches are in the producer's queue, so a flush of the producer covers them.
     Returns the delivery future of each batch used.
     """
-    accumulator = getattr(producer, "_message_accumulator", None)
+    accumulator = producer._message_accumulator
     by_partition: dict[int, list[tuple[bytes | None, bytes]]] = {}
     for partition, key, value in records:
         by_partition.setdefault(partition, []).append((key, value))
@@ -86,10 +86,10 @@ async def send_batches(
             while i < len(items) and _append(builder, items[i]):
                 i += 1
             full = i < len(items)
-            if full or accumulator is None:
+            if full:
                 builder.close()  # closed: it leaves without lingering, and takes nothing more
             futures.append(await producer.send_batch(builder, topic, partition=partition))
-            if not full and accumulator is not None:
+            if not full:
                 _no_linger(accumulator, tp, builder)
     return futures
 
@@ -102,7 +102,7 @@ def _append(builder: Any, item: tuple[bytes | None, bytes]) -> bool:
 def _waiting_batch(accumulator: Any, tp: TopicPartition) -> Any:
     """The last batch of ``tp`` in an aiokafka producer's queue, not yet taken for a request
     (its sequence numbers are set when it is taken, so records join only before); or None."""
-    queue = accumulator._batches.get(tp) if accumulator is not None else None
+    queue = accumulator._batches.get(tp)
     return queue[-1] if queue else None
 
 

@@ -3,20 +3,25 @@ on a real broker and a real MLflow server."""
 
 from __future__ import annotations
 
+import asyncio
 import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
 import orjson
 import pytest
+from aiokafka import AIOKafkaProducer
 from prometheus_client.parser import text_string_to_metric_families
 
+from alphapulse.health import Probe, probe_broker
 from models.registry import ModelRegistry
 from models.trainer import TrainingConfig, train
+from stream.topics import ensure_topics
 from tests.support import Worker, free_port
 
 pytestmark = pytest.mark.integration
@@ -140,13 +145,6 @@ def test_an_unreachable_registry_makes_the_worker_unready_but_alive(
 def test_the_broker_probe_asks_only_for_the_workers_topics(settings: Any) -> None:
     """With many topics on a cluster, a metadata request for all of them costs the worker's event
     loop 0.1 s and more; the probe asks for the topics it is given and the producer's own."""
-    import asyncio
-    from types import SimpleNamespace
-
-    from aiokafka import AIOKafkaProducer
-
-    from alphapulse.health import Probe, probe_broker
-    from stream.topics import ensure_topics
 
     async def run() -> tuple[set[str], set[str], bool]:
         await ensure_topics(settings)
